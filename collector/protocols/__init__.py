@@ -1,0 +1,1 @@
+"""L7 protocol parsers used by stream reassembly."""
