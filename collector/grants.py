@@ -197,7 +197,7 @@ class GrantStore:
             grants = self._grants
         return sorted(
             (g for g in grants if include_expired or g.active(now)),
-            key=lambda g: (g.created, g.id),
+            key=lambda g: g.created,  # stable: insertion order among equals
         )
 
     def revoke(self, grant_id: str, now: float | None = None) -> bool:
