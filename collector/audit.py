@@ -37,8 +37,8 @@ class AuditWriteError(AuditError):
     """The record could not be made durable: the caller must deny and disclose nothing."""
 
 
-class AuditCorruptError(AuditError):
-    """The log's tail fails its own hash: refuse to extend a chain we cannot trust."""
+class AuditCorruptError(AuditWriteError):
+    """The log's tail fails its own hash: refuse to extend a chain we cannot trust (fail closed)."""
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:
