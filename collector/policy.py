@@ -333,6 +333,8 @@ def _scope_everything(request: Request, auths: Sequence[_Auth], notes: list[str]
     notes += [f"{a.source} not used: it allows at most {a.level}"
               for a in auths if a.level < level]
     sels = [str(s) for a in used for s in a.selectors]
+    if not sels:
+        return _deny(f"no permitted target for {request.op}", notes)
     targets = ("*",) if "*" in sels else tuple(dict.fromkeys(sels))
     return Decision(True, "allowed by " + ", ".join(a.source for a in used), level=level,
                     targets=targets, narrowed=tuple(notes), sources=tuple(a.source for a in used))

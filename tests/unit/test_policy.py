@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.auth import Principal
 from collector.grants import Grant
@@ -281,3 +283,61 @@ def test_selector_matching() -> None:
         assert not parse_selector(no).matches(f), no
     assert parse_selector("unit:u.service").matches(TargetFacts(1, unit="u.service"))
     assert not parse_selector("cgroup:/").matches(TargetFacts(1))
+
+
+# Property: whatever decide() allows is covered by some role or grant of the caller.
+SELS = ["*", "unit:a.service", "unit:b.service", "cgroup:/system.slice",
+        "cgroup:/system.slice/a.service", "comm:x", "comm:y", "exe:/bin/x", "pid:1", "pid:2"]
+WORLD = [TargetFacts(1, "x", "/bin/x", "/system.slice/a.service"),
+         TargetFacts(2, "y", "/bin/x", "/system.slice/b.service/w"),
+         TargetFacts(3, "x", "/bin/y", "/user.slice/user-1.slice")]
+U = who("u", "u", "g")
+TOPS = ["trace", "events", "http", "snapshot"]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[Policy, list[Grant], Request]:
+    ops = draw(st.lists(st.sampled_from(TOPS), unique=True))
+    targets = draw(st.lists(st.sampled_from(SELS), unique=True))
+    policy = Policy.from_toml(
+        f"[roles.r]\nops = {ops!r}\nmax_level = {draw(st.sampled_from(['meta', 'payload']))!r}\n"
+        f"targets = {targets!r}\nmax_duration = '{draw(st.integers(1, 300))}m'\n"
+        f"require_reason = {str(draw(st.booleans())).lower()}\n"
+        f"[users]\n{draw(st.sampled_from(['u', 'v']))} = 'r'\n")
+    grants = [Grant(f"{i:08x}", draw(st.sampled_from(["u", "@g", "v", "@h"])),
+                    draw(st.sampled_from(SELS)), draw(st.sampled_from(list(Level))),
+                    NOW - 10, NOW + draw(st.integers(-600, 7200)), "r", "root")
+              for i in range(draw(st.integers(0, 3)))]
+    request = Request(draw(st.sampled_from(TOPS)),
+                      tuple(draw(st.lists(st.sampled_from(SELS), max_size=3, unique=True))),
+                      draw(st.sampled_from(list(Level))),
+                      draw(st.one_of(st.none(), st.integers(1, 20000).map(float))),
+                      draw(st.sampled_from([None, "", "INC-1"])))
+    return policy, grants, request
+
+
+@given(scenarios())
+@settings(max_examples=400, deadline=None)
+def test_decide_never_exceeds_rules(scenario: tuple[Policy, list[Grant], Request]) -> None:
+    policy, grants, req = scenario
+    facts = {t: [p for p in WORLD if parse_selector(t).matches(p)] for t in req.targets}
+    d = decide(policy, grants, U, req, facts, NOW)
+    if not d.allowed:
+        assert d.targets == () and d.level is None
+        return
+    assert d.level is not None and d.level <= req.level and d.targets
+    auths = [(r.targets, r.max_level, NOW + r.max_duration) for r in policy.roles_for(U)
+             if req.op in r.ops and (req.reason or not r.require_reason)]
+    auths += [((parse_selector(g.target),), g.level, g.expires) for g in grants
+              if g.applies_to(U) and g.active(NOW)]
+    if req.op == "trace":
+        assert d.deadline is not None and d.duration is not None and d.duration > 0
+        assert req.duration is None or d.duration <= req.duration
+    for t in d.targets:
+        sel = parse_selector(t)
+        procs = [p for p in WORLD if sel.matches(p)] if sel.kind == "pid" else []
+        assert any(
+            level >= d.level and (d.deadline is None or until >= d.deadline - 1e-6)
+            and any(s.covers(sel) or (procs and all(s.matches(p) for p in procs)) for s in sels)
+            for sels, level, until in auths
+        ), (t, d)
