@@ -90,3 +90,10 @@ def test_groups_come_from_user_database() -> None:
     p = principal_from_cred(os.getpid(), me.pw_uid, me.pw_gid, None)
     assert set(os.getgrouplist(me.pw_name, me.pw_gid)) <= p.groups
     assert me.pw_gid in p.groups
+
+
+def test_falls_back_without_so_peerpidfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "SO_PEERPIDFD", 9999)  # ENOPROTOOPT, as on kernels < 6.5
+    a, b = socket.socketpair()
+    with a, b:
+        assert peer_principal(a).exe == os.readlink("/proc/self/exe")
