@@ -1,1 +1,1 @@
-"""eBPF probes: BPF C sources, their loaders and pure decoders. The only package that imports bcc."""
+"""eBPF probes: BPF C sources, loaders and pure decoders. The only package importing bcc."""

@@ -4,8 +4,13 @@
 #   provision.sh            install system packages, kernel headers, mounts and the dev venv
 #   provision.sh demo       ... then start periscoped (embedded defaults) and trace a demo workload
 #   provision.sh test       ... then run the full test suite (what .ci/run calls)
+#   provision.sh install    install periscoped for production: /opt/periscope/venv, the systemd
+#                           unit, /etc/periscope defaults (never overwriting edits), group periscope
+#   provision.sh uninstall [--purge]
+#                           remove that again; state and audit log stay unless --purge
 #
-# Idempotent: every step checks before it acts. Needs root.
+# Idempotent: every step checks before it acts. Needs root. Offline works when
+# the packages are already installed (and pip has a local index or wheelhouse).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +21,20 @@ export DEBIAN_FRONTEND=noninteractive
 say()  { printf '\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf 'NOTICE: %s\n' "$*" >&2; }
 die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# What the daemon needs on a production host: bcc from the distro (the PyPI
+# "bcc" is another project), venv support, bpftool for the operator.
+RUNTIME_PACKAGES=(python3-bpfcc python3-venv bpftool)
+# What development and the test suite add: toolchain, tracers, and the
+# workloads the root and vm tiers start.
+DEV_PACKAGES=(python3-dev strace bpftrace make gcc libc6-dev curl ca-certificates openssl
+    redis-server nginx-light postgresql procps iproute2 util-linux)
+
+# `packages` needs no root: the VM tier bakes this list into its guest image.
+if [ "${1:-}" = packages ]; then
+    printf '%s\n' "${RUNTIME_PACKAGES[@]}" "${DEV_PACKAGES[@]}"
+    exit 0
+fi
 
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*): loading eBPF programs needs CAP_BPF/CAP_PERFMON"
 
@@ -42,37 +61,40 @@ apt_install() {
 }
 
 install_packages() {
-    # bcc from the distro (the PyPI "bcc" is another project); workloads the tests start.
-    apt_install python3-bpfcc python3-venv python3-dev bpftool strace bpftrace make gcc libc6-dev \
-        curl ca-certificates openssl redis-server nginx-light postgresql procps iproute2 util-linux
+    apt_install "${RUNTIME_PACKAGES[@]}" "${DEV_PACKAGES[@]}"
+}
+
+headers_ok() {
+    # bcc needs the arch build tree (generated headers) and the source tree (kconfig.h).
+    local m=/lib/modules/$1
+    [ -e "$m/build/include/generated/autoconf.h" ] && [ -e "$m/source/include/linux/kconfig.h" ]
 }
 
 install_headers() {
-    local kver build
+    local kver
     kver=$(uname -r)
-    build=/lib/modules/$kver/build
-    if [ -e "$build/include/linux/kconfig.h" ] || [ -e "$build/include/generated/autoconf.h" ]; then
-        return 0
-    fi
+    headers_ok "$kver" && return 0
     if apt-cache show "linux-headers-$kver" >/dev/null 2>&1; then
         apt_install "linux-headers-$kver"
-        return 0
+        headers_ok "$kver" && return 0
     fi
     # No exact headers: our probes read only tracepoint args, user memory and
     # helpers, never kernel structs, so the distro's generic headers suffice.
-    local generic=linux-headers-amd64
-    [ "$(dpkg --print-architecture)" = arm64 ] && generic=linux-headers-arm64
     # shellcheck disable=SC1091
     . /etc/os-release
+    local generic=linux-headers-amd64
+    [ "$(dpkg --print-architecture)" = arm64 ] && generic=linux-headers-arm64
     [ "$ID" = ubuntu ] && generic=linux-headers-generic
     apt_install "$generic"
-    local hdr
-    hdr=$(find /usr/src -maxdepth 1 -name 'linux-headers-*' ! -name '*-common*' -type d | sort -V | tail -n 1)
-    [ -n "$hdr" ] || die "no kernel headers found under /usr/src after installing $generic"
+    local build src
+    build=$(find /usr/src -maxdepth 1 -name 'linux-headers-*' -type d -exec test -e '{}/include/generated/autoconf.h' ';' -print | sort -V | tail -n 1)
+    src=$(find /usr/src -maxdepth 1 -name 'linux-headers-*' -type d -exec test -e '{}/include/linux/kconfig.h' ';' -print | sort -V | tail -n 1)
+    { [ -n "$build" ] && [ -n "$src" ]; } || die "no usable kernel headers under /usr/src after installing $generic"
     mkdir -p "/lib/modules/$kver"
-    ln -sfn "$hdr" "$build"
-    ln -sfn "$hdr" "/lib/modules/$kver/source"
-    note "no linux-headers-$kver package; linked generic headers $hdr at $build (fine: probes read no kernel structs)"
+    ln -sfn "$build" "/lib/modules/$kver/build"
+    ln -sfn "$src" "/lib/modules/$kver/source"
+    note "no linux-headers-$kver package; linked generic headers $build (+ $src) at /lib/modules/$kver (fine: probes read no kernel structs)"
+    headers_ok "$kver" || die "kernel headers still incomplete at /lib/modules/$kver"
 }
 
 mount_fs() {
@@ -92,7 +114,7 @@ make_venv() {
     want=$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         say "installing periscope and its Python dependencies into $VENV"
-        "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO[dev]"
+        "$VENV/bin/pip" install -q --disable-pip-version-check -e "${REPO}[dev]"
         echo "$want" >"$stamp"
     fi
     "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "venv cannot import bcc (python3-bpfcc)"
@@ -106,11 +128,131 @@ provision() {
     make_venv
 }
 
+# --- production install (make install / make uninstall) -------------------------------------
+PREFIX=/opt/periscope
+APP_VENV=$PREFIX/venv
+SHARE=$PREFIX/share
+ETC=/etc/periscope
+STATE=/var/lib/periscope
+UNIT=periscoped.service
+UNIT_DIR=/usr/local/lib/systemd/system      # local installs; /etc/systemd/system stays the admin's
+SYSUSERS=/usr/local/lib/sysusers.d/periscope.conf
+# Default config files shipped in the repository, installed into /etc/periscope.
+CONFFILES=(periscope.toml policy.toml)
+
+have_systemd() { [ -d /run/systemd/system ]; }
+
+# install_conffile NAME: dpkg-style. A missing file is installed; a file that
+# still equals the previously shipped default is upgraded; a locally edited
+# file is kept and the new default lands next to it as NAME.new.
+install_conffile() {
+    local name=$1 src dst old
+    src=$REPO/collector/defaults/$name
+    dst=$ETC/$name
+    old=$SHARE/defaults/$name
+    if [ ! -f "$src" ]; then
+        note "no collector/defaults/$name in this checkout; periscoped uses its embedded defaults"
+        return 0
+    fi
+    if [ ! -e "$dst" ]; then
+        install -m 0644 "$src" "$dst"; say "installed $dst"
+    elif cmp -s "$src" "$dst"; then
+        rm -f "$dst.new"
+    elif [ -f "$old" ] && cmp -s "$old" "$dst"; then
+        install -m 0644 "$src" "$dst"; rm -f "$dst.new"; say "updated $dst (it had no local edits)"
+    else
+        install -m 0644 "$src" "$dst.new"
+        note "kept your edited $dst; the new default is $dst.new (diff them and merge)"
+    fi
+    install -D -m 0644 "$src" "$old"
+}
+
+install_app() {
+    check_distro
+    apt_install "${RUNTIME_PACKAGES[@]}"
+    install_headers
+    mount_fs
+    if [ ! -x "$APP_VENV/bin/python" ]; then
+        say "creating $APP_VENV (sees the distro's bcc)"
+        mkdir -p "$PREFIX"
+        "$PY" -m venv --system-site-packages "$APP_VENV"
+    fi
+    say "installing periscope from $REPO into $APP_VENV"
+    "$APP_VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir --upgrade "$REPO"
+    "$APP_VENV/bin/python" -c 'import bcc' 2>/dev/null || die "$APP_VENV cannot import bcc (python3-bpfcc)"
+    [ -x "$APP_VENV/bin/periscoped" ] || die "$APP_VENV/bin/periscoped missing after pip install"
+    mkdir -p "$SHARE/doc"
+    for d in install.md operations.md; do
+        if [ -f "$REPO/docs/$d" ]; then install -m 0644 "$REPO/docs/$d" "$SHARE/doc/$d"; fi
+    done
+
+    # The group that may use the client socket (sysusers.d keeps it on image-based systems).
+    install -D -m 0644 "$REPO/systemd/periscope.sysusers" "$SYSUSERS"
+    if ! getent group periscope >/dev/null; then
+        if command -v systemd-sysusers >/dev/null; then systemd-sysusers "$SYSUSERS"; fi
+        getent group periscope >/dev/null || groupadd --system periscope
+        say "created group periscope (add users with: usermod -aG periscope USER)"
+    fi
+
+    install -d -m 0755 "$ETC"
+    local f
+    for f in "${CONFFILES[@]}"; do install_conffile "$f"; done
+
+    install -D -m 0644 "$REPO/systemd/$UNIT" "$UNIT_DIR/$UNIT"
+    if have_systemd; then
+        systemctl daemon-reload
+        systemctl enable "$UNIT" >/dev/null 2>&1
+        # An upgrade: restart a running daemon so it runs the new code and unit.
+        systemctl try-restart "$UNIT"
+        say "installed and enabled $UNIT; start it with: systemctl start periscoped"
+    else
+        note "systemd is not PID 1 here: installed $UNIT_DIR/$UNIT but did not enable it"
+    fi
+}
+
+uninstall_app() {
+    local purge=0
+    case "${1:-}" in
+        "") ;;
+        --purge) purge=1 ;;
+        *) die "usage: provision.sh uninstall [--purge]" ;;
+    esac
+    if have_systemd && [ -e "$UNIT_DIR/$UNIT" ]; then
+        systemctl disable --now "$UNIT" >/dev/null 2>&1 || true
+    fi
+    rm -f "$UNIT_DIR/$UNIT" "$SYSUSERS"
+    if have_systemd; then
+        systemctl daemon-reload
+        systemctl reset-failed "$UNIT" >/dev/null 2>&1 || true
+    fi
+    local f
+    for f in "${CONFFILES[@]}"; do
+        rm -f "$ETC/$f.new"     # a shipped default, never local data
+        [ -e "$ETC/$f" ] || continue
+        if [ $purge -eq 1 ] || { [ -f "$SHARE/defaults/$f" ] && cmp -s "$SHARE/defaults/$f" "$ETC/$f"; }; then
+            rm -f "$ETC/$f"
+        else
+            note "kept your edited $ETC/$f (uninstall --purge removes it)"
+        fi
+    done
+    rm -rf "$PREFIX"
+    if [ $purge -eq 1 ]; then
+        rm -rf "$ETC" "$STATE"
+        if getent group periscope >/dev/null; then groupdel periscope; fi
+        say "purged periscope: program, unit, config, state, audit log and group"
+    else
+        rmdir "$ETC" 2>/dev/null || true
+        say "removed periscope; kept $STATE (events, audit log, grants) and group periscope"
+    fi
+}
+
 cmd=${1:-}
 case "$cmd" in
     ""|install-deps) provision ;;
     demo) provision; cd "$REPO"; exec make demo ;;
     test) provision; shift; cd "$REPO"; exec make test ;;
-    -h|--help) sed -n '2,8p' "$0" ;;
+    install) install_app ;;
+    uninstall) shift; uninstall_app "$@" ;;
+    -h|--help) sed -n '2,13p' "$0" ;;
     *) die "unknown command '$cmd' (try --help)" ;;
 esac

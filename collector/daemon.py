@@ -1,0 +1,169 @@
+"""periscoped: wire config, redaction, access control, probes and the server; run until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from collector import check, config, logs
+from collector.access import Gate
+from collector.audit import AuditLog, emit_anchor
+from collector.enrich import Enricher
+from collector.errors import PeriscopeError
+from collector.grants import GrantStore
+from collector.handlers import Services
+from collector.listen import listen_unix
+from collector.notify import notify, watchdog_interval
+from collector.pipeline import Pipeline
+from collector.policy import Policy
+from collector.server import Server
+from collector.sessions import Router
+from collector.store import EventStore
+from collector.tracer import Tracer
+
+log = logging.getLogger("periscope.daemon")
+ANCHOR_EVERY_S = 60.0
+
+EPILOG = """examples:
+  periscoped --check                      report kernel features and a verdict
+  periscoped                              run with /etc/periscope/periscope.toml or defaults
+  periscoped --config ./p.toml --state-dir /tmp/ps --socket /tmp/ps/ps.sock
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="periscoped", description="periscope daemon: redacted, audited eBPF tracing",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="config file (default: /etc/periscope/periscope.toml "
+                   "if present, else embedded defaults)")
+    p.add_argument("--check", action="store_true", help="report kernel features and exit")
+    p.add_argument("--foreground", action="store_true",
+                   help="stay in the foreground (always true; systemd supervises us)")
+    p.add_argument("--socket", help="override paths.socket")
+    p.add_argument("--state-dir", help="override paths.state_dir")
+    p.add_argument("--policy", help="override paths.policy")
+    p.add_argument("--socket-group", help="override paths.socket_group")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def build(cfg: config.Config) -> tuple[Services, Pipeline]:
+    from probes.trace import ProbeOptions, TargetSpec, TraceProbe
+    from redact import Redactor
+
+    paths = cfg.paths
+    state = Path(paths.state_dir)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    redactor = Redactor.from_file(cfg.redaction.rules) if cfg.redaction.rules \
+        else Redactor.default()
+    policy = Policy.load(paths.policy) if Path(paths.policy).exists() else Policy.default()
+    log.info("policy: %s", paths.policy if Path(paths.policy).exists() else "embedded default")
+    grants = GrantStore(str(paths.grants))
+    audit = AuditLog(str(paths.audit_log),
+                     anchor=functools.partial(emit_anchor, anchor_file=str(paths.anchors)))
+    enricher = Enricher()
+    store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
+    router = Router()
+    pipeline = Pipeline(redactor, [store.add_many, router], enricher, cfg.capture.queue_max)
+    options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
+                           cfg.capture.poll_interval_ms / 1000)
+    sample = cfg.capture.sample_every
+    tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
+                    lambda cookie, cap: TargetSpec(cookie, cap, sample))
+    gate = Gate(policy, paths.policy, grants, audit, Enricher())
+    svc = Services(gate, tracer, pipeline, router, store, grants, str(paths.audit_log),
+                   str(paths.anchors), cfg.capture.max_payload_bytes)
+    return svc, pipeline
+
+
+async def serve(cfg: config.Config, started: float) -> None:
+    svc, pipeline = build(cfg)
+    pipeline.start()
+    server = Server(svc, cfg.server)
+    sock = listen_unix(cfg.paths.socket, cfg.paths.socket_group or None)
+    await server.start(sock)
+    if cfg.metrics.listen:
+        from prometheus_client import start_http_server
+
+        from collector.metrics import registry
+
+        host, _, port = cfg.metrics.listen.rpartition(":")
+        try:
+            start_http_server(int(port), host or "127.0.0.1", registry=registry(svc))
+        except OSError as err:
+            log.error("metrics listener %s failed: %s (continuing without)", cfg.metrics.listen,
+                      err.strerror)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: policy %s",
+                                                            svc.gate.reload_policy()))
+    ready_s = time.monotonic() - started
+    log.info("ready in %.2fs: socket %s, state %s", ready_s, cfg.paths.socket, cfg.paths.state_dir)
+    notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
+    svc.counters["ready_ms"] = int(ready_s * 1000)
+    keepalive = asyncio.create_task(_keepalive(svc, stop))
+    await stop.wait()
+    log.info("shutting down")
+    notify("STOPPING=1")
+    keepalive.cancel()
+    await server.close()
+    svc.tracer.close()  # detaches every probe
+    pipeline.stop()
+    svc.store.close()
+    with contextlib.suppress(Exception):
+        svc.gate.audit.anchor_now()
+    svc.gate.audit.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(cfg.paths.socket)
+    log.info("stopped; probes detached")
+
+
+async def _keepalive(svc: Services, stop: asyncio.Event) -> None:
+    interval = watchdog_interval()
+    last_anchor = time.monotonic()
+    while not stop.is_set():
+        if interval:
+            notify("WATCHDOG=1")
+        if time.monotonic() - last_anchor > ANCHOR_EVERY_S:
+            last_anchor = time.monotonic()
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(None, svc.gate.audit.anchor_now)
+        await asyncio.sleep(min(interval or 5.0, 5.0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    args = parse_args(argv)
+    logs.setup(args.verbose)
+    if args.check:
+        text, ok = check.report(check.run())
+        print(text)
+        return 0 if ok else 1
+    try:
+        cfg = config.load(args.config)
+        overrides = {k: v for k, v in (("socket", args.socket), ("state_dir", args.state_dir),
+                                       ("policy", args.policy),
+                                       ("socket_group", args.socket_group)) if v is not None}
+        cfg = config.with_paths(cfg, **overrides)
+        asyncio.run(serve(cfg, started))
+    except PeriscopeError as err:
+        log.error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

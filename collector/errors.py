@@ -1,0 +1,15 @@
+"""One error hierarchy for periscope; boundaries translate foreign errors into it."""
+
+from __future__ import annotations
+
+
+class PeriscopeError(Exception):
+    """Base of every error periscope raises on purpose."""
+
+
+class ConfigError(PeriscopeError):
+    """The daemon config is invalid (message names the key)."""
+
+
+class FeatureError(PeriscopeError):
+    """The kernel or host lacks something the daemon needs."""

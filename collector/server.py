@@ -1,0 +1,244 @@
+"""Unix-socket server: SO_PEERCRED identity, frame/idle limits, dispatch, trace streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+from collector import protocol
+from collector.access import Scope, unit_cgroup
+from collector.auth import AuthError, Principal, peer_principal
+from collector.config import Server as ServerConfig
+from collector.handlers import HANDLERS, Services
+from collector.protocol import Fault, ProtocolError
+from collector.selectors import Level
+from collector.sessions import Session, new_session_id
+
+log = logging.getLogger("periscope.server")
+
+
+class Server:
+    def __init__(self, svc: Services, cfg: ServerConfig) -> None:
+        self.svc = svc
+        self.cfg = cfg
+        self.per_uid: Counter[int] = Counter()
+        self.conns = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_unix_server(
+            self._accept, sock=sock, limit=self.cfg.max_frame_bytes)
+
+    async def close(self) -> None:
+        self.closing = True
+        self.svc.router.end_where(lambda s: True, "shutdown")
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(t), 3)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        sock: socket.socket = writer.get_extra_info("socket")
+        counters = self.svc.counters
+        try:
+            who = peer_principal(sock)
+        except AuthError as err:
+            counters["auth_failed"] += 1
+            log.warning("refusing connection: %s", err)
+            writer.close()
+            self._tasks.discard(task)
+            return
+        if self.conns >= self.cfg.max_conns or self.per_uid[who.uid] >= self.cfg.max_conns_per_uid:
+            counters["conn_limit"] += 1
+            writer.write(protocol.error(ProtocolError(
+                Fault.LIMIT, f"too many connections for uid {who.uid}")))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+            self._tasks.discard(task)
+            return
+        self.conns += 1
+        self.per_uid[who.uid] += 1
+        counters["connections"] += 1
+        try:
+            await self._serve(who, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            counters["client_gone"] += 1
+        except Exception:
+            counters["internal_errors"] += 1
+            log.exception("connection handler failed")  # details stay in our log only
+            with contextlib.suppress(Exception):
+                writer.write(protocol.error(ProtocolError(
+                    Fault.INTERNAL, "internal error; the daemon log has details")))
+                await writer.drain()
+        finally:
+            self.conns -= 1
+            self.per_uid[who.uid] -= 1
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _serve(self, who: Principal, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.closing:
+            try:
+                line = await asyncio.wait_for(reader.readline(), self.cfg.idle_timeout_s)
+            except asyncio.TimeoutError:
+                self.svc.counters["idle_closed"] += 1
+                return
+            except (ValueError, asyncio.LimitOverrunError):
+                # The frame overran the cap: we cannot find the next frame, so reply and close.
+                self.svc.counters["bad_frame"] += 1
+                writer.write(protocol.error(ProtocolError(
+                    Fault.BAD_FRAME, f"frame exceeds {self.cfg.max_frame_bytes} bytes")))
+                await writer.drain()
+                return
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                op, args = protocol.decode_request(line, self.cfg.max_frame_bytes)
+            except ProtocolError as err:
+                self.svc.counters["bad_frame"] += 1
+                await loop.run_in_executor(None, self._audit_bad, who, err)
+                writer.write(protocol.error(err))
+                await writer.drain()
+                continue
+            self.svc.counters[f"op_{op}"] += 1
+            try:
+                if op == "hello":
+                    await loop.run_in_executor(None, functools.partial(
+                        self.svc.gate.record, who, op, {}, allowed=True, reason="identity query"))
+                    writer.write(protocol.ok({"uid": who.uid, "user": who.user,
+                                              "groups": sorted(who.group_names)}))
+                elif op == "trace":
+                    scope = await loop.run_in_executor(None, self.svc.gate.check, who, op, args)
+                    await self._trace(who, scope, reader, writer)
+                    return  # a trace owns its connection
+                else:
+                    scope = await loop.run_in_executor(None, self.svc.gate.check, who, op, args)
+                    result = await loop.run_in_executor(None, HANDLERS[op], self.svc, who, scope)
+                    writer.write(protocol.ok(result))
+            except ProtocolError as err:
+                self.svc.counters[f"fault_{err.fault.name.lower()}"] += 1
+                writer.write(protocol.error(err))
+            await writer.drain()
+
+    def _audit_bad(self, who: Principal, err: ProtocolError) -> None:
+        with contextlib.suppress(ProtocolError):
+            self.svc.gate.record(who, "invalid", {}, allowed=False, reason=err.message)
+
+    # -- trace sessions -------------------------------------------------------------
+    def _tracer_targets(self, selectors: tuple[str, ...]) -> list[tuple[str, str]]:
+        from collector.access import resolve_pids
+
+        out: list[tuple[str, str]] = []
+        for sel in selectors:
+            kind, _, value = sel.partition(":")
+            if kind in ("pid", "comm", "cgroup"):
+                out.append((kind, value))
+            elif kind == "unit":
+                path = unit_cgroup(value)
+                if path is None:
+                    raise ProtocolError(Fault.NOT_FOUND, f"no cgroup for unit {value!r}")
+                out.append(("cgroup", path))
+            elif kind == "exe":
+                out.extend(("pid", str(p)) for p in resolve_pids(sel))
+            else:
+                raise ProtocolError(Fault.BAD_REQUEST,
+                                    "trace needs explicit targets (-p, -n, -c or -u), not '*'")
+        if not out:
+            raise ProtocolError(Fault.NOT_FOUND, "no process matches the requested targets")
+        return out
+
+    def _open(self, sid: str, scope: Scope) -> set[int]:
+        d = scope.decision
+        cap = self.svc.max_payload if d.level == Level.PAYLOAD else 0
+        cookies: set[int] = set()
+        try:
+            for kind, value in self._tracer_targets(d.targets):
+                cookies.add(self.svc.tracer.acquire(sid, kind, value, cap).cookie)
+        except LookupError as err:
+            self.svc.tracer.release(sid)
+            raise ProtocolError(Fault.NOT_FOUND, str(err)) from err
+        except ProtocolError:
+            self.svc.tracer.release(sid)
+            raise
+        except Exception as err:  # probe compile/load failure (ProbeError) and the like
+            self.svc.tracer.release(sid)
+            log.error("probe attach failed: %s", err)
+            raise ProtocolError(Fault.UNAVAILABLE, f"cannot attach probes: {err}") from err
+        return cookies
+
+    async def _trace(self, who: Principal, scope: Scope, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        d = scope.decision
+        sid = new_session_id()
+        assert d.deadline is not None
+        cookies = await loop.run_in_executor(None, self._open, sid, scope)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.cfg.send_buffer_events)
+        s = Session(sid, who.user, who.uid, cookies, d.level == Level.PAYLOAD, d.deadline,
+                    d.sources, loop, queue)
+        self.svc.router.add(s)
+        writer.write(protocol.ok({"session": sid, "targets": list(d.targets),
+                                  "level": str(d.level), "deadline": d.deadline,
+                                  "narrowed": list(d.narrowed),
+                                  "probe_load_s": round(self.svc.tracer.last_load_seconds, 3)}))
+        watcher = asyncio.create_task(self._watch_client(s, reader))
+        try:
+            await writer.drain()
+            await self._pump(s, writer)
+        finally:
+            watcher.cancel()
+            self.svc.router.remove(s)
+            await loop.run_in_executor(None, self.svc.tracer.release, sid)
+            reason = s.ended or "client_closed"
+            with contextlib.suppress(ProtocolError):  # the stream already disclosed; log it
+                await loop.run_in_executor(None, lambda: self.svc.gate.record(
+                    who, "trace.end", {"session": sid}, allowed=True, reason=reason,
+                    session=sid, events=s.events, nbytes=s.bytes, kind="session_end"))
+            if reason != "client_closed":
+                with contextlib.suppress(ConnectionError):
+                    writer.write(protocol.end({"session": sid, "reason": reason,
+                                               "events": s.events, "bytes": s.bytes}))
+                    await writer.drain()
+
+    async def _pump(self, s: Session, writer: asyncio.StreamWriter) -> None:
+        while s.ended is None:
+            left = s.deadline - time.time()
+            if left <= 0:
+                s.end("deadline")
+                break
+            try:
+                ev = await asyncio.wait_for(s.queue.get(), min(left, 1.0))
+            except asyncio.TimeoutError:
+                continue
+            if ev is None:
+                break
+            payload = ev.get("payload")
+            s.events += 1
+            if payload:
+                s.bytes += len(payload)
+            writer.write(protocol.event(ev))
+            if s.queue.empty():
+                await writer.drain()
+
+    async def _watch_client(self, s: Session, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(Exception):
+            while await reader.read(4096):
+                pass  # clients send nothing during a stream; EOF means they left
+        s.end("client_closed")

@@ -1,0 +1,124 @@
+"""Embedded SQLite (WAL) store of redacted events, with retention by age and size."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.events import Event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    pid INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    syscall TEXT,
+    comm TEXT,
+    unit TEXT,
+    exe TEXT,
+    has_payload INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_pid ON events(pid, ts);
+"""
+
+# (facts dict) -> "payload" | "meta" | None: what the caller may see of a row.
+Visibility = Callable[[dict[str, Any]], str | None]
+
+
+class EventStore:
+    def __init__(self, path: str | Path, retention_s: int = 86400,
+                 max_bytes: int = 256 << 20) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.retention_s = retention_s
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self.path.chmod(0o600)
+        self._last_prune = 0.0
+        self.written = 0
+        self.pruned = 0
+
+    def add_many(self, events: list[Event]) -> None:
+        rows = [(ev["ts"], ev["pid"], ev["kind"], ev.get("syscall"), ev.get("comm"),
+                 ev.get("unit"), ev.get("exe"), int("payload" in ev), orjson.dumps(ev))
+                for ev in events]
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO events(ts,pid,kind,syscall,comm,unit,exe,has_payload,body)"
+                " VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self._db.commit()
+            self.written += len(rows)
+            now = time.monotonic()
+            if now - self._last_prune > 10:
+                self._last_prune = now
+                self._prune()
+
+    def _prune(self) -> None:
+        cur = self._db.execute("DELETE FROM events WHERE ts < ?", (time.time() - self.retention_s,))
+        self.pruned += cur.rowcount
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        if pages * page_size > self.max_bytes:
+            # Over the size cap: drop the oldest quarter (counted in `pruned`).
+            (n,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
+            cur = self._db.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
+                (max(1, n // 4),))
+            self.pruned += cur.rowcount
+            self._db.execute("PRAGMA incremental_vacuum")
+        self._db.commit()
+
+    def query(self, visible: Visibility, *, pid: int | None = None, kind: str | None = None,
+              since: float | None = None, errors_only: bool = False,
+              limit: int = 1000) -> Iterator[Event]:
+        """Newest-last events the caller may see; payload stripped where only meta is allowed."""
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
+        if pid is not None:
+            where.append("pid = ?")
+            params.append(pid)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(since)
+        sql = (f"SELECT comm, unit, exe, pid, body FROM events WHERE {' AND '.join(where)}"
+               " ORDER BY id DESC LIMIT ?")
+        with self._lock:
+            rows = self._db.execute(sql, (*params, limit * 4 if errors_only else limit)).fetchall()
+        out = []
+        for comm, unit, exe, rpid, body in rows:
+            level = visible({"pid": rpid, "comm": comm, "unit": unit, "exe": exe})
+            if level is None:
+                continue
+            ev = orjson.loads(body)
+            if errors_only and "errno" not in ev:
+                continue
+            if level != "payload":
+                ev.pop("payload", None)
+            out.append(ev)
+            if len(out) >= limit:
+                break
+        return reversed(out)
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

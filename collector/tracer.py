@@ -1,0 +1,173 @@
+"""Target bookkeeping over the probe: refcounted targets, cookies, lazy attach/detach.
+
+Probes attach when the first target is acquired and detach when the last is released,
+so an idle daemon costs the traced host nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from collector.enrich import pids_by_comm, pids_in_cgroup
+
+log = logging.getLogger("periscope.tracer")
+
+
+class ProbeLike(Protocol):
+    load_seconds: float
+
+    def load(self) -> None: ...
+    def close(self) -> None: ...
+    def add_pid(self, tgid: int, spec: Any) -> None: ...
+    def remove_pid(self, tgid: int) -> None: ...
+    def pids(self) -> dict[int, int]: ...
+    def add_comm(self, comm: str, spec: Any) -> None: ...
+    def remove_comm(self, comm: str) -> None: ...
+    def add_cgroup(self, cgroup_id: int, spec: Any) -> None: ...
+    def remove_cgroup(self, cgroup_id: int) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+
+
+@dataclass
+class Target:
+    kind: str    # pid | comm | cgroup
+    value: str
+    cookie: int
+    caps: dict[str, int] = field(default_factory=dict)  # session id -> payload cap
+
+    @property
+    def cap(self) -> int:
+        return max(self.caps.values(), default=0)
+
+
+class Tracer:
+    """Thread-safe. `probe_factory()` builds an unloaded probe (bcc lives behind it)."""
+
+    def __init__(self, probe_factory: Callable[[], ProbeLike],
+                 spec_factory: Callable[[int, int], Any], sample_every: int = 0) -> None:
+        self._factory = probe_factory
+        self._spec = spec_factory  # (cookie, payload_cap) -> probe TargetSpec
+        self.sample_every = sample_every
+        self._lock = threading.RLock()
+        self._probe: ProbeLike | None = None
+        self._targets: dict[tuple[str, str], Target] = {}
+        self._next_cookie = 1
+        self.attach_count = 0
+        self.last_load_seconds = 0.0
+        self.final_stats: dict[str, int] = {}  # kernel counters as of the last detach
+
+    @property
+    def attached(self) -> bool:
+        return self._probe is not None
+
+    def acquire(self, session: str, kind: str, value: str, payload_cap: int) -> Target:
+        """Start tracing a target for a session. Returns the target (with its cookie).
+
+        Raises ProbeError (from the probe) if the probe cannot load, or LookupError
+        if the target does not exist.
+        """
+        with self._lock:
+            key = (kind, value)
+            target = self._targets.get(key)
+            pids = self._resolve(kind, value)
+            if self._probe is None:
+                probe = self._factory()
+                probe.load()
+                self._probe = probe
+                self.attach_count += 1
+                self.last_load_seconds = probe.load_seconds
+                log.info("probes attached in %.2fs", probe.load_seconds)
+            if target is None:
+                target = Target(kind, value, self._next_cookie)
+                self._next_cookie += 1
+                self._targets[key] = target
+            target.caps[session] = payload_cap
+            self._apply(target, pids)
+            return target
+
+    def _resolve(self, kind: str, value: str) -> list[int]:
+        if kind == "pid":
+            pid = int(value)
+            try:
+                os.kill(pid, 0)  # existence check only: signal 0 delivers nothing
+            except ProcessLookupError as err:
+                raise LookupError(f"no process with pid {pid}") from err
+            except PermissionError:
+                pass  # exists, owned by someone else
+            return [pid]
+        if kind == "comm":
+            return pids_by_comm(value)
+        if kind == "cgroup":
+            return pids_in_cgroup(value)
+        raise ValueError(f"unknown target kind {kind!r}")
+
+    def _apply(self, target: Target, pids: list[int]) -> None:
+        assert self._probe is not None
+        spec = self._spec(target.cookie, target.cap)
+        if target.kind == "comm":
+            self._probe.add_comm(target.value, spec)
+        elif target.kind == "cgroup":
+            from probes.trace import cgroup_id
+
+            self._probe.add_cgroup(cgroup_id(target.value), spec)
+        for pid in pids:
+            self._probe.add_pid(pid, spec)
+        # Children already inherited this cookie; refresh their caps too.
+        for pid, cookie in self._probe.pids().items():
+            if cookie == target.cookie and pid not in pids:
+                self._probe.add_pid(pid, spec)
+
+    def release(self, session: str) -> None:
+        """End a session's interest in all its targets; detach probes when none remain."""
+        with self._lock:
+            for key, target in list(self._targets.items()):
+                if session not in target.caps:
+                    continue
+                del target.caps[session]
+                if target.caps:
+                    self._apply(target, [])
+                    continue
+                del self._targets[key]
+                self._remove(target)
+            if not self._targets and self._probe is not None:
+                self.final_stats = self._probe.stats()
+                self._probe.close()
+                self._probe = None
+                log.info("last target released: probes detached")
+
+    def _remove(self, target: Target) -> None:
+        assert self._probe is not None
+        if target.kind == "comm":
+            self._probe.remove_comm(target.value)
+        elif target.kind == "cgroup":
+            from probes.trace import cgroup_id
+
+            with contextlib.suppress(OSError):  # the cgroup was already removed
+                self._probe.remove_cgroup(cgroup_id(target.value))
+        for pid, cookie in self._probe.pids().items():
+            if cookie == target.cookie:
+                self._probe.remove_pid(pid)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return self._probe.stats() if self._probe is not None else dict(self.final_stats)
+
+    def targets(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"kind": t.kind, "value": t.value, "cookie": t.cookie,
+                     "payload_cap": t.cap, "sessions": len(t.caps)}
+                    for t in self._targets.values()]
+
+    def close(self) -> None:
+        with self._lock:
+            for session in {s for t in self._targets.values() for s in t.caps}:
+                self.release(session)
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None

@@ -1,0 +1,202 @@
+"""Pure decode of ring-buffer records (mirror of probes/common.h) into typed raw records.
+
+Raw records still hold unredacted bytes: they never leave the daemon's pipeline.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+LAYOUT_VERSION = 1
+
+
+class Op(IntEnum):
+    SYSCALL = 1
+    EXEC = 2
+    FORK = 3
+    EXIT = 4
+
+
+class Sc(IntEnum):
+    """Our syscall ids (enum sc in common.h), not the arch's numbers."""
+
+    READ = 1
+    WRITE = 2
+    READV = 3
+    WRITEV = 4
+    PREAD64 = 5
+    PWRITE64 = 6
+    SENDTO = 7
+    RECVFROM = 8
+    SENDMSG = 9
+    RECVMSG = 10
+    CONNECT = 11
+    ACCEPT = 12
+    ACCEPT4 = 13
+    CLOSE = 14
+    OPENAT = 15
+    OPENAT2 = 16
+    EXECVE = 17
+    EXECVEAT = 18
+    CLONE = 19
+    CLONE3 = 20
+    FORK = 21
+    VFORK = 22
+
+
+class Stat(IntEnum):
+    """Kernel-side counters (enum stat in common.h)."""
+
+    EMITTED = 0
+    DROP_RINGBUF = 1
+    DROP_INFLIGHT = 2
+    MISSING_ENTER = 3
+    TARGET_FULL = 4
+    SKIPPED_SAMPLE = 5
+
+
+F_TRUNCATED = 0x1
+F_DATA_OUT = 0x2
+F_PAYLOAD = 0x4
+
+# struct event_hdr: op, version, size, cookie, ktime, tgid, tid
+HDR = struct.Struct("<BBHIQII")
+# struct sys_event after the header: nr, flags, fd, ret, latency_ns, arg, data_len, aux
+SYS = struct.Struct("<HHiqQQII")
+FORK = struct.Struct("<II")
+EXIT = struct.Struct("<iI")
+SYS_HDR_SIZE = HDR.size + SYS.size
+
+# (C struct name, field name) -> (offset, size), for the root alignment check.
+C_LAYOUT: dict[str, dict[str, tuple[int, int]]] = {
+    "event_hdr": {
+        "op": (0, 1), "version": (1, 1), "size": (2, 2), "cookie": (4, 4),
+        "ktime": (8, 8), "tgid": (16, 4), "tid": (20, 4),
+    },
+    "sys_event": {
+        "hdr": (0, HDR.size), "nr": (24, 2), "flags": (26, 2), "fd": (28, 4),
+        "ret": (32, 8), "latency_ns": (40, 8), "arg": (48, 8), "data_len": (56, 4),
+        "aux": (60, 4), "data": (64, -1),
+    },
+    "fork_event": {"hdr": (0, HDR.size), "child_tgid": (24, 4)},
+    "exit_event": {"hdr": (0, HDR.size), "code": (24, 4)},
+}
+
+
+class DecodeError(ValueError):
+    """A record that cannot be decoded (short, bad version, unknown op)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # counter label: short | version | unknown_op
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    op: Op
+    cookie: int
+    ktime: int
+    tgid: int
+    tid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallRecord:
+    hdr: Header
+    nr: Sc
+    flags: int
+    fd: int
+    ret: int
+    latency_ns: int
+    arg: int
+    data: bytes  # payload prefix, path, sockaddr or argv: raw, unredacted
+    has_sockaddr: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExecRecord:
+    hdr: Header
+    nr: Sc
+    filename: bytes
+    argv: tuple[bytes, ...]
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ForkRecord:
+    hdr: Header
+    child_tgid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRecord:
+    hdr: Header
+    code: int  # exit_group() status, -1 when killed by a signal
+
+
+RawRecord = SyscallRecord | ExecRecord | ForkRecord | ExitRecord
+
+
+def _sc(nr: int) -> Sc:
+    try:
+        return Sc(nr)
+    except ValueError as err:
+        raise DecodeError("unknown_syscall", f"unknown syscall id {nr}") from err
+
+
+def _syscall(hdr: Header, buf: memoryview) -> SyscallRecord:
+    nr, flags, fd, ret, lat, arg, data_len, aux = SYS.unpack_from(buf, HDR.size)
+    end = SYS_HDR_SIZE + data_len
+    if len(buf) < end:
+        raise DecodeError("short", f"syscall record holds {len(buf)} bytes, needs {end}")
+    return SyscallRecord(hdr, _sc(nr), flags, fd, ret, lat, arg,
+                         bytes(buf[SYS_HDR_SIZE:end]), bool(aux))
+
+
+def _exec(hdr: Header, buf: memoryview) -> ExecRecord:
+    nr, flags, _fd, _ret, _lat, argc, data_len, _aux = SYS.unpack_from(buf, HDR.size)
+    end = SYS_HDR_SIZE + data_len
+    if len(buf) < end:
+        raise DecodeError("short", f"exec record holds {len(buf)} bytes, needs {end}")
+    parts = bytes(buf[SYS_HDR_SIZE:end]).split(b"\0")
+    filename = parts[0]
+    argv = tuple(parts[1 : 1 + argc])
+    return ExecRecord(hdr, _sc(nr), filename, argv, bool(flags & F_TRUNCATED))
+
+
+def _fork(hdr: Header, buf: memoryview) -> ForkRecord:
+    (child, _pad) = FORK.unpack_from(buf, HDR.size)
+    return ForkRecord(hdr, child)
+
+
+def _exit(hdr: Header, buf: memoryview) -> ExitRecord:
+    (code, _pad) = EXIT.unpack_from(buf, HDR.size)
+    return ExitRecord(hdr, code)
+
+
+_DECODERS: dict[int, tuple[int, Callable[[Header, memoryview], RawRecord]]] = {
+    Op.SYSCALL: (SYS_HDR_SIZE, _syscall),
+    Op.EXEC: (SYS_HDR_SIZE, _exec),
+    Op.FORK: (HDR.size + FORK.size, _fork),
+    Op.EXIT: (HDR.size + EXIT.size, _exit),
+}
+
+
+def decode(raw: bytes | memoryview) -> RawRecord:
+    """Decode one ring-buffer record. Raises DecodeError with a counter label."""
+    buf = memoryview(raw)
+    if len(buf) < HDR.size:
+        raise DecodeError("short", f"record of {len(buf)} bytes is shorter than the header")
+    op, version, _size, cookie, ktime, tgid, tid = HDR.unpack_from(buf)
+    if version != LAYOUT_VERSION:
+        raise DecodeError("version", f"layout version {version}, expected {LAYOUT_VERSION}")
+    entry = _DECODERS.get(op)
+    if entry is None:
+        raise DecodeError("unknown_op", f"unknown op {op}")
+    min_size, fn = entry
+    if len(buf) < min_size:
+        raise DecodeError("short", f"op {op} record of {len(buf)} bytes, needs {min_size}")
+    return fn(Header(Op(op), cookie, ktime, tgid, tid), buf)

@@ -1,0 +1,382 @@
+/* Syscall and process-lifecycle tracing for targeted processes only.
+ *
+ * Tracepoints only (no kprobes on our kernels). Every handler starts with
+ * trace_allowed() or an in-flight lookup, so untargeted processes pay one
+ * hash lookup. Records go to a ring buffer without wakeups; the daemon polls.
+ * Read-only: no helper here writes to user memory or signals a task.
+ */
+#include "common.h"
+
+BPF_HASH(targets, u32, struct target, MAX_TARGETS);
+BPF_HASH(comm_targets, struct comm_key, struct target, 256);
+BPF_HASH(cgroup_targets, u64, struct target, 256);
+BPF_TABLE("lru_hash", u64, struct inflight, inflight, 16384);
+BPF_HASH(exit_codes, u32, s32, MAX_TARGETS);
+BPF_PERCPU_ARRAY(stats, u64, ST_MAX);
+BPF_PERCPU_ARRAY(scratch, struct sys_event, 1);
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+#define CLONE_THREAD 0x00010000
+
+static __always_inline void count(int idx)
+{
+	u64 *v = stats.lookup(&idx);
+	if (v)
+		(*v)++;
+}
+
+/* Clamp v to max after hiding it from clang, so the verifier sees the bound. */
+static __always_inline u32 bounded(u32 v, u32 mask, u32 max)
+{
+	asm volatile("" : "+r"(v));
+	v &= mask;
+	return v > max ? max : v;
+}
+
+static __always_inline struct target *trace_allowed(u32 tgid)
+{
+	return targets.lookup(&tgid);
+}
+
+static __always_inline void fill_hdr(struct event_hdr *h, u8 op, u16 size, u32 cookie, u64 id)
+{
+	h->op = op;
+	h->version = LAYOUT_VERSION;
+	h->size = size;
+	h->cookie = cookie;
+	h->ktime = bpf_ktime_get_ns();
+	h->tgid = id >> 32;
+	h->tid = (u32)id;
+}
+
+static __always_inline void submit(void *rec, u32 size)
+{
+	if (events.ringbuf_output(rec, size, BPF_RB_NO_WAKEUP) < 0)
+		count(ST_DROP_RINGBUF);
+	else
+		count(ST_EMITTED);
+}
+
+/* Emit the header plus only the data bytes used. */
+static __always_inline void submit_sys(struct sys_event *e, u8 op, u32 cookie, u64 id)
+{
+	u32 size = SYS_EVENT_HDR_SIZE + bounded(e->data_len, 2 * MAX_DATA - 1, MAX_DATA);
+	fill_hdr(&e->hdr, op, size, cookie, id);
+	submit(e, size);
+}
+
+static __always_inline int on_enter(u16 nr, u64 a0, u64 a1, u64 a2)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct target *t = trace_allowed(id >> 32);
+	if (!t)
+		return 0;
+	if (t->sample_every > 1 && bpf_get_prandom_u32() % t->sample_every) {
+		count(ST_SKIPPED_SAMPLE);
+		return 0;
+	}
+	struct inflight f = {};
+	f.ts = bpf_ktime_get_ns();
+	f.a0 = a0;
+	f.a1 = a1;
+	f.a2 = a2;
+	f.cookie = t->cookie;
+	f.payload_cap = t->payload_cap;
+	f.nr = nr;
+	if (inflight.update(&id, &f))
+		count(ST_DROP_INFLIGHT);
+	return 0;
+}
+
+/* Copy up to cap bytes of [ptr, ptr+avail) into e->data. */
+static __always_inline void copy_payload(struct sys_event *e, u64 ptr, s64 avail, u32 cap, s64 moved)
+{
+	u32 n = cap < MAX_DATA ? cap : MAX_DATA;
+	if (avail < n)
+		n = avail > 0 ? avail : 0;
+	if (n == 0 || !ptr)
+		return;
+	n = bounded(n, 2 * MAX_DATA - 1, MAX_DATA);
+	if (bpf_probe_read_user(e->data, n, (void *)ptr) == 0) {
+		e->data_len = n;
+		e->flags |= F_PAYLOAD;
+	}
+	if (moved > n)
+		e->flags |= F_TRUNCATED;
+}
+
+static __always_inline void copy_sockaddr(struct sys_event *e, u64 ptr, u32 len)
+{
+	if (!ptr || len == 0)
+		return;
+	len = bounded(len, 31, 28);   /* sizeof(struct sockaddr_in6) */
+	if (len && bpf_probe_read_user(e->data, len, (void *)ptr) == 0) {
+		e->data_len = len;
+		e->aux = 1;
+	}
+}
+
+static __always_inline int on_exit(long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct inflight *f = inflight.lookup(&id);
+	if (!f)
+		return 0;
+	int zero = 0;
+	struct sys_event *e = scratch.lookup(&zero);
+	if (!e) {
+		inflight.delete(&id);
+		return 0;
+	}
+	u16 nr = f->nr;
+	u32 cap = f->payload_cap;
+	u64 a0 = f->a0, a1 = f->a1, a2 = f->a2;
+	e->nr = nr;
+	e->flags = 0;
+	e->fd = (s32)a0;
+	e->ret = ret;
+	e->latency_ns = bpf_ktime_get_ns() - f->ts;
+	e->arg = a2;
+	e->data_len = 0;
+	e->aux = 0;
+	u32 cookie = f->cookie;
+	inflight.delete(&id);
+
+	switch (nr) {
+	case SC_WRITE: case SC_PWRITE64: case SC_SENDTO:
+		e->flags |= F_DATA_OUT;
+		/* fall through */
+	case SC_READ: case SC_PREAD64: case SC_RECVFROM:
+		if (ret > 0 && cap)
+			copy_payload(e, a1, ret, cap, ret);
+		break;
+	case SC_WRITEV: case SC_SENDMSG:
+		e->flags |= F_DATA_OUT;
+		/* fall through */
+	case SC_READV: case SC_RECVMSG: {
+		if (ret <= 0 || !cap)
+			break;
+		u64 iovp = a1;
+		if (nr == SC_SENDMSG || nr == SC_RECVMSG) {
+			struct p_msghdr m = {};
+			if (bpf_probe_read_user(&m, sizeof(m), (void *)a1))
+				break;
+			iovp = m.iov;
+		}
+		struct p_iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iovp))
+			break;
+		s64 avail = iov.len < (u64)ret ? (s64)iov.len : ret;
+		copy_payload(e, iov.base, avail, cap, ret);
+		break;
+	}
+	case SC_CONNECT:
+		copy_sockaddr(e, a1, (u32)a2);
+		break;
+	case SC_ACCEPT: case SC_ACCEPT4: {
+		s32 alen = 0;
+		if (ret >= 0 && a2 && bpf_probe_read_user(&alen, sizeof(alen), (void *)a2) == 0)
+			copy_sockaddr(e, a1, alen > 0 ? (u32)alen : 0);
+		break;
+	}
+	case SC_OPENAT: case SC_OPENAT2: {
+		/* a2: open flags (openat) or struct open_how* (openat2; flags first) */
+		if (nr == SC_OPENAT2) {
+			u64 flags = 0;
+			bpf_probe_read_user(&flags, sizeof(flags), (void *)a2);
+			e->arg = flags;
+		}
+		int n = bpf_probe_read_user_str(e->data, MAX_DATA, (void *)a1);
+		if (n > 0) {
+			e->data_len = n - 1;
+			if (n == MAX_DATA)
+				e->flags |= F_TRUNCATED;
+		}
+		break;
+	}
+	case SC_EXECVE: case SC_EXECVEAT: case SC_CLONE: case SC_CLONE3:
+	case SC_FORK: case SC_VFORK:
+		e->fd = -1;
+		e->arg = 0;
+		break;
+	default:
+		break;
+	}
+	submit_sys(e, OP_SYSCALL, cookie, id);
+	return 0;
+}
+
+#define SYS_IO(name, NR, fdf, bufp, cnt)                                    \
+	TRACEPOINT_PROBE(syscalls, sys_enter_##name)                        \
+	{ return on_enter(NR, (u64)args->fdf, (u64)args->bufp, (u64)args->cnt); } \
+	TRACEPOINT_PROBE(syscalls, sys_exit_##name)                         \
+	{ return on_exit(args->ret); }
+
+SYS_IO(read, SC_READ, fd, buf, count)
+SYS_IO(write, SC_WRITE, fd, buf, count)
+SYS_IO(pread64, SC_PREAD64, fd, buf, count)
+SYS_IO(pwrite64, SC_PWRITE64, fd, buf, count)
+SYS_IO(readv, SC_READV, fd, vec, vlen)
+SYS_IO(writev, SC_WRITEV, fd, vec, vlen)
+SYS_IO(sendto, SC_SENDTO, fd, buff, len)
+SYS_IO(recvfrom, SC_RECVFROM, fd, ubuf, size)
+SYS_IO(sendmsg, SC_SENDMSG, fd, msg, flags)
+SYS_IO(recvmsg, SC_RECVMSG, fd, msg, flags)
+SYS_IO(connect, SC_CONNECT, fd, uservaddr, addrlen)
+SYS_IO(accept, SC_ACCEPT, fd, upeer_sockaddr, upeer_addrlen)
+SYS_IO(accept4, SC_ACCEPT4, fd, upeer_sockaddr, upeer_addrlen)
+SYS_IO(openat, SC_OPENAT, dfd, filename, flags)
+SYS_IO(openat2, SC_OPENAT2, dfd, filename, how)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{ return on_enter(SC_CLOSE, (u64)args->fd, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_close)
+{ return on_exit(args->ret); }
+
+/* clone flags are kept in a0 so sched_process_fork can tell threads from processes. */
+TRACEPOINT_PROBE(syscalls, sys_enter_clone)
+{ return on_enter(SC_CLONE, (u64)args->clone_flags, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_clone)
+{ return on_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
+{
+	u64 flags = 0;   /* struct clone_args: flags is the first u64 */
+	if (!trace_allowed(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)args->uargs);
+	return on_enter(SC_CLONE3, flags, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
+{ return on_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fork)
+{ return on_enter(SC_FORK, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fork)
+{ return on_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_vfork)
+{ return on_enter(SC_VFORK, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_vfork)
+{ return on_exit(args->ret); }
+
+/* exec: argv lives in the old image, so it is read here, at enter. */
+static __always_inline int exec_enter(u16 nr, const char *filename, const char *const *argv)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct target *t = trace_allowed(id >> 32);
+	if (!t)
+		return 0;
+	on_enter(nr, 0, 0, 0);
+	int zero = 0;
+	struct sys_event *e = scratch.lookup(&zero);
+	if (!e)
+		return 0;
+	e->nr = nr;
+	e->flags = 0;
+	e->fd = -1;
+	e->ret = 0;
+	e->latency_ns = 0;
+	e->arg = 0;
+	e->aux = 0;
+	u32 off = 0;
+	int n = bpf_probe_read_user_str(e->data, ARG_LEN, filename);
+	if (n > 0)
+		off = n;
+#pragma unroll
+	for (int i = 0; i < ARGV_MAX; i++) {
+		const char *arg = 0;
+		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
+			break;
+		if (off > MAX_DATA - ARG_LEN) {
+			e->flags |= F_TRUNCATED;
+			break;
+		}
+		n = bpf_probe_read_user_str(&e->data[off & (MAX_DATA - 1)], ARG_LEN, arg);
+		if (n <= 0)
+			break;
+		off += n;
+		e->arg++;   /* argc captured */
+	}
+	e->data_len = off > MAX_DATA ? MAX_DATA : off;
+	submit_sys(e, OP_EXEC, t->cookie, id);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{ return exec_enter(SC_EXECVE, args->filename, args->argv); }
+TRACEPOINT_PROBE(syscalls, sys_exit_execve)
+{ return on_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+{ return exec_enter(SC_EXECVEAT, args->filename, args->argv); }
+TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
+{ return on_exit(args->ret); }
+
+/* A fresh exec by name or in a cgroup becomes a target (exec is rare: cheap). */
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (trace_allowed(tgid))
+		return 0;
+	struct comm_key k = {};
+	bpf_get_current_comm(&k.comm, sizeof(k.comm));
+	struct target *t = comm_targets.lookup(&k);
+	if (!t) {
+		u64 cg = bpf_get_current_cgroup_id();
+		t = cgroup_targets.lookup(&cg);
+	}
+	if (!t)
+		return 0;
+	struct target copy = *t;
+	if (targets.update(&tgid, &copy))
+		count(ST_TARGET_FULL);
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct target *t = trace_allowed(id >> 32);
+	if (!t)
+		return 0;
+	/* The parent is inside clone/clone3: a new thread is not a new process. */
+	struct inflight *f = inflight.lookup(&id);
+	if (f && (f->nr == SC_CLONE || f->nr == SC_CLONE3) && (f->a0 & CLONE_THREAD))
+		return 0;
+	u32 child = args->child_pid;
+	struct target copy = *t;
+	if (targets.update(&child, &copy))
+		count(ST_TARGET_FULL);
+	struct fork_event e = {};
+	fill_hdr(&e.hdr, OP_FORK, sizeof(e), t->cookie, id);
+	e.child_tgid = child;
+	submit(&e, sizeof(e));
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!trace_allowed(tgid))
+		return 0;
+	s32 code = args->error_code;
+	exit_codes.update(&tgid, &code);
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if ((u32)id != tgid)
+		return 0;   /* a thread; the process lives on */
+	struct target *t = trace_allowed(tgid);
+	if (!t)
+		return 0;
+	struct exit_event e = {};
+	fill_hdr(&e.hdr, OP_EXIT, sizeof(e), t->cookie, id);
+	s32 *code = exit_codes.lookup(&tgid);
+	e.code = code ? *code : -1;
+	exit_codes.delete(&tgid);
+	targets.delete(&tgid);
+	submit(&e, sizeof(e));
+	return 0;
+}
