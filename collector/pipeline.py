@@ -78,7 +78,7 @@ class Pipeline:
             self._stop = True
             self._cv.notify()
         self._thread.join(timeout=10)
-        self._flush_streams(lambda _k: True)
+        self._close_streams(lambda _k: True, round(time.time(), 6))
 
     def backlog(self) -> int:
         return self._queued
@@ -130,22 +130,27 @@ class Pipeline:
                 ev = fork_event(rec, self.clock)
             elif isinstance(rec, ExitRecord):
                 ev = exit_event(rec, self.clock)
-                self._flush_streams(lambda k, p=pid: k[0] == p, into=out)  # type: ignore[misc]
+                self._close_streams(lambda k, p=pid: k[0] == p, ev["ts"], out)  # type: ignore[misc]
             else:
                 ev = syscall_event(rec, self.clock, self.redactor)
                 if rec.nr == Sc.CLOSE and rec.ret == 0:
-                    self._flush_streams(lambda k, p=pid, fd=rec.fd: k[:2] == (p, fd),  # type: ignore[misc]
-                                        into=out)
+                    self._close_streams(lambda k, p=pid, fd=rec.fd: k[:2] == (p, fd),  # type: ignore[misc]
+                                        ev["ts"], out)
                 else:
                     self._payload(ev, rec, shed_payload)
-            facts = self.enricher.facts(pid)
-            if facts.comm is not None:
-                ev["comm"] = facts.comm
+            self._enrich(ev)
             out.append(ev)
             if isinstance(rec, ExitRecord):
                 self.enricher.forget(pid)
         self.counters["events"] += len(out)
         return out
+
+    def _enrich(self, ev: Event) -> None:
+        facts = self.enricher.facts(ev["pid"])
+        if facts.comm is not None:
+            ev["comm"] = facts.comm
+        if facts.unit is not None:
+            ev["unit"] = facts.unit
 
     def _payload(self, ev: Event, rec: SyscallRecord, shed: bool) -> None:
         got = payload_of(rec)
@@ -165,8 +170,11 @@ class Pipeline:
             tail = stream.gap(missing)
             released += tail or b""
             ev["truncated"] = True
-        ev["payload"] = printable(released)
         ev["captured"] = len(data)
+        if released:
+            ev["payload"] = printable(released)
+        else:
+            ev["held"] = True  # held back until the field completes; see the "data" event
 
     def _stream(self, key: StreamKey, cookie: int) -> StreamLike:
         entry = self._streams.get(key)
@@ -186,15 +194,18 @@ class Pipeline:
     def _flush_idle(self, into: list[Event]) -> None:
         """Release what idle streams hold back (their peer went quiet)."""
         cutoff = time.monotonic() - STREAM_IDLE_FLUSH_S
-        self._flush_streams(lambda k: self._streams[k][1] < cutoff, into=into)
+        self._close_streams(lambda k: self._streams[k][1] < cutoff, round(time.time(), 6), into)
 
-    def _flush_streams(self, match: Callable[[StreamKey], bool],
+    def _close_streams(self, match: Callable[[StreamKey], bool], ts: float,
                        into: list[Event] | None = None) -> None:
+        """Close matching streams; what they held back becomes a "data" event at `ts`."""
         for key in [k for k in self._streams if match(k)]:
-            stream, _ts, cookie = self._streams.pop(key)
+            stream, _last, cookie = self._streams.pop(key)
             tail = stream.close()
             if tail and into is not None:
                 pid, fd, direction = key
-                into.append({"ts": round(time.time(), 6), "kind": "data", "pid": pid,
-                             "fd": fd, "direction": direction, "target": cookie,
-                             "payload": printable(tail), "flushed": True})
+                ev: Event = {"ts": ts, "kind": "data", "pid": pid, "tid": pid, "target": cookie,
+                             "fd": fd, "direction": direction, "payload": printable(tail),
+                             "flushed": True}
+                self._enrich(ev)
+                into.append(ev)
