@@ -223,11 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="daemon socket (env PERISCOPE_SOCKET; default %(default)s)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, epilog=EPILOG,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        sp.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-        return sp
+        return sub.add_parser(name, help=help_, epilog=EPILOG, parents=[common],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
     t = add("trace", "stream live events of targets")
     t.add_argument("-p", "--pid", type=_pid, action="append", help="trace this PID (repeatable)")
@@ -251,20 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("whoami", "who the daemon thinks you are")
     g = add("grant", "manage time-boxed grants")
     gs = g.add_subparsers(dest="gcmd", required=True)
-    ga = gs.add_parser("add", help="grant USER or @GROUP access to a target")
+    ga = gs.add_parser("add", help="grant USER or @GROUP access to a target", parents=[common])
     ga.add_argument("principal", help="user name or @group")
     ga.add_argument("--target", required=True, help="unit:X.service, comm:X, pid:N, ...")
     ga.add_argument("--level", choices=("meta", "payload"), default="meta")
     ga.add_argument("--for", dest="for_", required=True, type=_duration, help="e.g. 2h")
     ga.add_argument("--reason", required=True)
-    gs.add_parser("list", help="active grants")
-    gr = gs.add_parser("revoke", help="revoke a grant (ends its sessions now)")
+    gs.add_parser("list", help="active grants", parents=[common])
+    gr = gs.add_parser("revoke", help="revoke a grant (ends its sessions now)",
+                        parents=[common])
     gr.add_argument("id")
     au = add("audit", "read or verify the audit log")
     aus = au.add_subparsers(dest="acmd", required=True)
-    sh = aus.add_parser("show", help="last audit records")
+    sh = aus.add_parser("show", help="last audit records", parents=[common])
     sh.add_argument("--limit", type=int, default=50)
-    aus.add_parser("verify", help="verify the hash chain against anchors")
+    aus.add_parser("verify", help="verify the hash chain against anchors", parents=[common])
     return p
 
 
