@@ -188,14 +188,19 @@ class Server:
         loop = asyncio.get_running_loop()
         d = scope.decision
         sid = new_session_id()
-        assert d.deadline is not None
+        assert d.deadline is not None and d.duration is not None
         cookies = await loop.run_in_executor(None, self._open, sid, scope)
+        # Role limits are session lengths: count from when probes are live, so a compile
+        # does not eat the session. A grant's expiry is absolute and is never extended.
+        deadline = d.deadline
+        if not any(src.startswith("grant ") for src in d.sources):
+            deadline = max(deadline, time.time() + d.duration)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.cfg.send_buffer_events)
-        s = Session(sid, who.user, who.uid, cookies, d.level == Level.PAYLOAD, d.deadline,
+        s = Session(sid, who.user, who.uid, cookies, d.level == Level.PAYLOAD, deadline,
                     d.sources, loop, queue)
         self.svc.router.add(s)
         writer.write(protocol.ok({"session": sid, "targets": list(d.targets),
-                                  "level": str(d.level), "deadline": d.deadline,
+                                  "level": str(d.level), "deadline": deadline,
                                   "narrowed": list(d.narrowed),
                                   "probe_load_s": round(self.svc.tracer.last_load_seconds, 3)}))
         watcher = asyncio.create_task(self._watch_client(s, reader))

@@ -137,7 +137,8 @@ def start_daemon(base: Path, config_text: str = "", policy_text: str | None = No
     base.chmod(0o755)  # other users must reach the socket
     state = base / "state"
     cfg = base / "periscope.toml"
-    cfg.write_text("[metrics]\nlisten = \"\"\n" + config_text)
+    no_metrics = "" if "[metrics]" in config_text else '[metrics]\nlisten = ""\n'
+    cfg.write_text(no_metrics + config_text)
     policy = base / "policy.toml"
     if policy_text is not None:
         policy.write_text(policy_text)
