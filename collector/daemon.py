@@ -15,15 +15,15 @@ from pathlib import Path
 
 from collector import check, config, logs
 from collector.access import Gate
-from collector.audit import AuditLog, emit_anchor
+from collector.audit import AuditError, AuditLog, emit_anchor
 from collector.enrich import Enricher
 from collector.errors import PeriscopeError
-from collector.grants import GrantStore
+from collector.grants import GrantsError, GrantStore
 from collector.handlers import Services
 from collector.listen import listen_unix
 from collector.notify import notify, watchdog_interval
 from collector.pipeline import Pipeline
-from collector.policy import Policy
+from collector.policy import Policy, PolicyError
 from collector.server import Server
 from collector.sessions import Router
 from collector.store import EventStore
@@ -142,10 +142,23 @@ async def _keepalive(svc: Services, stop: asyncio.Event) -> None:
         await asyncio.sleep(min(interval or 5.0, 5.0))
 
 
+def raise_nofile_limit() -> None:
+    """Best effort: soft RLIMIT_NOFILE up to the hard limit, so many clients fit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as err:  # a container may forbid it: run with what we have
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, err)
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = parse_args(argv)
     logs.setup(args.verbose)
+    raise_nofile_limit()
     if args.check:
         text, ok = check.report(check.run())
         print(text)
@@ -157,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                                        ("socket_group", args.socket_group)) if v is not None}
         cfg = config.with_paths(cfg, **overrides)
         asyncio.run(serve(cfg, started))
-    except PeriscopeError as err:
+    except (PeriscopeError, PolicyError, GrantsError, AuditError) as err:
+        # Bad policy, grants or audit state at start: one clear line, not a traceback.
         log.error("%s", err)
         return 2
     except KeyboardInterrupt:
