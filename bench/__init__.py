@@ -1,0 +1,1 @@
+"""Benchmarks: each module prints throughput or ratios."""

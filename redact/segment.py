@@ -1,0 +1,224 @@
+"""Cut a byte stream into independently redactable segments, the same way for any chunking.
+
+A segment is a line (ended by LF or NUL) unless something needs more than one line:
+a PEM private key block, a line ending in a secret keyword whose value follows on the next
+lines (SQL `PASSWORD`, JSON keys, multipart fields), or a RESP array carrying a Redis
+credential. Every cut depends only on bytes already seen, so the segments of a prefix are
+segments of the whole: that is what makes `feed` over any split equal to one-shot `redact`.
+A segment longer than CAP is not held: it is masked and the rest of its line is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import re2
+
+from redact.protocols import NEED_MORE, NOT_RESP, resp_named, resp_probe
+
+CAP = 64 * 1024
+LINES, JOINED, RESP, MASK, EMIT = range(5)
+Piece = tuple[int, bytes]
+
+_TERM = re.compile(rb"[\n\x00]")
+_PEM_BEGIN = re.compile(rb"-----BEGIN[A-Z0-9 ]{0,30}PRIVATE KEY(?: BLOCK)?-----")
+_CONT_WORDS = (
+    rb"passw(?:or)?d|passphrase|pwd|secret|token|api[_.-]?key|auth(?:orization)?|credentials?"
+    rb"|identified[ \t]+(?:with[ \t]+\w+[ \t]+)?(?:by|as)|requirepass|masterauth"
+    rb"|form-data;[^\n\x00]*name=\"[^\"\n\x00]*\""
+)
+_CONT_TAIL = rb"(?:\\?[\"'])?[ \t]*[:=]?[ \t]*\r?[\n\x00]"
+_CONT = re.compile(rb"(?i)(?:" + _CONT_WORDS + rb")" + _CONT_TAIL + rb"\Z")
+# Anything that can make a segment longer than one line. A superset of what the slow path
+# checks, so when it does not match, every segment is exactly one line.
+TRIGGER_SRC = (
+    rb"(?i)(?:" + _CONT_WORDS + rb")" + _CONT_TAIL + rb"|PRIVATE KEY"
+    rb"|\*\d+\r\n\$\d+\r\n(?:auth|hello|acl|config|migrate)"
+)
+TRIGGER = re2.compile(TRIGGER_SRC)
+_RESP_HEAD = re.compile(rb"\*\d{1,4}\r\n")
+
+
+def _pem_opens(line: bytes) -> bool:
+    ends = [m.end() for m in _PEM_BEGIN.finditer(line)]
+    return bool(ends) and b"-----END" not in line[ends[-1] :]
+
+
+@dataclass
+class _Join:
+    pem: bool
+    extra: int
+    scan: int
+
+
+class Segmenter:
+    """Stateful cutter: push() bytes, get pieces; finish() flushes; gap() fails closed."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._skip = 0  # 0: normal, 1: drop to end of line, 2: drop to end of a PEM END line
+        self._end_seen = False
+        self._join: _Join | None = None
+
+    def held(self) -> int:
+        return len(self._buf)
+
+    def push(self, data: bytes) -> list[Piece]:
+        self._buf += data
+        return self._drain(final=False)
+
+    def finish(self) -> list[Piece]:
+        out = self._drain(final=True)
+        self._buf.clear()
+        self._join = None
+        self._skip = 0
+        return out
+
+    def gap(self) -> list[Piece]:
+        out = self._drain(final=False)
+        pem = (self._join is not None and self._join.pem) or _pem_opens(bytes(self._buf))
+        self._buf.clear()
+        self._join = None
+        self._skip = 2 if pem or self._skip == 2 else 1
+        self._end_seen = False
+        out.append((MASK, b"gap"))
+        return out
+
+    def _oversize(self, out: list[Piece], start: int) -> tuple[int, bool]:
+        """Fail closed on a segment longer than CAP: mask it, then drop the rest of its line."""
+        pem = self._join is not None and self._join.pem
+        out.append((MASK, b"oversize"))
+        self._join = None
+        self._skip = 2 if pem else 1
+        self._end_seen = False
+        return start, False
+
+    def _drain(self, final: bool) -> list[Piece]:
+        out: list[Piece] = []
+        buf = self._buf
+        pos = 0
+        stop = False
+        while not stop:
+            if self._skip:
+                pos, stop = self._skip_step(out, pos, final)
+            elif self._join is not None:
+                pos, stop = self._join_step(out, pos, final)
+            elif pos >= len(buf):
+                stop = True
+            else:
+                got = self._resp_step(out, pos, final) if buf[pos] == 0x2A else None
+                pos, stop = got if got is not None else self._plain_step(out, pos, final)
+        del buf[:pos]
+        if self._join is not None:
+            self._join.scan -= pos
+        return out
+
+    def _skip_step(self, out: list[Piece], pos: int, final: bool) -> tuple[int, bool]:
+        buf = self._buf
+        m = _TERM.search(buf, pos)
+        if m is None:
+            if self._skip == 2 and b"-----END" in buf[pos:]:
+                self._end_seen = True
+            return (len(buf) if final else max(pos, len(buf) - 8)), True
+        i = m.start()
+        if self._skip == 2 and not (self._end_seen or b"-----END" in buf[pos:i]):
+            return i + 1, False
+        out.append((EMIT, bytes(buf[i : i + 1])))
+        self._skip = 0
+        self._end_seen = False
+        return i + 1, False
+
+    def _resp_step(self, out: list[Piece], pos: int, final: bool) -> tuple[int, bool] | None:
+        """A sensitive RESP array at pos becomes one RESP piece; None: not one, go plain."""
+        buf = self._buf
+        end = resp_probe(buf, pos)
+        if end == NOT_RESP:
+            return None
+        if end == NEED_MORE:
+            if len(buf) - pos > CAP:
+                return self._oversize(out, pos)
+            if not final:
+                return pos, True
+            if not resp_named(buf, pos):
+                return None
+            end = len(buf)
+        out.append((RESP, bytes(buf[pos:end])))
+        return end, False
+
+    def _plain_step(self, out: list[Piece], pos: int, final: bool) -> tuple[int, bool]:
+        buf = self._buf
+        last = max(buf.rfind(b"\n", pos), buf.rfind(b"\x00", pos))
+        if last < 0:
+            if len(buf) - pos > CAP:
+                return self._oversize(out, pos)
+            if final:
+                out.append((LINES, bytes(buf[pos:])))
+                return len(buf), True
+            return pos, True
+        region = bytes(buf[pos : last + 1])
+        star = region.rfind(b"*", max(1, len(region) - 40))
+        if star > 0:
+            # A RESP array may start here whose command name is not in yet: keep that line
+            # and what follows for the slow path, which waits for the name.
+            region = region[: max(region.rfind(b"\n", 0, star), region.rfind(b"\x00", 0, star)) + 1]
+        if region and len(region) <= CAP and TRIGGER.search(region) is None:
+            out.append((LINES, region))
+            return pos + len(region), False
+        m = _TERM.search(buf, pos)
+        assert m is not None
+        i = m.start()
+        if i + 1 - pos > CAP:
+            return self._oversize(out, pos)
+        line = bytes(buf[pos : i + 1])
+        star = line.rfind(b"*")
+        if star > 0 and _RESP_HEAD.fullmatch(line, star):
+            # A RESP array glued to the end of a line: cut before it if it is sensitive.
+            end = resp_probe(buf, pos + star)
+            if end == NEED_MORE and not final:
+                return pos, True
+            if end > 0 or (end == NEED_MORE and resp_named(buf, pos + star)):
+                out.append((LINES, line[:star]))
+                return pos + star, False
+        pem = _pem_opens(line)
+        if not pem and _CONT.search(line) is None:
+            out.append((LINES, line))
+            return i + 1, False
+        self._join = _Join(pem=pem, extra=3, scan=i + 1)
+        return pos, False
+
+    def _join_step(self, out: list[Piece], pos: int, final: bool) -> tuple[int, bool]:
+        """Grow the joined segment starting at pos by one line; close it when complete."""
+        buf = self._buf
+        join = self._join
+        assert join is not None
+        if not join.pem and buf[join.scan : join.scan + 1] == b"*":
+            # A keyword's value never starts a RESP array; let the array be cut on its own.
+            out.append((JOINED, bytes(buf[pos : join.scan])))
+            self._join = None
+            return join.scan, False
+        m = _TERM.search(buf, join.scan)
+        if m is None:
+            if len(buf) - pos > CAP:
+                return self._oversize(out, join.scan)
+            if final:
+                out.append((JOINED, bytes(buf[pos:])))
+                self._join = None
+                return len(buf), True
+            return pos, True
+        i = m.start()
+        if i + 1 - pos > CAP:
+            return self._oversize(out, join.scan)
+        line = bytes(buf[join.scan : i + 1])
+        join.scan = i + 1
+        if join.pem:
+            done = b"-----END" in line
+        else:
+            join.pem = _pem_opens(line)
+            join.extra = 3 if _CONT.search(line) else join.extra - 1
+            done = not join.pem and join.extra <= 0
+        if done:
+            out.append((JOINED, bytes(buf[pos : i + 1])))
+            self._join = None
+            return i + 1, False
+        return pos, False

@@ -1,0 +1,45 @@
+"""Fuzzing: the engine never raises and never hits its fail-closed error path on any bytes."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redact import Redactor
+
+R = Redactor.default(redact_ips=True, sql_string_literals=True)
+K = Redactor.default(pseudonymize_key=b"k")
+PROTOS = st.sampled_from([None, "http", "postgres", "mysql", "redis", "dns", "smtp"])
+ATOMS = st.sampled_from(
+    [b"*2\r\n$4\r\nAUTH\r\n", b"$", b"*", b"\r\n", b"\n", b"\x00", b"password=", b"'", b'"',
+     b"-----BEGIN PRIVATE KEY-----", b"-----END", b"4111", b" ", b"-", b"@", b"[REDACTED:",
+     b"Authorization: ", b"\\", b"%22", b"eyJ", b"ghp_", b"PASSWORD "]
+)
+mixed = st.lists(st.one_of(ATOMS, st.binary(max_size=20)), max_size=30).map(b"".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.binary(max_size=2000), mixed), PROTOS)
+def test_never_raises(data: bytes, protocol: str | None) -> None:
+    for r in (R, K):
+        out = r.redact(data, protocol)
+        assert isinstance(out, bytes)
+        s = r.stream(protocol)
+        out2 = s.feed(data[: len(data) // 2]) + s.gap(3) + s.feed(data[len(data) // 2 :])
+        out2 += s.close()
+        assert isinstance(out2, bytes)
+    assert R.counters()["engine_error"] == 0
+    assert K.counters()["engine_error"] == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(mixed)
+def test_idempotent_on_generated_input(data: bytes) -> None:
+    once = R.redact(data)
+    assert R.redact(once) == once
+
+
+def test_huge_single_line_and_nuls() -> None:
+    for data in (b"\x00" * 200_000, b"a" * 300_000, bytes(range(256)) * 1000):
+        assert isinstance(R.redact(data), bytes)
+    assert R.counters()["engine_error"] == 0

@@ -1,0 +1,138 @@
+"""Stream API: any split equals one-shot, no secret survives a split, gap and caps fail closed."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from redact import Redactor
+from redact.segment import CAP
+
+R = Redactor.default()
+
+SECRETS = [
+    b"4111 1111 1111 1111",
+    b"123-45-6788",
+    b"DE89370400440532013000",
+    b"AKIAIOSFODNN7EXAMPLE",
+    b"sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+    b"alice@example.com",
+    b"Zq9hunter2Xv",
+]
+# Payload fragments that carry one of SECRETS, in every protocol's shape.
+CARRIERS = [
+    b"Authorization: Bearer Zq9hunter2Xv\r\n",
+    b"GET /?password=Zq9hunter2Xv&x=1 HTTP/1.1\r\n",
+    b'{"client_secret": "Zq9hunter2Xv"}\n',
+    b"Cookie: a=Zq9hunter2Xv\r\n",
+    b"*2\r\n$4\r\nAUTH\r\n$12\r\nZq9hunter2Xv\r\n",
+    b"AUTH Zq9hunter2Xv\r\n",
+    b"Q\x00\x00\x00\x2aALTER USER x PASSWORD 'Zq9hunter2Xv'\x00",
+    b"ALTER USER x WITH PASSWORD\n'Zq9hunter2Xv'\n",
+    b"-----BEGIN PRIVATE KEY-----\nZq9hunter2Xv\n-----END PRIVATE KEY-----\n",
+    b"card 4111 1111 1111 1111 ok\n",
+    b"ssn 123-45-6788\x00",
+    b"iban DE89370400440532013000\n",
+    b"key AKIAIOSFODNN7EXAMPLE\n",
+    b"stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc\n",
+    b"mail alice@example.com\n",
+]
+FILLER = [
+    b"Host: api.example.com\r\n",
+    b"\r\n",
+    b"\n",
+    b"\x00",
+    b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",
+    b"id 3f1c2d9e-6b1a-4c7e-9f0a-2b8d4e6f1a3c ",
+    b"password reset page ",
+    b"\xff\xfe binary \x01\x02",
+    b"token",
+    b"*",
+    b"-----BEGIN",
+]
+
+payloads = st.lists(st.sampled_from(CARRIERS + FILLER), min_size=1, max_size=8).map(b"".join)
+# Carriers start at a line start, as protocol messages do (inline Redis commands, headers).
+lines = st.lists(st.sampled_from(CARRIERS + FILLER), min_size=1, max_size=8).map(b"\n".join)
+
+
+def run_stream(data: bytes, cuts: list[int], protocol: str | None = None) -> bytes:
+    s = R.stream(protocol)
+    out = b""
+    last = 0
+    for c in sorted(cuts):
+        out += s.feed(data[last:c])
+        last = c
+    return out + s.feed(data[last:]) + s.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads, st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+       st.sampled_from([None, "http", "redis", "postgres"]))
+def test_any_split_equals_one_shot(data: bytes, cuts: list[int], protocol: str | None) -> None:
+    cuts = [min(c, len(data)) for c in cuts]
+    one = R.redact(data, protocol)
+    assert run_stream(data, cuts, protocol) == one
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines, st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_no_secret_survives_any_split(data: bytes, cuts: list[int]) -> None:
+    out = run_stream(data, [min(c, len(data)) for c in cuts])
+    for secret in SECRETS:
+        if secret in data:
+            assert secret not in out
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300), st.lists(st.integers(min_value=0, max_value=300), max_size=4))
+def test_any_split_equals_one_shot_on_bytes(data: bytes, cuts: list[int]) -> None:
+    assert run_stream(data, [min(c, len(data)) for c in cuts]) == R.redact(data)
+
+
+def test_every_byte_split_of_each_carrier() -> None:
+    for carrier in CARRIERS:
+        one = R.redact(carrier)
+        for i in range(len(carrier) + 1):
+            assert run_stream(carrier, [i]) == one
+        assert run_stream(carrier, list(range(len(carrier)))) == one
+
+
+def test_gap_masks_the_field_in_progress() -> None:
+    s = R.stream("http")
+    out = s.feed(b"Host: a\r\nAuthorization: Bearer Zq9hu")
+    out += s.gap(100)
+    out += s.feed(b"nter2Xv\r\nAccept: */*\r\n")
+    out += s.close()
+    assert out == b"Host: a\r\n[REDACTED:gap]\nAccept: */*\r\n"
+    assert b"Zq9" not in out and b"nter2" not in out
+
+
+def test_gap_inside_a_pem_block_skips_to_its_end() -> None:
+    s = R.stream()
+    out = s.feed(b"-----BEGIN PRIVATE KEY-----\nAAAA\n")
+    out += s.gap(10) + s.feed(b"BBBB\nCCCC\n-----END PRIVATE KEY-----\nok\n") + s.close()
+    assert out == b"[REDACTED:gap]\nok\n"
+
+
+def test_oversize_line_fails_closed() -> None:
+    big = b"x" * (CAP + 10)
+    data = b"head\n" + big + b"password=Zq9hunter2Xv\ntail\n"
+    out = R.redact(data)
+    assert out == b"head\n[REDACTED:oversize]\ntail\n"
+    assert run_stream(data, [3, CAP // 2, CAP + 7]) == out
+
+
+def test_held_tail_is_bounded() -> None:
+    s = R.stream()
+    for _ in range(40):
+        s.feed(b"y" * 4096)
+        assert s.pending <= CAP + 4096
+    assert s.close() == b""
+
+
+def test_close_twice_and_feed_after_close() -> None:
+    s = R.stream()
+    assert s.feed(b"a\nb") == b"a\n"
+    assert s.close() == b"b"
+    assert s.close() == b"" and s.feed(b"x") == b""
