@@ -228,10 +228,13 @@ class Server:
             if left <= 0:
                 s.end("deadline")
                 break
-            try:
-                ev = await asyncio.wait_for(s.queue.get(), min(left, 1.0))
-            except asyncio.TimeoutError:
-                continue
+            try:  # take what is queued without a wait per event: keeps up with bursts
+                ev = s.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    ev = await asyncio.wait_for(s.queue.get(), min(left, 1.0))
+                except asyncio.TimeoutError:
+                    continue
             if ev is None:
                 break
             payload = ev.get("payload")
@@ -239,8 +242,27 @@ class Server:
             if payload:
                 s.bytes += len(payload)
             writer.write(protocol.event(ev))
-            if s.queue.empty():
-                await writer.drain()
+            if s.queue.empty() and not await self._drain(s, writer):
+                break
+
+    async def _drain(self, s: Session, writer: asyncio.StreamWriter) -> bool:
+        """Wait until the client takes what we wrote. False if it was cut off.
+
+        A client that stops reading blocks drain() forever; its session still ends
+        (slow_reader when its queue overflows, or its deadline, or a revoke), and then
+        we abort the connection so the session is released and its end audited.
+        """
+        while True:
+            try:
+                await asyncio.wait_for(writer.drain(), 1.0)
+                return True
+            except asyncio.TimeoutError:
+                if s.ended is None and time.time() >= s.deadline:
+                    s.end("deadline")
+                if s.ended is not None:
+                    self.svc.counters["stream_aborted"] += 1
+                    writer.transport.abort()
+                    return False
 
     async def _watch_client(self, s: Session, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(Exception):
