@@ -22,6 +22,7 @@ PROBE_DIR = Path(__file__).resolve().parent
 SOURCE = PROBE_DIR / "trace.bpf.c"
 # Programs that bcc names after our tracepoints; used to prove detach on exit.
 PROG_PREFIX = "tracepoint__sys"
+BATCH_MAX = 4096  # records per batch handed to the pipeline
 
 
 class ProbeError(RuntimeError):
@@ -80,6 +81,7 @@ class TraceProbe:
         except Exception as err:  # bcc raises bare Exception for compile/load errors
             raise ProbeError(f"loading {SOURCE.name} failed: {err}") from err
         self.load_seconds = time.monotonic() - started
+        _trim_heap()
         self._bpf["events"].open_ring_buffer(self._on_record)
         self._stop.clear()
         self._thread = threading.Thread(target=self._drain, name="ringbuf-reader", daemon=True)
@@ -157,6 +159,11 @@ class TraceProbe:
     # -- reader ----------------------------------------------------------------
     def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
         self._batch.append(ctypes.string_at(data, size))
+        # consume() only returns once the ring is empty, which a producer as fast as
+        # us keeps from happening: hand over bounded batches as we go.
+        if len(self._batch) >= BATCH_MAX:
+            batch, self._batch = self._batch, []
+            self._sink(batch)
 
     def _drain_once(self) -> None:
         self._bpf.ring_buffer_consume()
@@ -171,6 +178,12 @@ class TraceProbe:
         while not self._stop.is_set():
             self._drain_once()
             self._stop.wait(interval)
+
+
+def _trim_heap() -> None:
+    """Give clang/LLVM's freed compile-time heap back to the OS (bench: ~20 MB of RSS)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def cgroup_id(path: str) -> int:
