@@ -210,17 +210,18 @@ class Server:
         finally:
             watcher.cancel()
             self.svc.router.remove(s)
-            await loop.run_in_executor(None, self.svc.tracer.release, sid)
             reason = s.ended or "client_closed"
+            if reason != "client_closed":
+                # Tell the client first: releasing may detach probes, which takes a while.
+                with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+                    writer.write(protocol.end({"session": sid, "reason": reason,
+                                               "events": s.events, "bytes": s.bytes}))
+                    await asyncio.wait_for(writer.drain(), 2.0)
+            await loop.run_in_executor(None, self.svc.tracer.release, sid)
             with contextlib.suppress(ProtocolError):  # the stream already disclosed; log it
                 await loop.run_in_executor(None, lambda: self.svc.gate.record(
                     who, "trace.end", {"session": sid}, allowed=True, reason=reason,
                     session=sid, events=s.events, nbytes=s.bytes, kind="session_end"))
-            if reason != "client_closed":
-                with contextlib.suppress(ConnectionError):
-                    writer.write(protocol.end({"session": sid, "reason": reason,
-                                               "events": s.events, "bytes": s.bytes}))
-                    await writer.drain()
 
     async def _pump(self, s: Session, writer: asyncio.StreamWriter) -> None:
         while s.ended is None:

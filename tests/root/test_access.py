@@ -228,16 +228,23 @@ def test_grant_gives_access_expiry_and_revoke_end_streams(
     gid = grant("5m")
     t = TraceStream(d, "-p", str(w.pid), "-d", "60s", user=u.name)
     t.wait_started()
+    r = daemon_revoke(d, gid)
     t0 = time.monotonic()
-    r = d.cli("grant", "revoke", gid, "--json")
-    assert r.returncode == 0 and json.loads(r.stdout)["sessions_ended"] == 1, r.stdout + r.stderr
+    assert r["ok"] and r["result"]["sessions_ended"] == 1, r
     rc, _events, err = t.finish(timeout=20)
-    print(f"revoke -> stream end: {time.monotonic() - t0:.3f}s (includes a CLI start)")
+    print(f"revoke reply -> client saw the end: {time.monotonic() - t0:.3f}s")
     assert rc == 3 and "session ended (revoked)" in err, err
-    ends = [r for r in audit_records(d) if r["op"] == "trace.end"]
+    assert time.monotonic() - t0 < 1.0, "revoke must end the stream at once"
+    ends = wait_for(lambda: [r for r in audit_records(d) if r["op"] == "trace.end"][1:] and
+                    [r for r in audit_records(d) if r["op"] == "trace.end"], 10,
+                    what="both session ends to be audited")
     assert [e["reason"] for e in ends] == ["deadline", "revoked"], ends
     assert all(e["uid"] == u.uid and e["session"] and e["kind"] == "session_end"
                and e["decision"] == "allow" for e in ends), ends
+
+
+def daemon_revoke(d: Daemon, gid: str) -> dict[str, Any]:
+    return d.request("grant.revoke", {"id": gid})
 
 
 # -- identity cannot be claimed ------------------------------------------------------
@@ -508,6 +515,11 @@ def test_thousand_idle_connections_do_not_stop_service(daemon_factory: Any,
         d = daemon_factory(config_text="[server]\nmax_conns_per_uid = 2000\n")
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    base = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        assert d.request("status")["ok"]
+        base.append(time.perf_counter() - t0)
     dsoft, dhard = _nofile(d.proc.pid)
     print(f"daemon RLIMIT_NOFILE soft={dsoft} hard={dhard} (started with soft=512)")
     assert dsoft == dhard and dsoft > 1100, (dsoft, dhard)
@@ -520,15 +532,22 @@ def test_thousand_idle_connections_do_not_stop_service(daemon_factory: Any,
         t0 = time.perf_counter()
         st = d.request("status")
         lat_status = time.perf_counter() - t0
+        later = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            assert d.request("status")["ok"]
+            later.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         other = as_user(d, u)
         hello = d.request("hello", sock=other)
         lat_hello = time.perf_counter() - t0
         other.close()
         assert st["ok"] and hello["ok"] and hello["result"]["uid"] == u.uid
-        print(f"1000 idle connections opened in {opened:.3f}s; with them open: status "
-              f"{lat_status * 1000:.1f} ms, connect+hello as another user "
-              f"{lat_hello * 1000:.1f} ms; daemon fds {len(os.listdir(f'/proc/{d.proc.pid}/fd'))}")
+        print(f"1000 idle connections opened in {opened:.3f}s; with them open: first status "
+              f"{lat_status * 1000:.1f} ms, then median {sorted(later)[2] * 1000:.1f} ms, "
+              "connect+hello as another user "
+              f"{lat_hello * 1000:.1f} ms; daemon fds {len(os.listdir(f'/proc/{d.proc.pid}/fd'))}; "
+              f"status with none open: median {sorted(base)[2] * 1000:.1f} ms")
     finally:
         for c in conns:
             c.close()
