@@ -98,7 +98,7 @@ class Clock:
 
 _PAYLOAD_SCS = {
     Sc.READ, Sc.WRITE, Sc.READV, Sc.WRITEV, Sc.PREAD64, Sc.PWRITE64,
-    Sc.SENDTO, Sc.RECVFROM, Sc.SENDMSG, Sc.RECVMSG,
+    Sc.SENDTO, Sc.RECVFROM, Sc.SENDMSG, Sc.RECVMSG, Sc.SSL_READ, Sc.SSL_WRITE,
 }
 
 
@@ -114,7 +114,8 @@ def base(rec: RawRecord, clock: Clock, kind: str) -> Event:
 
 def syscall_event(rec: SyscallRecord, clock: Clock, redactor: RedactorLike) -> Event:
     """Meta fields plus redacted path/argv; payload is added by the stream stage."""
-    ev = base(rec, clock, "syscall")
+    tls = rec.nr in (Sc.SSL_READ, Sc.SSL_WRITE)
+    ev = base(rec, clock, "tls" if tls else "syscall")
     ev["syscall"] = syscall_name(rec.nr)
     ev["ret"] = rec.ret
     err = errno_name(rec.ret)
@@ -123,8 +124,11 @@ def syscall_event(rec: SyscallRecord, clock: Clock, redactor: RedactorLike) -> E
     ev["latency_us"] = round(rec.latency_ns / 1000, 3)
     nr = rec.nr
     if nr in _PAYLOAD_SCS:
-        ev["fd"] = rec.fd
-        ev["size"] = rec.arg if nr not in (Sc.SENDMSG, Sc.RECVMSG) else None
+        if tls:
+            ev["conn"] = f"ssl:{rec.arg:x}"  # the SSL* identifies the connection
+        else:
+            ev["fd"] = rec.fd
+            ev["size"] = rec.arg if nr not in (Sc.SENDMSG, Sc.RECVMSG) else None
         ev["direction"] = "out" if rec.flags & F_DATA_OUT else "in"
     elif nr in (Sc.OPENAT, Sc.OPENAT2):
         ev["dirfd"] = rec.fd

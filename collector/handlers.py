@@ -79,8 +79,9 @@ def _query(svc: Services, who: Principal, scope: Scope, **kw: Any) -> list[dict[
 
 def events(svc: Services, who: Principal, scope: Scope) -> list[dict[str, Any]]:
     kind = scope.args.get("kind")
-    if kind is not None and kind not in ("syscall", "exec", "fork", "exit", "data"):
-        raise ProtocolError(Fault.BAD_REQUEST, '"kind" must be syscall|exec|fork|exit|data')
+    if kind is not None and kind not in ("syscall", "tls", "exec", "fork", "exit", "data"):
+        raise ProtocolError(Fault.BAD_REQUEST,
+                            '"kind" must be syscall|tls|exec|fork|exit|data')
     return _query(svc, who, scope, kind=kind)
 
 

@@ -38,7 +38,7 @@ from probes.layout import (
 log = logging.getLogger("periscope.pipeline")
 
 Sink = Callable[[list[Event]], None]
-StreamKey = tuple[int, int, str]  # (tgid, fd, direction)
+StreamKey = tuple[int, "int | str", str]  # (tgid, fd or "ssl:ID", direction)
 STREAM_IDLE_FLUSH_S = 2.0
 
 
@@ -160,10 +160,10 @@ class Pipeline:
         if shed:
             self.counters["payload_shed"] += 1
             ev["payload_shed"] = True
-            key = (rec.hdr.tgid, rec.fd, ev["direction"])
+            key = (rec.hdr.tgid, ev.get("conn", rec.fd), ev["direction"])
             self._stream(key, rec.hdr.cookie).gap(len(data) + missing)  # stays fail-closed
             return
-        key = (rec.hdr.tgid, rec.fd, ev["direction"])
+        key = (rec.hdr.tgid, ev.get("conn", rec.fd), ev["direction"])
         stream = self._stream(key, rec.hdr.cookie)
         released = stream.feed(data)
         if missing:
@@ -205,7 +205,7 @@ class Pipeline:
             if tail and into is not None:
                 pid, fd, direction = key
                 ev: Event = {"ts": ts, "kind": "data", "pid": pid, "tid": pid, "target": cookie,
-                             "fd": fd, "direction": direction, "payload": printable(tail),
-                             "flushed": True}
+                             "direction": direction, "payload": printable(tail), "flushed": True}
+                ev["conn" if isinstance(fd, str) else "fd"] = fd
                 self._enrich(ev)
                 into.append(ev)

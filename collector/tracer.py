@@ -32,6 +32,7 @@ class ProbeLike(Protocol):
     def add_cgroup(self, cgroup_id: int, spec: Any) -> None: ...
     def remove_cgroup(self, cgroup_id: int) -> None: ...
     def stats(self) -> dict[str, int]: ...
+    def attach_tls(self, pids: list[int]) -> None: ...
 
 
 @dataclass
@@ -119,9 +120,12 @@ class Tracer:
         for pid in pids:
             self._probe.add_pid(pid, spec)
         # Children already inherited this cookie; refresh their caps too.
-        for pid, cookie in self._probe.pids().items():
-            if cookie == target.cookie and pid not in pids:
+        family = [p for p, c in self._probe.pids().items() if c == target.cookie]
+        for pid in family:
+            if pid not in pids:
                 self._probe.add_pid(pid, spec)
+        if target.cap:
+            self._probe.attach_tls(family)
 
     def release(self, session: str) -> None:
         """End a session's interest in all its targets; detach probes when none remain."""

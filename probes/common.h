@@ -27,6 +27,7 @@ enum op {
 	OP_EXEC = 2,      /* execve/execveat attempt: filename + argv, read at enter */
 	OP_FORK = 3,      /* a targeted process forked: the child inherits the target */
 	OP_EXIT = 4,      /* a targeted process exited */
+	OP_TLS = 5,       /* SSL_read/SSL_write plaintext (uprobes; sys_event layout) */
 };
 
 /* Our syscall ids (not the arch's numbers): stable across kernels and arches. */
@@ -36,6 +37,7 @@ enum sc {
 	SC_CONNECT, SC_ACCEPT, SC_ACCEPT4, SC_CLOSE,
 	SC_OPENAT, SC_OPENAT2, SC_EXECVE, SC_EXECVEAT,
 	SC_CLONE, SC_CLONE3, SC_FORK, SC_VFORK,
+	SC_SSL_READ, SC_SSL_WRITE,   /* OP_TLS only: arg holds the SSL* (connection id) */
 };
 
 /* Record flags. */

@@ -18,6 +18,7 @@ class Op(IntEnum):
     EXEC = 2
     FORK = 3
     EXIT = 4
+    TLS = 5
 
 
 class Sc(IntEnum):
@@ -45,6 +46,8 @@ class Sc(IntEnum):
     CLONE3 = 20
     FORK = 21
     VFORK = 22
+    SSL_READ = 23
+    SSL_WRITE = 24
 
 
 class Stat(IntEnum):
@@ -179,6 +182,7 @@ def _exit(hdr: Header, buf: memoryview) -> ExitRecord:
 
 _DECODERS: dict[int, tuple[int, Callable[[Header, memoryview], RawRecord]]] = {
     Op.SYSCALL: (SYS_HDR_SIZE, _syscall),
+    Op.TLS: (SYS_HDR_SIZE, _syscall),
     Op.EXEC: (SYS_HDR_SIZE, _exec),
     Op.FORK: (HDR.size + FORK.size, _fork),
     Op.EXIT: (HDR.size + EXIT.size, _exit),

@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from probes.layout import Stat
+from probes.tls import TlsHooks
 
 PROBE_DIR = Path(__file__).resolve().parent
 SOURCE = PROBE_DIR / "trace.bpf.c"
+# Compiled as one object with trace.bpf.c (shared maps and ring buffer); bcc only turns
+# functions of the main text into programs, so the sources are joined, not #included.
+TLS_SOURCE = PROBE_DIR / "tls.bpf.c"
 # Programs that bcc names after our tracepoints; used to prove detach on exit.
 PROG_PREFIX = "tracepoint__sys"
 BATCH_MAX = 4096  # records per batch handed to the pipeline
@@ -61,6 +65,7 @@ class TraceProbe:
         self._thread: threading.Thread | None = None
         self._batch: list[bytes] = []
         self.load_seconds = 0.0
+        self.tls = TlsHooks()
 
     # -- lifecycle -------------------------------------------------------------
     def load(self) -> None:
@@ -77,7 +82,8 @@ class TraceProbe:
         ]
         started = time.monotonic()
         try:
-            self._bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
+            text = SOURCE.read_bytes() + b"\n" + TLS_SOURCE.read_bytes()
+            self._bpf = BPF(text=text, cflags=cflags)
         except Exception as err:  # bcc raises bare Exception for compile/load errors
             raise ProbeError(f"loading {SOURCE.name} failed: {err}") from err
         self.load_seconds = time.monotonic() - started
@@ -119,6 +125,10 @@ class TraceProbe:
         # already gone: the process exited and the kernel side removed it
         with contextlib.suppress(KeyError):
             del t[t.Key(tgid)]
+
+    def attach_tls(self, pids: list[int]) -> None:
+        """Plaintext capture for payload-level targets that use OpenSSL."""
+        self.tls.attach_for(self._bpf, pids)
 
     def pids(self) -> dict[int, int]:
         """tgid -> cookie for every process the kernel is tracing now."""

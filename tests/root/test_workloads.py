@@ -168,3 +168,44 @@ def test_postgres_password_literal_redacted(daemon: Daemon, postgres: tuple[int,
     text = payloads(events)
     assert "CREATE ROLE app LOGIN PASSWORD" in text
     assert "[REDACTED:" in text
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=60)
+    port = free_port()
+    proc = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert",
+                             str(cert), "-key", str(key), "-quiet"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: port_open(port), 15, what="openssl s_server")
+    yield port, proc
+    proc.kill()
+    proc.wait(10)
+
+
+def test_tls_plaintext_via_uprobes_is_redacted(daemon: Daemon,
+                                               tls_server: tuple[int, Any]) -> None:
+    """openssl s_server decrypts with SSL_read: periscope sees plaintext, redacts the secret."""
+    port, server = tls_server
+    t = TraceStream(daemon, "-p", str(server.pid), "-d", "5s", "--level", "payload",
+                    "--reason", "t")
+    t.wait_started()
+    request = (b"GET /tls-check HTTP/1.1\r\nHost: secure.local\r\n"
+               b"Authorization: Bearer tls0nlyS3cretToken0123456789\r\n\r\n")
+    subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-quiet",
+                    "-no_ign_eof"],
+                   input=request, capture_output=True, timeout=20)
+    _rc, events, err = t.finish()
+    tls = [e for e in events if e["kind"] == "tls"]
+    assert tls, f"no TLS plaintext events: {err}"
+    assert all(e["syscall"] in ("ssl_read", "ssl_write") and e["conn"].startswith("ssl:")
+               for e in tls)
+    text = payloads(events)
+    assert "GET /tls-check HTTP/1.1" in text
+    assert "tls0nlyS3cretToken0123456789" not in json.dumps(events)
+    raw = [e for e in events if e["kind"] == "syscall" and e.get("direction") == "in"
+           and "GET /tls-check" in str(e.get("payload", ""))]
+    assert not raw, "the socket read should carry ciphertext, not the request"

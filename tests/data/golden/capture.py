@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from probes.layout import Op, Sc, decode  # noqa: E402
-from probes.trace import ProbeOptions, TargetSpec, TraceProbe  # noqa: E402
-from tests.unit.golden import dump  # noqa: E402
+from probes.layout import Op, Sc, decode
+from probes.trace import ProbeOptions, TargetSpec, TraceProbe
+from tests.unit.golden import dump
 
 HERE = Path(__file__).resolve().parent
 CHILD = r"""

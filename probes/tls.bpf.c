@@ -1,0 +1,80 @@
+/* TLS plaintext at the library boundary: uprobes on OpenSSL's SSL_{read,write}[_ex].
+ *
+ * Appended to trace.bpf.c's text by probes/trace.py and compiled as one object (it
+ * shares the targets map, scratch buffer and ring buffer); attached by tls.py only while a
+ * payload-level session targets a process that maps libssl. Read-only: we copy
+ * the plaintext buffer after the library filled it (read) or before it encrypts
+ * it (write); nothing in the process is modified.
+ */
+
+#include <uapi/linux/ptrace.h>
+
+struct tls_call {
+	u64 ssl;        /* SSL*: identifies the connection (stream key) */
+	u64 buf;
+	u64 nbytes_ptr; /* _ex variants: size_t *readbytes / *written */
+	u32 cookie;
+	u32 payload_cap;
+	u64 ts;
+};
+
+BPF_HASH(tls_calls, u64, struct tls_call, 16384);
+
+static __always_inline int tls_enter(struct pt_regs *ctx, int ex)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct target *t = trace_allowed(id >> 32);
+	if (!t || !t->payload_cap)
+		return 0;
+	struct tls_call c = {};
+	c.ssl = PT_REGS_PARM1(ctx);
+	c.buf = PT_REGS_PARM2(ctx);
+	c.nbytes_ptr = ex ? PT_REGS_PARM4(ctx) : 0;
+	c.cookie = t->cookie;
+	c.payload_cap = t->payload_cap;
+	c.ts = bpf_ktime_get_ns();
+	if (tls_calls.update(&id, &c))
+		count(ST_DROP_INFLIGHT);
+	return 0;
+}
+
+static __always_inline int tls_exit(struct pt_regs *ctx, u16 nr)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct tls_call *c = tls_calls.lookup(&id);
+	if (!c)
+		return 0;
+	struct tls_call call = *c;
+	tls_calls.delete(&id);
+	s64 ret = (s64)PT_REGS_RC(ctx);
+	if (call.nbytes_ptr) {   /* _ex: 1 on success, the count is written to *nbytes */
+		u64 n = 0;
+		if (ret == 1 && bpf_probe_read_user(&n, sizeof(n), (void *)call.nbytes_ptr) == 0)
+			ret = (s64)n;
+		else if (ret <= 0)
+			ret = -1;
+	}
+	int zero = 0;
+	struct sys_event *e = scratch.lookup(&zero);
+	if (!e)
+		return 0;
+	e->nr = nr;
+	e->flags = nr == SC_SSL_WRITE ? F_DATA_OUT : 0;
+	e->fd = -1;
+	e->ret = ret;
+	e->latency_ns = bpf_ktime_get_ns() - call.ts;
+	e->arg = call.ssl;
+	e->data_len = 0;
+	e->aux = 0;
+	if (ret > 0)
+		copy_payload(e, call.buf, ret, call.payload_cap, ret);
+	submit_sys(e, OP_TLS, call.cookie, id);
+	return 0;
+}
+
+int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0); }
+int tls_read_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1); }
+int tls_write_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0); }
+int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1); }
+int tls_read_exit(struct pt_regs *ctx) { return tls_exit(ctx, SC_SSL_READ); }
+int tls_write_exit(struct pt_regs *ctx) { return tls_exit(ctx, SC_SSL_WRITE); }
