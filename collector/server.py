@@ -101,8 +101,10 @@ class Server:
             except (ValueError, asyncio.LimitOverrunError):
                 # The frame overran the cap: we cannot find the next frame, so reply and close.
                 self.svc.counters["bad_frame"] += 1
-                writer.write(protocol.error(ProtocolError(
-                    Fault.BAD_FRAME, f"frame exceeds {self.cfg.max_frame_bytes} bytes")))
+                err = ProtocolError(Fault.BAD_FRAME,
+                                    f"frame exceeds {self.cfg.max_frame_bytes} bytes")
+                await loop.run_in_executor(None, self._audit_bad, who, err)  # audited like any
+                writer.write(protocol.error(err))
                 await writer.drain()
                 return
             if not line:

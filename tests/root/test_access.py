@@ -484,6 +484,11 @@ def test_malformed_requests_get_faults_and_daemon_keeps_serving(daemon: Daemon) 
     big.close()
     st = daemon.request("status")
     assert st["ok"] and st["result"]["server"]["bad_frame"] >= 6
+    # Every refused frame is audited, under the sender's real uid, oversized ones too.
+    bad = [r for r in audit_records(daemon) if r["op"] == "invalid"]
+    assert len(bad) == 10, bad  # 9 undecodable frames on the first connection + 1 oversized
+    assert all(r["uid"] == 0 and r["decision"] == "deny" for r in bad)
+    assert any("exceeds 65536" in r["reason"] for r in bad)
 
 
 def _open_many(d: Daemon, n: int) -> list[socket.socket]:
