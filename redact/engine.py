@@ -17,6 +17,8 @@ from redact.segment import CAP, EMIT, JOINED, LINES, MASK, RESP, TRIGGER_SRC, Pi
 _PLACEHOLDER = re.compile(rb"\[REDACTED:[a-z0-9_]+(?::[0-9a-f]{12})?\]")
 _LINE = re.compile(rb"[^\n\x00]*[\n\x00]|[^\n\x00]+")
 # Counter ids for what the engine masks itself (not regex rules).
+_SET_MEM = 64 << 20
+_UNANCHORED = re2._Anchor.UNANCHORED
 ENGINE_COUNTERS = ("redis_resp_credential", "gap", "oversize", "engine_error")
 
 Span = tuple[int, int, int, str, str]  # start, end, priority, rule id, placeholder type
@@ -95,7 +97,9 @@ class Redactor:
 
     def _compile(self, protocol: str | None) -> _Table:
         rules = tuple(r for r in self._rules if r.enabled(protocol, self._options))
-        hints = re2.Set.SearchSet(re2.Options())
+        opts = re2.Options()
+        opts.max_mem = _SET_MEM  # a DFA that runs out of memory is rebuilt: keep it roomy
+        hints = re2.Set.SearchSet(opts)
         for r in rules:
             hints.Add(r.hint.encode("latin-1"))
         hints.Add(TRIGGER_SRC)
@@ -147,13 +151,21 @@ class Redactor:
             if local and rule.anchor is not None:
                 # Try the pattern only where the RE2 anchor says a match may start, never
                 # past the end of that line: cost scales with hits, not with payload size.
-                for am in rule.anchor.finditer(text):
-                    pos = am.start(rule.anchor_group)
+                n = len(text)
+                at = 0
+                find = rule.anchor._regexp.Match  # the raw RE2 call: no generator, no objects
+                while at < n:
+                    found = find(_UNANCHORED, text, at, n)
+                    s0, e0 = found[0]
+                    if s0 < 0:
+                        break
+                    pos = found[rule.anchor_group][0]
                     nl, nul = text.find(b"\n", pos), text.find(b"\0", pos)
-                    end = min(nl if nl >= 0 else len(text), nul if nul >= 0 else len(text))
+                    end = min(nl if nl >= 0 else n, nul if nul >= 0 else n)
                     m = rule.pattern.match(text, pos, end + 1)
                     if m is not None:
                         _collect(text, rule, m, spans)
+                    at = e0 if e0 > s0 else s0 + 1
                 continue
             for m in rule.pattern.finditer(text):
                 if local and _crosses(text, m.start(), m.end()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 NEED_MORE = 0
@@ -9,6 +10,7 @@ NOT_RESP = -1
 _SENSITIVE = frozenset({b"AUTH", b"HELLO", b"ACL", b"CONFIG", b"MIGRATE"})
 _MAX_ELEMS = 64
 _MAX_BULK = 1 << 16
+_MASKED_BULK = re.compile(rb"\$\d+\r\n\[REDACTED:[a-z0-9_]+(?::[0-9a-f]{12})?\]\r\n")
 
 Placeholder = Callable[[str, bytes], bytes]
 
@@ -116,7 +118,11 @@ def resp_redact(seg: bytes, placeholder: Placeholder) -> tuple[bytes, int]:
         name_end = seg.find(b"\r\n", cut + 2) if cut >= 0 else -1
         if name_end < 0:
             return placeholder("password", seg), 1
-        return seg[: name_end + 2] + placeholder("password", seg[name_end + 2 :]), 1
+        rest = seg[name_end + 2 :]
+        if not rest or _MASKED_BULK.fullmatch(rest):
+            return seg, 0
+        ph = placeholder("password", rest)
+        return seg[: name_end + 2] + b"$%d\r\n%s\r\n" % (len(ph), ph), 1
     elems, _ = got
     words = [seg[s:e] for _, s, e in elems]
     out = bytearray()

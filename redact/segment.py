@@ -35,8 +35,19 @@ _CONT = re.compile(rb"(?i)(?:" + _CONT_WORDS + rb")" + _CONT_TAIL + rb"\Z")
 TRIGGER_SRC = (
     rb"(?i)(?:" + _CONT_WORDS + rb")" + _CONT_TAIL + rb"|PRIVATE KEY"
     rb"|\*\d+\r\n\$\d+\r\n(?:auth|hello|acl|config|migrate)"
+    rb"|(?:^|[\n\x00])p\x00"
 )
-TRIGGER = re2.compile(TRIGGER_SRC)
+_TRIGGER = re2.compile(TRIGGER_SRC)._regexp.Match  # raw RE2 call: no generator per search
+_UNANCHORED = re2._Anchor.UNANCHORED
+
+
+def triggered(text: bytes) -> bool:
+    """Could any segment of text be longer than one line?"""
+    return bool(_TRIGGER(_UNANCHORED, text, 0, len(text))[0][0] >= 0)
+
+# PostgreSQL PasswordMessage: 'p', int32 length, password, NUL. Its NULs cut it into
+# segments; join them so the rule sees the whole message.
+_PG_PASSWORD = b"p\x00"
 _RESP_HEAD = re.compile(rb"\*\d{1,4}\r\n")
 
 
@@ -162,7 +173,7 @@ class Segmenter:
             # A RESP array may start here whose command name is not in yet: keep that line
             # and what follows for the slow path, which waits for the name.
             region = region[: max(region.rfind(b"\n", 0, star), region.rfind(b"\x00", 0, star)) + 1]
-        if region and len(region) <= CAP and TRIGGER.search(region) is None:
+        if region and len(region) <= CAP and not triggered(region):
             out.append((LINES, region))
             return pos + len(region), False
         m = _TERM.search(buf, pos)
@@ -181,7 +192,7 @@ class Segmenter:
                 out.append((LINES, line[:star]))
                 return pos + star, False
         pem = _pem_opens(line)
-        if not pem and _CONT.search(line) is None:
+        if not pem and line != _PG_PASSWORD and _CONT.search(line) is None:
             out.append((LINES, line))
             return i + 1, False
         self._join = _Join(pem=pem, extra=3, scan=i + 1)

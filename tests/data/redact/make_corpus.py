@@ -19,6 +19,7 @@ from pathlib import Path
 
 R = random.Random(20261127)
 ALNUM = string.ascii_letters + string.digits
+HEXCH = "0123456789abcdef"
 B62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 
@@ -148,6 +149,16 @@ def pg_query(sql: str) -> bytes:
     return b"Q" + struct.pack(">I", len(body) + 4) + body
 
 
+def pg_startup(user: str, db: str) -> bytes:
+    body = b"\x00\x03\x00\x00" + f"user\0{user}\0database\0{db}\0\0".encode()
+    return struct.pack(">I", len(body) + 4) + body
+
+
+def pg_password(pw: str) -> bytes:
+    body = pw.encode() + b"\x00"
+    return b"p" + struct.pack(">I", len(body) + 4) + body
+
+
 def mysql_query(sql: str) -> bytes:
     body = b"\x03" + sql.encode()
     return struct.pack("<I", len(body))[:3] + b"\x00" + body
@@ -250,6 +261,8 @@ def positives() -> list[Case]:
         ("sql", "postgres", pg_query(f"INSERT INTO customers (email, card) VALUES ('{e}', '{c}')"),
          [e, c]),
         ("sql", "mysql", mysql_query(f"UPDATE users SET password = '{pw}' WHERE id = 7"), [pw]),
+        ("sql", "postgres", pg_startup("app", "orders") + pg_password(pw), [pw]),
+        ("sql", None, pg_startup("report", "dw") + pg_password(pw) + pg_query("SELECT 1"), [pw]),
         ("redis", "redis", resp("AUTH", pw), [pw]),
         ("redis", "redis", resp("AUTH", "default", pw), [pw]),
         ("redis", "redis", resp("HELLO", "3", "AUTH", "app", pw, "SETNAME", "web"), [pw]),
@@ -283,6 +296,37 @@ def positives() -> list[Case]:
          f"?sslmode=require\n", [pw.replace("@", "%40")]),
         ("log", None, f"call from {p} about ssn {s}\n", [p, s]),
         ("log", None, f"auth: token={jw} user=42\n", [jw]),
+        ("log", None, f"DB_PASSWORD={pw}\nPGPASSWORD={pw}\nMYSQL_ROOT_PASSWORD='{pw}'\n", [pw]),
+        ("log", None, f"database:\n  host: db.internal\n  password: {pw}\n  pool: 10\n", [pw]),
+        ("log", None, f"exec /usr/bin/psql --host db --password {pw} orders\n", [pw]),
+        ("log", None, f"exec curl -sS -u deploy:{pw} https://ci.example.com/api\n", [pw]),
+        ("log", None, f"exec mysql -h db -uroot -p{pw} shop\n", [pw]),
+        ("log", None, f"DefaultEndpointsProtocol=https;AccountName=shop;AccountKey={sec}==;"
+         "EndpointSuffix=core.windows.net\n", [sec]),
+        ("log", None, f"GET /blob?sv=2022-11-02&se=2024-01-16&sig={tok}%3D HTTP/1.1\n", [tok]),
+        ("log", None, f"redis://:{pw.replace('@', '')}@cache.internal:6379/0\n",
+         [pw.replace("@", "")]),
+        ("log", None, f"mongodb+srv://app:{tok}@cluster0.example.net/db\n", [tok]),
+        ("log", None, json.dumps({"type": "service_account", "private_key_id": "abc",
+                                  "private_key": pem_json.replace("\\n", "\n"),
+                                  "client_email": "svc@proj.iam.gserviceaccount.com"}) + "\n",
+         [pem_j, "svc@proj.iam.gserviceaccount.com"]),
+        ("http", "http", req("GET /v1/me HTTP/1.1", [f"X-Amz-Security-Token: {tok}{tok}"]),
+         [tok + tok]),
+        ("http", "http", req("GET /v4/projects HTTP/1.1", [f"Private-Token: {glpat}"]), [glpat]),
+        ("http", "http", req("GET / HTTP/1.1", [f"authorization: bearer {tok}"]), [tok]),
+        ("http", "http", req("POST /api/signup HTTP/1.1", ["Content-Type: application/json"],
+                             json.dumps({"user": {"email": e, "ssn": s.replace("-", ""),
+                                                  "card": {"number": c, "cvv": "123"}}})),
+         [e, s.replace("-", ""), c]),
+        ("http", "http", req(f"GET /track?e={e.replace('@', '%40')}&ref=mail HTTP/1.1", []),
+         [e.replace("@", "%40")]),
+        ("redis", "redis", resp("MIGRATE", "10.0.0.2", "6379", "", "0", "5000", "AUTH", pw,
+                                "KEYS", "a"), [pw]),
+        ("redis", "redis", resp("SET", "k", "v") + resp("AUTH", pw) + resp("GET", "k"), [pw]),
+        ("redis", "redis", resp("HSET", "user:7", "phone", p, "email", e), [p, e]),
+        ("sql", "postgres", pg_query(f"SELECT * FROM users WHERE email = '{e}' AND ssn = '{s}'"),
+         [e, s]),
     ]
     return cases
 
@@ -334,6 +378,28 @@ def negatives() -> list[Case]:
         ("log", None, f"integrity sha256-{rs(43, ALNUM + '+/')}= digest sha256:{rs(64, '0123456789abcdef')}\n"),
         ("log", None, f"pod checkout-7d9f8c6b5-x2x9q on node ip-10-0-3-17 uid {uuid()}\n"),
         ("log", None, f"conn from 10.0.3.17:51234 to 10.0.9.2:5432 pid={R.randint(100, 65000)}\n"),
+        ("log", None, "git fetch git@github.com:shop/checkout.git refs/heads/main\n"),
+        ("log", None, f"docker pull registry.example.com/checkout@sha256:{rs(64, '0123456789abcdef')}\n"),
+        ("log", None, "the token expired; user must visit the password reset page\n"),
+        ("log", None, f'{{"event": "login_failed", "reason": "bad password", "user_id": {R.randint(1, 9999)}, "request_id": "{uuid()}"}}\n'),
+        ("log", None, f"latency p50=12.5ms p99={R.randint(100, 999)}ms qps={R.randint(100, 9999)} errors=0\n"),
+        ("log", None, f"zip 94105-{R.randint(1000, 9999)} lat 37.7749 lon -122.4194 price $1,299.00\n"),
+        ("log", None, f"build 2024.01.15-{R.randint(100, 999)} go1.21.5 linux/amd64 kernel 6.1.0-17-amd64\n"),
+        ("log", None, "SET password_encryption = 'scram-sha-256'; SHOW password_encryption;\n"),
+        ("http", "http", "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"api\", "
+         "error=\"invalid_token\"\r\nContent-Type: application/json\r\n\r\n"
+         '{"error": "invalid_token", "error_description": "The access token expired"}'),
+        ("http", "http", req("GET /.well-known/jwks.json HTTP/1.1", ["Accept: application/json",
+                             f"If-Modified-Since: Mon, 15 Jan 2024 10:0{R.randint(0, 9)}:00 GMT"])),
+        ("http", "http", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + json.dumps(
+            {"keys": [{"kty": "RSA", "kid": rs(16, HEXCH), "use": "sig", "alg": "RS256",
+                       "e": "AQAB"}]})),
+        ("sql", "postgres", pg_query("SELECT u.id, u.email_verified, u.password_changed_at FROM "
+                                     "users u WHERE u.id = $1")),
+        ("sql", "mysql", mysql_query("ALTER TABLE accounts ADD COLUMN api_key_hash CHAR(64) NOT NULL")),
+        ("redis", "redis", resp("CONFIG", "GET", "requirepass")),
+        ("redis", "redis", b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
+        ("redis", "redis", resp("XADD", "events", "*", "type", "login", "ok", "1")),
     ]
     return cases
 

@@ -37,6 +37,13 @@ UNTOUCHED = [
     "000-12-3456 666-12-3456 912-34-5678",
     "acct DE89370400440532013001",  # mod-97 fails
     "sprite@2x.png @babel/core@7.23.0",
+    "git clone git@github.com:org/repo.git",
+    "docker run -p 8080:80 -u 1000 nginx@sha256:abc",
+    "WWW-Authenticate: Bearer realm=\"api\", Basic realm=\"x\"",
+    "SET password_encryption = 'scram-sha-256'",
+    '{"api_key_id": "k-1", "public_key": "ssh-ed25519 '
+    'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}',
+    "-WRONGPASS invalid username-password pair or user is disabled.",
     "pk_live_51H8abcdEFGHijkl publishable",
     "conn 10.0.3.17:51234 -> 10.0.9.2:5432",
     "Authorization failed for user bob",

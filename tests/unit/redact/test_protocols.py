@@ -28,6 +28,9 @@ def my(sql: str) -> bytes:
     return struct.pack("<I", len(body))[:3] + b"\x00" + body
 
 
+STARTUP = b"\x00\x00\x00\x25\x00\x03\x00\x00user\x00app\x00database\x00orders\x00\x00"
+
+
 def resp(*words: str) -> bytes:
     return b"*%d\r\n" % len(words) + b"".join(
         b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words
@@ -62,11 +65,14 @@ CASES: list[tuple[str | None, bytes | str, list[str], list[str], str]] = [
      ['"token_type": "bearer"', '"max_tokens": 5'], "secret"),
     ("http", f"url=https://deploy:{PW}@git.example.com/repo.git", [PW], ["git.example.com"],
      "password"),
+    (None, "dsn postgres://app:p@ss#w0rd@db:5432/x", ["p@ss#w0rd", "ss#w0rd"], ["@db:5432/x"], "password"),
     ("http", f'Content-Disposition: form-data; name="password"\r\n\r\n{PW}\r\n', [PW], [], "secret"),
     # ---- SQL over the wire
     ("postgres", pg(f"CREATE ROLE app LOGIN PASSWORD '{PW}'"), [PW], ["CREATE ROLE app"], "password"),
     ("postgres", pg(f"ALTER USER app WITH ENCRYPTED PASSWORD '{PW}'"), [PW], [], "password"),
     ("postgres", pg(f"ALTER USER app\nWITH PASSWORD\n'{PW}'"), [PW], [], "password"),
+    ("postgres", STARTUP + b"p\x00\x00\x00\x13" + PW.encode() + b"\x00", [PW], ["database"],
+     "password"),
     ("mysql", my(f"CREATE USER 'u'@'%' IDENTIFIED BY '{PW}'"), [PW], ["'u'@'%'"], "password"),
     ("mysql", my(f"ALTER USER 'u'@'%' IDENTIFIED WITH caching_sha2_password BY '{PW}'"), [PW], [],
      "password"),
@@ -110,6 +116,11 @@ CASES: list[tuple[str | None, bytes | str, list[str], list[str], str]] = [
      ["MIIEvQIBADANBg"], [], "private_key"),
     (None, '{"key": "-----BEGIN EC PRIVATE KEY-----\\nMHcCAQEEIBk\\n-----END EC PRIVATE KEY-----\\n"}',
      ["MHcCAQEEIBk"], ['{"key": "'], "private_key"),
+    # ---- command lines (exec argv)
+    (None, f"psql --password {PW} -h db", [PW], ["-h db"], "secret"),
+    (None, f"app --api-key={PW} --verbose", [PW], ["--verbose"], "secret"),
+    (None, f"curl -u deploy:{PW} https://x.example/api", [PW], ["deploy:"], "password"),
+    (None, f"mysql -h db -uroot -p{PW} orders", [PW], ["orders"], "password"),
     # ---- PII
     (None, "card 4111 1111 1111 1111 exp", ["4111 1111 1111 1111"], ["exp"], "credit_card"),
     (None, "mc2 2223-0031-2200-3222.", ["2223-0031-2200-3222"], [], "credit_card"),
