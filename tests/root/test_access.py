@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from collector.audit import GENESIS, read_anchors, record_hash, verify
 from collector.protocol import OPS, Fault
@@ -192,10 +193,9 @@ max_duration = "1h"
     assert "narrowed: level lowered from payload to meta" in err_v, err_v
     assert {e["pid"] for e in ev_i + ev_v} == {w1.pid}
     recs = [r for r in audit_records(d) if r["op"] == "trace"]
-    assert [(r["user"], r["decision"]) for r in recs] == [
-        (inv.name, "deny"), (inv.name, "deny"), (inv.name, "allow"), (view.name, "allow")] or \
-        sorted((r["user"], r["decision"]) for r in recs) == sorted([
-            (inv.name, "deny"), (inv.name, "deny"), (inv.name, "allow"), (view.name, "allow")])
+    assert sorted((r["user"], r["decision"], r["args"]["level"]) for r in recs) == sorted([
+        (inv.name, "deny", "payload"), (inv.name, "deny", "meta"),
+        (inv.name, "allow", "payload"), (view.name, "allow", "payload")]), recs
 
 
 def test_grant_gives_access_expiry_and_revoke_end_streams(
@@ -515,6 +515,8 @@ def test_thousand_idle_connections_do_not_stop_service(daemon_factory: Any,
     u = make_user("busy", groups=(TEST_GROUP,))
     # Start the daemon with a soft fd limit too low for 1000 clients: it must raise it.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1100:
+        pytest.skip(f"hard RLIMIT_NOFILE {hard} is below 1000 connections plus the daemon's own")
     resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
     try:
         d = daemon_factory(config_text="[server]\nmax_conns_per_uid = 2000\n")
