@@ -93,16 +93,23 @@ class Server:
                      writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
         while not self.closing:
-            try:
-                line = await asyncio.wait_for(reader.readline(), self.cfg.idle_timeout_s)
+            try:  # idle_timeout_s bounds the wait for a frame to start ...
+                first = await asyncio.wait_for(reader.read(1), self.cfg.idle_timeout_s)
             except asyncio.TimeoutError:
                 self.svc.counters["idle_closed"] += 1
                 return
-            except (ValueError, asyncio.LimitOverrunError):
-                # The frame overran the cap: we cannot find the next frame, so reply and close.
-                self.svc.counters["bad_frame"] += 1
-                err = ProtocolError(Fault.BAD_FRAME,
-                                    f"frame exceeds {self.cfg.max_frame_bytes} bytes")
+            if not first:
+                return
+            try:  # ... read_timeout_s bounds the rest of it (a trickling client is cut off)
+                line = first if first == b"\n" else first + await asyncio.wait_for(
+                    reader.readline(), self.cfg.read_timeout_s)
+            except (asyncio.TimeoutError, ValueError, asyncio.LimitOverrunError) as exc:
+                # Too slow, or over the cap (the next frame cannot be found): reply and close.
+                late = isinstance(exc, asyncio.TimeoutError)
+                self.svc.counters["read_timeout" if late else "bad_frame"] += 1
+                err = ProtocolError(Fault.TIMEOUT, "frame not completed within "
+                                    f"{self.cfg.read_timeout_s}s") if late else ProtocolError(
+                    Fault.BAD_FRAME, f"frame exceeds {self.cfg.max_frame_bytes} bytes")
                 await loop.run_in_executor(None, self._audit_bad, who, err)  # audited like any
                 writer.write(protocol.error(err))
                 await writer.drain()

@@ -562,7 +562,8 @@ def test_thousand_idle_connections_do_not_stop_service(daemon_factory: Any,
 
 def test_per_uid_connection_cap_and_idle_timeout(daemon_factory: Any, make_user: Any) -> None:
     u = make_user("capped", groups=(TEST_GROUP,))
-    d = daemon_factory(config_text="[server]\nmax_conns_per_uid = 3\nidle_timeout_s = 1.5\n")
+    d = daemon_factory(config_text="[server]\nmax_conns_per_uid = 3\nidle_timeout_s = 1.5\n"
+                                   "read_timeout_s = 1.0\n")
     wait_for(lambda: d.request("status")["result"]["server"].get("connections", 0) >= 1, 5)
     time.sleep(0.3)  # the readiness probe's connection has gone
     held = [as_user(d, u) for _ in range(3)]
@@ -580,8 +581,30 @@ def test_per_uid_connection_cap_and_idle_timeout(daemon_factory: Any, make_user:
         c.settimeout(10)
         assert c.recv(10) == b"", "idle connection should be closed by the daemon"
     print(f"idle connections closed after {time.monotonic() - t0:.2f}s (idle_timeout_s=1.5)")
+    # A frame that starts but trickles in is cut off after read_timeout_s, even though
+    # each byte arrives well within idle_timeout_s.
+    slow = d.connect()
+    t0 = time.monotonic()
+    reply = b""
+    slow.settimeout(0.4)
+    for ch in b'{"op":"hello","args":{"pad":"' + b"x" * 100:
+        try:
+            slow.sendall(bytes([ch]))
+        except OSError:
+            break  # closed on us
+        try:
+            reply = _readline(slow)
+            break
+        except TimeoutError:
+            continue
+    took = time.monotonic() - t0
+    e = err_of(orjson.loads(reply))
+    assert e["name"] == "TIMEOUT" and "within 1.0s" in e["message"], e
+    assert 0.9 < took < 5, took
+    print(f"trickling frame cut off after {took:.2f}s (read_timeout_s=1.0)")
+    slow.close()
     st = d.request("status")["result"]["server"]
-    assert st["idle_closed"] >= 3 and st["conn_limit"] >= 1, st
+    assert st["idle_closed"] >= 3 and st["conn_limit"] >= 1 and st["read_timeout"] == 1, st
     assert as_user(d, u) is not None  # the cap frees up
 
 
