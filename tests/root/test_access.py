@@ -192,6 +192,20 @@ max_duration = "1h"
         [e for e in ev_v if "payload" in e][:3]
     assert "narrowed: level lowered from payload to meta" in err_v, err_v
     assert {e["pid"] for e in ev_i + ev_v} == {w1.pid}
+    # Stored events follow the same rules: the viewer never gets payload from the store,
+    # the investigator gets it only with a reason, and only for its target.
+    sv = as_user(d, view)
+    stored_v = d.request("events", {"limit": 1000, "level": "payload"}, sock=sv)
+    sv.close()
+    assert stored_v["ok"] and stored_v["result"], stored_v
+    assert all("payload" not in e for e in stored_v["result"]), stored_v["result"][:3]
+    si = as_user(d, inv)
+    assert err_of(d.request("events", {"limit": 10}, sock=si))["name"] == "DENIED"
+    stored_i = d.request("events", {"limit": 1000, "level": "payload", "reason": "INC-1"},
+                         sock=si)
+    si.close()
+    assert stored_i["ok"] and {e["pid"] for e in stored_i["result"]} == {w1.pid}
+    assert any("GET /orders?id=" in str(e.get("payload", "")) for e in stored_i["result"])
     recs = [r for r in audit_records(d) if r["op"] == "trace"]
     assert sorted((r["user"], r["decision"], r["args"]["level"]) for r in recs) == sorted([
         (inv.name, "deny", "payload"), (inv.name, "deny", "meta"),
