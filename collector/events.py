@@ -102,8 +102,11 @@ _PAYLOAD_SCS = {
 }
 
 
+_SC_NAMES: dict[Sc, str] = {sc: sc.name.lower() for sc in Sc}
+
+
 def syscall_name(nr: Sc) -> str:
-    return nr.name.lower()
+    return _SC_NAMES[nr]
 
 
 def base(rec: RawRecord, clock: Clock, kind: str) -> Event:
@@ -128,7 +131,8 @@ def syscall_event(rec: SyscallRecord, clock: Clock, redactor: RedactorLike) -> E
             ev["conn"] = f"ssl:{rec.arg:x}"  # the SSL* identifies the connection
         else:
             ev["fd"] = rec.fd
-            ev["size"] = rec.arg if nr not in (Sc.SENDMSG, Sc.RECVMSG) else None
+            if nr is not Sc.SENDMSG and nr is not Sc.RECVMSG:
+                ev["size"] = rec.arg
         ev["direction"] = "out" if rec.flags & F_DATA_OUT else "in"
     elif nr in (Sc.OPENAT, Sc.OPENAT2):
         ev["dirfd"] = rec.fd
@@ -138,14 +142,17 @@ def syscall_event(rec: SyscallRecord, clock: Clock, redactor: RedactorLike) -> E
             ev["truncated"] = True
     elif nr in (Sc.CONNECT, Sc.ACCEPT, Sc.ACCEPT4):
         ev["fd"] = rec.fd if nr == Sc.CONNECT else rec.ret
-        ev["listen_fd"] = rec.fd if nr != Sc.CONNECT else None
+        if nr != Sc.CONNECT:
+            ev["listen_fd"] = rec.fd
         if rec.has_sockaddr:
             ev["family"], ev["peer"] = sockaddr(rec.data)
     elif nr == Sc.CLOSE:
         ev["fd"] = rec.fd
     elif nr in (Sc.CLONE, Sc.CLONE3, Sc.FORK, Sc.VFORK) and rec.ret > 0:
         ev["child"] = rec.ret
-    return {k: v for k, v in ev.items() if v is not None}
+    if ev.get("peer", 0) is None:
+        del ev["peer"]  # a sockaddr family we do not render
+    return ev
 
 
 def payload_of(rec: SyscallRecord) -> tuple[bytes, int] | None:

@@ -143,11 +143,16 @@ class ExitRecord:
 RawRecord = SyscallRecord | ExecRecord | ForkRecord | ExitRecord
 
 
+# Enum lookups by value through Sc(nr)/Op(op) cost ~1 µs each on the hot path: use dicts.
+_SC_BY_ID: dict[int, Sc] = {int(s): s for s in Sc}
+_OP_BY_ID: dict[int, Op] = {int(o): o for o in Op}
+
+
 def _sc(nr: int) -> Sc:
-    try:
-        return Sc(nr)
-    except ValueError as err:
-        raise DecodeError("unknown_syscall", f"unknown syscall id {nr}") from err
+    sc = _SC_BY_ID.get(nr)
+    if sc is None:
+        raise DecodeError("unknown_syscall", f"unknown syscall id {nr}")
+    return sc
 
 
 def _syscall(hdr: Header, buf: memoryview) -> SyscallRecord:
@@ -203,4 +208,4 @@ def decode(raw: bytes | memoryview) -> RawRecord:
     min_size, fn = entry
     if len(buf) < min_size:
         raise DecodeError("short", f"op {op} record of {len(buf)} bytes, needs {min_size}")
-    return fn(Header(Op(op), cookie, ktime, tgid, tid), buf)
+    return fn(Header(_OP_BY_ID[op], cookie, ktime, tgid, tid), buf)

@@ -26,7 +26,7 @@ SOURCE = PROBE_DIR / "trace.bpf.c"
 TLS_SOURCE = PROBE_DIR / "tls.bpf.c"
 # Programs that bcc names after our tracepoints; used to prove detach on exit.
 PROG_PREFIX = "tracepoint__sys"
-BATCH_MAX = 4096  # records per batch handed to the pipeline
+BATCH_MAX = 1024  # records per batch handed to the pipeline
 
 
 class ProbeError(RuntimeError):

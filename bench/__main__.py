@@ -1,0 +1,82 @@
+"""python -m bench [--quick] [--only overhead,tcp,ingest,daemon,redaction]: run the benchmarks.
+
+Every part measures its conditions side by side in this one invocation and prints
+ratios; raw samples go to bench/results/results.json and the plot to bench/overhead.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import daemon_cost, harness, ingest, overhead
+from bench.plot import plot
+
+PARTS = ("overhead", "tcp", "ingest", "daemon", "redaction")
+
+
+def machine() -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), "?")
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    return (f"{platform.node()}: Linux {platform.release()}, {os.cpu_count()} CPUs ({cpu}), "
+            f"{mem} MB RAM, Python {platform.python_version()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short run (~2 min)")
+    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
+    ap.add_argument("--plot", type=Path, default=harness.BENCH / "overhead.png")
+    a = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the bench loads BPF programs: run it as root", file=sys.stderr)
+        return 2
+    parts = set(a.only.split(","))
+    started = time.monotonic()
+    print(machine())
+    print(f"tree measured: {harness.REPO}; mode: {'quick' if a.quick else 'full'}", flush=True)
+    bins = harness.build()
+    plan = overhead.QUICK if a.quick else overhead.FULL
+    res: dict[str, Any] = {"machine": machine(), "quick": a.quick}
+    if "overhead" in parts:
+        print("\n== 1+2. write(2) overhead: untargeted, floors, targeted ==", flush=True)
+        res["overhead"] = overhead.writes(plan, bins)
+    if "tcp" in parts:
+        print("\n== 2. TCP request/response throughput ==", flush=True)
+        res["tcp"] = overhead.tcp(plan, bins)
+    if "ingest" in parts:
+        print("\n== 3. ingest ceiling and pipeline stages ==", flush=True)
+        res["stages"] = ingest.stages(10_000 if a.quick else 100_000)
+        ingest.print_stages(res["stages"])
+        rates = [5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 400_000]
+        res["ingest"] = ingest.sweep(bins, rates, 1.0 if a.quick else 5.0,
+                                     3.0 if a.quick else 30.0)
+    if "daemon" in parts:
+        print("\n== 4. daemon cost ==", flush=True)
+        res["daemon"] = daemon_cost.run(bins, a.quick)
+    if "redaction" in parts:
+        print("\n== redaction throughput (bench/redaction.py) ==", flush=True)
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "bench.redaction"], check=False,
+                       env={**os.environ, "PYTHONPATH": str(harness.REPO)})
+    harness.RESULTS.mkdir(parents=True, exist_ok=True)
+    out = harness.RESULTS / "results.json"
+    out.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
+    png = plot(res, a.plot) if {"overhead", "ingest"} & parts else None
+    print(f"\nresults: {out}{'; plot: ' + str(png) if png else ''}; "
+          f"took {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Part 3: the ingest ceiling (highest offered rate with zero drops, end to end) and
+where a record's time goes in the pipeline (decode, enrich, redact, serialize, store)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import conditions as c
+from bench import harness as h
+
+
+@dataclass(frozen=True)
+class Step:
+    rate: int
+    offered: int
+    done: int
+    secs: float
+    kernel: dict[str, int]
+    pipeline: dict[str, int]
+    exported: int
+    ended: bool
+
+    @property
+    def drops(self) -> int:
+        return (self.kernel.get("drop_ringbuf", 0) + self.pipeline.get("dropped_overload", 0)
+                + self.kernel.get("drop_inflight", 0))
+
+    @property
+    def identity(self) -> str:
+        """kernel attempted = emitted + drop_ringbuf; emitted = received + dropped_overload."""
+        k, p = self.kernel, self.pipeline
+        attempted = k["emitted"] + k["drop_ringbuf"]
+        got = p.get("received", 0) + p.get("dropped_overload", 0)
+        ok = got == k["emitted"]
+        return (f"attempted {attempted:,} = emitted {k['emitted']:,} + drop_ringbuf "
+                f"{k['drop_ringbuf']:,}; emitted {k['emitted']:,} {'==' if ok else '!='} "
+                f"received {p.get('received', 0):,} + dropped_overload "
+                f"{p.get('dropped_overload', 0):,} (payload_shed {p.get('payload_shed', 0):,})")
+
+
+def step(bins: dict[str, Any], rate: int, secs: float, level: str = "payload") -> Step:
+    with c.targeted(level)() as armed:
+        done, wanted, ns = h.run([str(bins["producer"]), str(rate), str(secs), "64"], armed.arm)
+    info = armed.info
+    return Step(rate, wanted, done, ns / 1e9, info["kernel"], info["pipeline"],
+                info["exported"], bool(info["ended"]))
+
+
+def sweep(bins: dict[str, Any], rates: list[int], secs: float, confirm_secs: float,
+          level: str = "payload") -> dict[str, Any]:
+    steps: list[Step] = []
+    print(f"\ningest sweep, level={level}, {secs:g} s per rate (producer: paced write(2) 64 B)")
+    print(f"{'offered/s':>10} {'done/s':>9} {'emitted':>10} {'drop_rb':>9} {'drop_ovl':>9}"
+          f" {'shed':>8} {'exported':>9} session")
+    for rate in rates:
+        s = step(bins, rate, secs, level)
+        steps.append(s)
+        print(f"{rate:>10,} {s.done / s.secs:>9,.0f} {s.kernel['emitted']:>10,} "
+              f"{s.kernel['drop_ringbuf']:>9,} {s.pipeline.get('dropped_overload', 0):>9,} "
+              f"{s.pipeline.get('payload_shed', 0):>8,} {s.exported:>9,} "
+              f"{'ended: slow_reader' if s.ended else 'live'}", flush=True)
+        print(f"{'':>10} identity: {s.identity}")
+        if s.drops and rate != rates[0] and steps[-2].drops:
+            break  # two failing rates in a row: past the ceiling
+    ok = [s.rate for s in steps if not s.drops and not s.ended]
+    best = max(ok, default=0)
+    confirm = None
+    if best:
+        confirm = step(bins, best, confirm_secs, level)
+        verdict = "zero drops" if not confirm.drops and not confirm.ended else "DROPS"
+        print(f"confirm {best:,}/s for {confirm_secs:g} s: {verdict}; {confirm.identity}")
+    return {"steps": [s.__dict__ | {"drops": s.drops} for s in steps], "best": best,
+            "confirm": None if confirm is None else confirm.__dict__ | {"drops": confirm.drops}}
+
+
+def capture(n: int, cap: int = 256) -> list[bytes]:
+    """Real records: load the probe in-process, target a producer, keep n raw records."""
+    import subprocess
+
+    from probes.trace import ProbeOptions, TargetSpec, TraceProbe
+
+    got: list[bytes] = []
+    probe = TraceProbe(ProbeOptions(), got.extend)
+    probe.load()
+    bins = h.build()
+    p = subprocess.Popen([str(bins["producer"]), "100000", str(n / 100000 + 1), "64"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert p.stdin is not None and p.stdout is not None
+    pid = int(p.stdout.readline())
+    probe.add_pid(pid, TargetSpec(1, cap))
+    p.stdin.write(b"g")
+    p.stdin.flush()
+    p.communicate()
+    time.sleep(0.1)
+    probe.close()
+    return [r for r in got if len(r) > 24][:n]
+
+
+def stages(n: int) -> dict[str, float]:
+    """µs/record for each pipeline stage, measured in-process on captured records."""
+    import orjson
+
+    from collector.enrich import Enricher
+    from collector.events import Clock, payload_of, syscall_event
+    from collector.pipeline import Pipeline
+    from collector.store import EventStore
+    from probes.layout import SyscallRecord, decode
+    from redact import Redactor
+
+    raw = capture(n)
+    n = len(raw)
+    redactor = Redactor.default()
+    enricher = Enricher()
+    clock = Clock()
+    out: dict[str, float] = {"records": n}
+
+    t = time.perf_counter()
+    recs = [decode(r) for r in raw]
+    out["decode"] = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for rec in recs:
+        enricher.facts(rec.hdr.tgid)
+    out["enrich (cached)"] = (time.perf_counter() - t) / n * 1e6
+    sys_recs = [r for r in recs if isinstance(r, SyscallRecord)]
+    t = time.perf_counter()
+    evs = [syscall_event(r, clock, redactor) for r in sys_recs]
+    out["event build (meta)"] = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for r in sys_recs:
+        got = payload_of(r)
+        if got:
+            redactor.redact(got[0])
+    out["redact payload (one-shot)"] = (time.perf_counter() - t) / n * 1e6
+    pipe = Pipeline(redactor, [], Enricher())
+    t = time.perf_counter()
+    for i in range(0, n, 4096):
+        pipe.process(raw[i:i + 4096])
+    out["pipeline.process (all of the above, streams)"] = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for ev in evs:
+        orjson.dumps({"event": ev})
+    out["serialize for stream (orjson)"] = (time.perf_counter() - t) / n * 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EventStore(Path(tmp) / "events.db")
+        t = time.perf_counter()
+        for i in range(0, len(evs), 4096):
+            store.add_many(evs[i:i + 4096])
+        out["store (SQLite, 4096/batch)"] = (time.perf_counter() - t) / n * 1e6
+        store.close()
+    return out
+
+
+def print_stages(st: dict[str, float]) -> None:
+    print(f"\npipeline stages on {int(st['records']):,} captured records (write 64 B, payload):")
+    for k, v in st.items():
+        if k != "records":
+            print(f"  {k:<46} {v:7.2f} µs/record  ({1e6 / v if v else 0:>9,.0f}/s)")

@@ -1,0 +1,120 @@
+"""Parts 1 and 2: what a syscall costs under each condition, measured side by side.
+
+Each round runs every condition once, in a shuffled order, so noise from other tenants
+lands on all conditions alike; we report medians and [min..max]."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from bench import conditions as c
+from bench import harness as h
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    runs: int          # workload runs per condition per round
+    writes: int        # write(2)s per run (strace: writes // 100)
+    tcp_secs: float
+
+
+FULL = Plan(rounds=3, runs=2, writes=2_000_000, tcp_secs=2.0)
+QUICK = Plan(rounds=1, runs=2, writes=500_000, tcp_secs=1.0)
+
+UNTARGETED: dict[str, c.Condition] = {
+    "none": c.none,
+    "idle": c.idle,
+    "untargeted": c.untargeted,
+    "floor (empty progs, our tracepoints)": c.floor("syscalls"),
+    "floor (empty raw_tp sys_enter/exit)": c.floor("raw_tp"),
+    "floor (empty raw_syscalls tp)": c.floor("raw_syscalls"),
+    "filter only (our tracepoints)": c.floor("syscalls_filter"),
+    "filter only (raw_tp)": c.floor("raw_tp_filter"),
+    "bpftrace count (same tracepoints)": c.bpftrace,
+    "targeted meta": c.targeted("meta"),
+    "targeted payload 256": c.targeted("payload"),
+    "strace -f": c.none,
+}
+TCP: dict[str, c.Condition] = {
+    "none": c.none,
+    "untargeted": c.untargeted,
+    "targeted meta": c.targeted("meta"),
+    "targeted payload 256": c.targeted("payload"),
+    "strace -f": c.none,
+}
+STRACE = ["strace", "-f", "-qq", "-o", "/dev/null"]
+
+
+def _rounds(plan: Plan, conds: dict[str, c.Condition],
+            once: Any) -> tuple[dict[str, list[float]], dict[str, list[dict[str, Any]]]]:
+    samples: dict[str, list[float]] = {k: [] for k in conds}
+    infos: dict[str, list[dict[str, Any]]] = {k: [] for k in conds}
+    for r in range(plan.rounds):
+        order = list(conds)
+        random.Random(r).shuffle(order)
+        for name in order:
+            for _ in range(plan.runs):
+                with conds[name]() as armed:
+                    samples[name].append(once(name, armed))
+                if armed.info:
+                    infos[name].append(armed.info)
+        print(f"  round {r + 1}/{plan.rounds} done", flush=True)
+    return samples, infos
+
+
+def writes(plan: Plan, bins: dict[str, Any]) -> dict[str, Any]:
+    def once(name: str, armed: c.Armed) -> float:
+        n = plan.writes // 100 if name == "strace -f" else plan.writes
+        wrap = STRACE if name == "strace -f" else ()
+        ns, count = h.run([str(bins["writeloop"]), str(n), "64"], armed.arm, wrap)
+        return ns / count
+
+    samples, infos = _rounds(plan, UNTARGETED, once)
+    base = h.med(samples["none"])
+    floor = h.med(samples["floor (empty progs, our tracepoints)"])
+    bmin = min(samples["none"])
+    fmin = min(samples["floor (empty progs, our tracepoints)"])
+    print(f"\n{'write(2) 64 B to /dev/null':<36} {'ns/syscall median [min..max]':>32}"
+          f" {'+ns':>6} {'x none':>6} {'x floor':>7} | on mins: {'x none':>6} {'x floor':>7}")
+    for name, xs in samples.items():
+        m = h.med(xs)
+        print(f"{name:<36} {h.spread(xs):>32} {m - base:>6.0f} {m / base:>6.2f}"
+              f" {m / floor:>7.2f} | {'':>9}{min(xs) / bmin:>6.2f} {min(xs) / fmin:>7.2f}")
+    attached = [i["probes_attached"] for i in infos["idle"]]
+    print(f"  idle: probes attached during the idle runs: {attached} (lazy attach: all False)")
+    for name in ("targeted meta", "targeted payload 256"):
+        for info in infos[name]:
+            k, p = info["kernel"], info["pipeline"]
+            print(f"  {name}: kernel emitted {k['emitted']:,} drop_ringbuf "
+                  f"{k['drop_ringbuf']:,}; pipeline received {p.get('received', 0):,} "
+                  f"dropped_overload {p.get('dropped_overload', 0):,} payload_shed "
+                  f"{p.get('payload_shed', 0):,}; exported to client {info['exported']:,}"
+                  f"{' ENDED ' + str(info['ended']) if info['ended'] else ''}")
+    return {"ns_per_syscall": samples, "info": infos}
+
+
+def tcp(plan: Plan, bins: dict[str, Any]) -> dict[str, Any]:
+    def once(name: str, armed: c.Armed) -> float:
+        wrap = STRACE if name == "strace -f" else ()
+        n, ns = h.run([str(bins["tcploop"]), str(plan.tcp_secs)], armed.arm, wrap)
+        return n / (ns / 1e9)
+
+    samples, infos = _rounds(plan, TCP, once)
+    base = h.med(samples["none"])
+    bmax = max(samples["none"])
+    print(f"\n{'TCP req/resp 100 B, loopback':<36} {'req/s median [min..max]':>32} {'x none':>6}"
+          f" | on maxes: {'x none':>6}")
+    for name, xs in samples.items():
+        print(f"{name:<36} {h.spread(xs):>32} {h.med(xs) / base:>6.2f} | {'':>10}"
+              f"{max(xs) / bmax:>6.2f}")
+    for name in ("targeted meta", "targeted payload 256"):
+        for info in infos[name]:
+            k, p = info["kernel"], info["pipeline"]
+            print(f"  {name}: emitted {k['emitted']:,} drop_ringbuf {k['drop_ringbuf']:,} "
+                  f"received {p.get('received', 0):,} dropped_overload "
+                  f"{p.get('dropped_overload', 0):,} payload_shed {p.get('payload_shed', 0):,}"
+                  f" exported {info['exported']:,}")
+    return {"req_per_s": samples, "info": infos}

@@ -1,0 +1,50 @@
+/* Paced producer: RATE write(2)s/s of SIZE bytes to /dev/null for SECS seconds.
+ * Waits for a byte on stdin; prints "done wanted elapsed_ns". Paced per 1 ms tick,
+ * catching up if late, so the offered rate holds when the process is not starved. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+	double rate = argc > 1 ? atof(argv[1]) : 100000;
+	double secs = argc > 2 ? atof(argv[2]) : 5;
+	int size = argc > 3 ? atoi(argv[3]) : 64;
+	char buf[4096] = {0};
+	char go;
+	int fd = open("/dev/null", O_WRONLY);
+	if (fd < 0 || size > (int)sizeof(buf))
+		return 2;
+	for (int i = 0; i < size; i++)
+		buf[i] = 'a' + i % 26;
+	printf("%d\n", getpid());
+	fflush(stdout);
+	if (read(0, &go, 1) != 1)
+		return 3;
+	long long t0 = now_ns(), end = t0 + (long long)(secs * 1e9);
+	long long wanted = (long long)(rate * secs), done = 0;
+	struct timespec tick = {0, 1000000};
+	for (;;) {
+		long long t = now_ns();
+		if (t >= end)
+			break;
+		long long due = (long long)((t - t0) / 1e9 * rate);
+		while (done < due && done < wanted) {
+			if (write(fd, buf, size) != size)
+				return 4;
+			done++;
+		}
+		nanosleep(&tick, NULL);
+	}
+	printf("%lld %lld %lld\n", done, wanted, now_ns() - t0);
+	return 0;
+}
