@@ -226,7 +226,8 @@ _NOT_A_SECRET = re.compile(
     rb"""(?ix)
     (?: \$\d+ | \$[a-z_]\w* | \? | :[a-z_]\w* | @[a-z_]\w* | %s | %\(\w+\)s   # parameters
       | \$\{[^}]*\} | \{\{.*\}\} | <[^>]*>                       # templates, <placeholders>
-      | null | none | nil | true | false | undefined | \*+ | x{3,} | -+
+      | null | none | nil | true | false | undefined | \*+ | x{3,} | -+ | \.{3,} | yes | no
+      | on | off | empty | missing | required | optional | redacted | masked | hidden | invalid
       | bearer | basic | digest | token | negotiate | ntlm | aws4-hmac-sha256
       | \[REDACTED:[a-z0-9_]+(?::[0-9a-f]{12})?\] )\Z""",
 )

@@ -279,7 +279,7 @@ class Stream:
     def __init__(self, redactor: Redactor, protocol: str | None = None) -> None:
         self._r = redactor
         self._protocol = protocol
-        self._seg = Segmenter()
+        self._seg = Segmenter(resp=protocol == "redis")
         self._closed = False
 
     def _run(self, pieces: list[Piece]) -> bytes:

@@ -48,6 +48,8 @@ def triggered(text: bytes) -> bool:
 # PostgreSQL PasswordMessage: 'p', int32 length, password, NUL. Its NULs cut it into
 # segments; join them so the rule sees the whole message.
 _PG_PASSWORD = b"p\x00"
+_DAMAGED_BEGIN = re.compile(rb"(?:PRIVATE KEY|-----)(?: BLOCK)?(?:-----)?\r?[\n\x00]\Z")
+_RESP_PART = re.compile(rb"(?i)(?:\*\d{1,4}|\$\d{1,6}|auth|hello|acl|config|migrate)\r\n")
 _RESP_HEAD = re.compile(rb"\*\d{1,4}\r\n")
 
 
@@ -66,9 +68,15 @@ class _Join:
 class Segmenter:
     """Stateful cutter: push() bytes, get pieces; finish() flushes; gap() fails closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, resp: bool = False) -> None:
         self._buf = bytearray()
-        self._skip = 0  # 0: normal, 1: drop to end of line, 2: drop to end of a PEM END line
+        # 0: normal, 1: drop to end of line, 2: drop to end of a PEM END line,
+        # 3: drop to the next line that starts a RESP array (Redis traffic after a gap),
+        # 4: drop the lines a dropped keyword line would have joined (its value)
+        self._skip = 0
+        self._extra = 0
+        self._dropped = 0  # bytes dropped in mode 2: a PEM block is never longer than CAP
+        self._resp = resp
         self._end_seen = False
         self._join: _Join | None = None
 
@@ -91,7 +99,10 @@ class Segmenter:
         pem = (self._join is not None and self._join.pem) or _pem_opens(bytes(self._buf))
         self._buf.clear()
         self._join = None
-        self._skip = 2 if pem or self._skip == 2 else 1
+        # In RESP traffic the lost bytes may hold a command name or a `$len`: what follows
+        # cannot be trusted until the next command starts.
+        self._skip = 2 if pem or self._skip == 2 else 3 if self._resp else 1
+        self._dropped = 0
         self._end_seen = False
         out.append((MASK, b"gap"))
         return out
@@ -102,6 +113,7 @@ class Segmenter:
         out.append((MASK, b"oversize"))
         self._join = None
         self._skip = 2 if pem else 1
+        self._dropped = 0
         self._end_seen = False
         return start, False
 
@@ -118,7 +130,10 @@ class Segmenter:
             elif pos >= len(buf):
                 stop = True
             else:
-                got = self._resp_step(out, pos, final) if buf[pos] == 0x2A else None
+                got = None
+                if buf[pos] == 0x2A:  # '*'
+                    self._resp = self._resp or buf[pos + 1 : pos + 2].isdigit()
+                    got = self._resp_step(out, pos, final)
                 pos, stop = got if got is not None else self._plain_step(out, pos, final)
         del buf[:pos]
         if self._join is not None:
@@ -127,14 +142,42 @@ class Segmenter:
 
     def _skip_step(self, out: list[Piece], pos: int, final: bool) -> tuple[int, bool]:
         buf = self._buf
+        if self._skip == 3:
+            if pos < len(buf) and buf[pos] == 0x2A:
+                self._skip = 0
+                return pos, False
+            nl = buf.find(b"\n", pos)
+            return (len(buf), True) if nl < 0 else (nl + 1, False)
+        if self._skip == 4 and buf[pos : pos + 1] == b"*":
+            self._skip = 0
+            return pos, False
         m = _TERM.search(buf, pos)
         if m is None:
             if self._skip == 2 and b"-----END" in buf[pos:]:
                 self._end_seen = True
-            return (len(buf) if final else max(pos, len(buf) - 8)), True
+            # Keep a tail: the keyword that makes the dropped line join the next ones is at
+            # its end, and an END marker may straddle two chunks.
+            return (len(buf) if final else max(pos, len(buf) - 256)), True
         i = m.start()
-        if self._skip == 2 and not (self._end_seen or b"-----END" in buf[pos:i]):
+        line = bytes(buf[pos : i + 1])
+        if self._skip == 2:
+            self._dropped += len(line)
+            if not (self._end_seen or b"-----END" in line) and self._dropped <= CAP:
+                return i + 1, False
+        elif _pem_opens(line) or (_DAMAGED_BEGIN.search(line) and b"END" not in line):
+            self._skip, self._dropped = 2, 0  # a (maybe cut) BEGIN line: drop the key body
             return i + 1, False
+        elif _RESP_PART.fullmatch(line):
+            self._skip = 3  # we lost the head of a RESP array: drop to the next command
+            self._resp = True
+            return i + 1, False
+        elif _CONT.search(line) is not None:
+            self._skip, self._extra = 4, 3
+            return i + 1, False
+        elif self._skip == 4:
+            self._extra -= 1
+            if self._extra > 0:
+                return i + 1, False
         out.append((EMIT, bytes(buf[i : i + 1])))
         self._skip = 0
         self._end_seen = False

@@ -44,6 +44,8 @@ UNTOUCHED = [
     '{"api_key_id": "k-1", "public_key": "ssh-ed25519 '
     'AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}',
     "-WRONGPASS invalid username-password pair or user is disabled.",
+    "Access denied for user 'app'@'10.0.0.5' (using password: YES)",
+    "datasource user=app password=****** token: <redacted>",
     "pk_live_51H8abcdEFGHijkl publishable",
     "conn 10.0.3.17:51234 -> 10.0.9.2:5432",
     "Authorization failed for user bob",
