@@ -272,8 +272,11 @@ class TraceStream:
                *args]
         if user:
             cmd = ["runuser", "-u", user, "--", *cmd]
+        # bufsize=0: wait_started() reads stderr line by line; a buffered reader would
+        # swallow lines that finish() (communicate) then never sees.
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                     bufsize=0, cwd=REPO,
+                                     env={**os.environ, "PYTHONPATH": str(REPO)})
         self.stderr_lines: list[str] = []
 
     def wait_started(self, timeout: float = 60) -> str:
