@@ -279,11 +279,27 @@ class Stream:
     def __init__(self, redactor: Redactor, protocol: str | None = None) -> None:
         self._r = redactor
         self._protocol = protocol
-        self._seg = Segmenter(resp=protocol == "redis")
+        self._table = redactor._table(protocol)
+        self._memo: tuple[bytes, list[int] | tuple[int, ...]] | None = None
+        self._seg = Segmenter(resp=protocol == "redis", probe=self._probe)
         self._closed = False
 
+    def _probe(self, region: bytes) -> bool:
+        """One RE2 scan answers both "does a segment span lines?" and "which rules?"."""
+        hits = self._table.hints.Match(region) or ()
+        self._memo = (region, hits)
+        return self._table.trigger in hits
+
     def _run(self, pieces: list[Piece]) -> bytes:
-        return b"".join(self._r.piece(p, self._protocol) for p in pieces)
+        out = []
+        for p in pieces:
+            memo = self._memo
+            if p[0] == LINES and memo is not None and memo[0] is p[1]:
+                out.append(self._r._lines(p[1], self._table, memo[1]))
+            else:
+                out.append(self._r.piece(p, self._protocol))
+        self._memo = None
+        return b"".join(out)
 
     def _safe(self, fn: str, arg: bytes = b"") -> bytes:
         if self._closed:

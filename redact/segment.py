@@ -11,6 +11,7 @@ A segment longer than CAP is not held: it is masked and the rest of its line is 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import re2
@@ -68,8 +69,11 @@ class _Join:
 class Segmenter:
     """Stateful cutter: push() bytes, get pieces; finish() flushes; gap() fails closed."""
 
-    def __init__(self, resp: bool = False) -> None:
+    def __init__(self, resp: bool = False, probe: Callable[[bytes], bool] | None = None) -> None:
         self._buf = bytearray()
+        # probe(region) answers triggered(region); the engine passes one that also keeps the
+        # prefilter result for the LINES piece it is about to get.
+        self._probe = probe or triggered
         # 0: normal, 1: drop to end of line, 2: drop to end of a PEM END line,
         # 3: drop to the next line that starts a RESP array (Redis traffic after a gap),
         # 4: drop the lines a dropped keyword line would have joined (its value)
@@ -216,7 +220,7 @@ class Segmenter:
             # A RESP array may start here whose command name is not in yet: keep that line
             # and what follows for the slow path, which waits for the name.
             region = region[: max(region.rfind(b"\n", 0, star), region.rfind(b"\x00", 0, star)) + 1]
-        if region and len(region) <= CAP and not triggered(region):
+        if region and len(region) <= CAP and not self._probe(region):
             out.append((LINES, region))
             return pos + len(region), False
         m = _TERM.search(buf, pos)
