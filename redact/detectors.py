@@ -255,6 +255,33 @@ def basic_auth(value: bytes) -> Spans:
     return _all(value, b":" in decoded)
 
 
+_SECRET_COLUMN = re.compile(
+    rb"(?i)(?:passw(?:or)?d|passphrase|pwd|secret|token|api_?key|apikey|(?:access|private|secret"
+    rb"|signing|encryption|master|client)_?key|credentials?|ssn|cvv2?|cvc|card_?number|pan|pin)"
+    rb"(?:_?(?:confirm(?:ation)?|again|\d))?\Z"
+)
+_SQL_ITEM = re.compile(rb"\s*('(?:[^'\\]|''|\\.)*'|[^,']*)\s*(?:,|\Z)", re.S)
+
+
+def sql_insert_values(value: bytes) -> Spans:
+    """`(cols) VALUES (vals)`: the string literals that land in secret-named columns."""
+    close = value.find(b")")
+    cols = [c.strip().strip(b"`\"[]").rsplit(b".", 1)[-1] for c in value[1:close].split(b",")]
+    start = value.find(b"(", close + 1) + 1
+    body_end = len(value) - 1  # the closing parenthesis of VALUES (...)
+    out: list[tuple[int, int]] = []
+    pos = start
+    for col in cols:
+        m = _SQL_ITEM.match(value, pos, body_end)
+        if m is None or pos >= body_end:
+            break
+        a, b = m.span(1)
+        if _SECRET_COLUMN.search(col) and value[a : a + 1] == b"'" and b - a > 2:
+            out.append((a, b))
+        pos = m.end()
+    return out
+
+
 def always(value: bytes) -> Spans:
     return _all(value, True)
 
@@ -273,6 +300,7 @@ VALIDATORS: dict[str, Validator] = {
     "secret_value": secret_value,
     "acl_secrets": acl_secrets,
     "basic_auth": basic_auth,
+    "sql_insert_values": sql_insert_values,
     "entropy_3": high_entropy(3.0),
     "entropy_3_5": high_entropy(3.5),
 }

@@ -78,6 +78,16 @@ CASES: list[tuple[str | None, bytes | str, list[str], list[str], str]] = [
      "password"),
     ("mysql", my(f"SET PASSWORD FOR 'u'@'%' = '{PW}'"), [PW], [], "password"),
     ("mysql", my(f"SET PASSWORD = PASSWORD('{PW}')"), [PW], [], "password"),
+    ("postgres", pg(f"INSERT INTO users (email_verified, password, name) VALUES (true, '{PW}', 'Bob')"),
+     [PW], ["'Bob'", "true"], "password"),
+    ("mysql", my(f"INSERT INTO `app`.`creds` (`id`, `api_key`) VALUES (7, '{PW}')"), [PW], ["(7, "],
+     "password"),
+    ("http", f"<soap:Envelope><wsse:Username>bob</wsse:Username><wsse:Password Type=\"x\">{PW}</wsse:Password></soap:Envelope>",
+     [PW], ["<wsse:Username>bob"], "secret"),
+    ("http", f"<config><dbPassword>{PW}</dbPassword></config>", [PW], [], "secret"),
+    (None, f"params = {{:user => 'bob', :password => '{PW}'}}", [PW], ["'bob'"], "secret"),
+    (None, f"$db = ['user' => 'bob', 'pass' => '{PW}'];", [PW], [], "secret"),
+    (None, f"GET /login?user=bob&pass={PW}&pin=4321", [PW, "4321"], [], "secret"),
     # ---- Redis, RESP and inline
     ("redis", resp("AUTH", PW), [PW], ["AUTH"], "password"),
     ("redis", resp("AUTH", "alice", PW), [PW, "alice"], [], "password"),
@@ -132,6 +142,7 @@ CASES: list[tuple[str | None, bytes | str, list[str], list[str], str]] = [
     (None, "to=alice%40example.com&x=1", ["alice%40example.com"], ["&x=1"], "email"),
     (None, "call +1 (415) 555-2671 now", ["555-2671"], [], "phone"),
     (None, "call 415-555-2671 now", ["415-555-2671"], [], "phone"),
+    (None, "call 1-800-555-0199 now", ["800-555-0199"], [], "phone"),
     (None, "call +44 20 7946 0958 now", ["7946 0958"], [], "phone"),
 ]
 
