@@ -327,6 +327,22 @@ def positives() -> list[Case]:
         ("redis", "redis", resp("HSET", "user:7", "phone", p, "email", e), [p, e]),
         ("sql", "postgres", pg_query(f"SELECT * FROM users WHERE email = '{e}' AND ssn = '{s}'"),
          [e, s]),
+        ("sql", "postgres", pg_query(f"INSERT INTO accounts (id, login, password, created_at) VALUES "
+                                     f"(42, 'bob', '{pw.replace(chr(39), chr(39) * 2)}', now())"),
+         [pw.replace("'", "''")]),
+        ("sql", "mysql", mysql_query(f"INSERT INTO `svc_tokens` (`name`, `token`) VALUES ('ci', '{tok}')"),
+         [tok]),
+        ("http", "http", req("POST /ws/Auth HTTP/1.1", ["Content-Type: text/xml; charset=utf-8",
+                                                        'SOAPAction: "urn:Login"'],
+                             "<soap:Envelope><soap:Header><wsse:Security><wsse:UsernameToken>"
+                             "<wsse:Username>svc</wsse:Username><wsse:Password>" + pw.replace("&", "&amp;").replace("<", "&lt;") +
+                             "</wsse:Password></wsse:UsernameToken></wsse:Security></soap:Header>"
+                             "</soap:Envelope>"), [pw.replace("&", "&amp;").replace("<", "&lt;")]),
+        ("log", None, f"Started POST \"/session\" Parameters: {{\"user\"=>\"bob\", \"password\"=>\"{pw}\"}}\n",
+         [pw]),
+        ("log", None, f"ftp login user=anonymous pass={tok} host=files.example.com\n", [tok]),
+        ("log", None, f"support call from 1-800-555-{rs(4, string.digits)} re card ending 1111\n",
+         ["1-800-555-"]),
     ]
     return cases
 
@@ -400,6 +416,14 @@ def negatives() -> list[Case]:
         ("redis", "redis", resp("CONFIG", "GET", "requirepass")),
         ("redis", "redis", b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
         ("redis", "redis", resp("XADD", "events", "*", "type", "login", "ok", "1")),
+        ("log", None, "Access denied for user 'app'@'10.0.0.5' (using password: YES)\n"),
+        ("log", None, f"bypass=1 spin=3 mapping=ok shipping=2 compass=north checksum={rs(8, HEXCH)}\n"),
+        ("sql", "postgres", pg_query("INSERT INTO users (email, password_hash, created_at) VALUES "
+                                     "($1, $2, now())")),
+        ("http", "http", req("POST /ws HTTP/1.1", ["Content-Type: text/xml"],
+                             "<config><passwordPolicy>strict</passwordPolicy><tokenTtl>3600"
+                             "</tokenTtl></config>")),
+        ("log", None, f"kernel: [{R.randint(1000, 99999)}.{R.randint(100000, 999999)}] eth0: link up 1000Mbps\n"),
     ]
     return cases
 

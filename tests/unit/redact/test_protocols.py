@@ -78,6 +78,8 @@ CASES: list[tuple[str | None, bytes | str, list[str], list[str], str]] = [
      "password"),
     ("mysql", my(f"SET PASSWORD FOR 'u'@'%' = '{PW}'"), [PW], [], "password"),
     ("mysql", my(f"SET PASSWORD = PASSWORD('{PW}')"), [PW], [], "password"),
+    ("postgres", b"Q\x00\x00\x00l" + f"INSERT INTO t (id, password) VALUES (1, '{PW}')".encode() + b"\x00",
+     [PW], [], "password"),
     ("postgres", pg(f"INSERT INTO users (email_verified, password, name) VALUES (true, '{PW}', 'Bob')"),
      [PW], ["'Bob'", "true"], "password"),
     ("mysql", my(f"INSERT INTO `app`.`creds` (`id`, `api_key`) VALUES (7, '{PW}')"), [PW], ["(7, "],
