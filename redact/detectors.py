@@ -82,6 +82,8 @@ def credit_card(value: bytes) -> Spans:
         ok = 12 <= len(digits) <= 19 and digits.isdigit() and luhn_ok(digits)
         return [(0, len(value))] if ok and card_brand_ok(digits) else []
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(value)]
+    if len(groups) > 8:  # a card has at most 5 groups; more is a run of numbers, not a card
+        return []
     out: list[tuple[int, int]] = []
     i = 0
     while i < len(groups):

@@ -80,6 +80,7 @@ class Segmenter:
         self._skip = 0
         self._extra = 0
         self._dropped = 0  # bytes dropped in mode 2: a PEM block is never longer than CAP
+        self._slow_until = -1  # within one drain: end of a region known to need the slow path
         self._resp = resp
         self._end_seen = False
         self._join: _Join | None = None
@@ -126,6 +127,7 @@ class Segmenter:
         buf = self._buf
         pos = 0
         stop = False
+        self._slow_until = -1
         while not stop:
             if self._skip:
                 pos, stop = self._skip_step(out, pos, final)
@@ -206,7 +208,11 @@ class Segmenter:
 
     def _plain_step(self, out: list[Piece], pos: int, final: bool) -> tuple[int, bool]:
         buf = self._buf
-        last = max(buf.rfind(b"\n", pos), buf.rfind(b"\x00", pos))
+        if pos < self._slow_until:  # this region already triggered: go line by line
+            return self._one_line(out, pos, final)
+        # Lines longer than CAP are masked anyway, so never look further than that.
+        window = pos + CAP + 1
+        last = max(buf.rfind(b"\n", pos, window), buf.rfind(b"\x00", pos, window))
         if last < 0:
             if len(buf) - pos > CAP:
                 return self._oversize(out, pos)
@@ -220,9 +226,16 @@ class Segmenter:
             # A RESP array may start here whose command name is not in yet: keep that line
             # and what follows for the slow path, which waits for the name.
             region = region[: max(region.rfind(b"\n", 0, star), region.rfind(b"\x00", 0, star)) + 1]
-        if region and len(region) <= CAP and not self._probe(region):
-            out.append((LINES, region))
-            return pos + len(region), False
+        if region and len(region) <= CAP:
+            if not self._probe(region):
+                out.append((LINES, region))
+                return pos + len(region), False
+            self._slow_until = pos + len(region)
+        return self._one_line(out, pos, final)
+
+    def _one_line(self, out: list[Piece], pos: int, final: bool) -> tuple[int, bool]:
+        """The slow path: decide the segment that starts at pos by its first line."""
+        buf = self._buf
         m = _TERM.search(buf, pos)
         assert m is not None
         i = m.start()
