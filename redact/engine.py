@@ -12,7 +12,8 @@ import re2
 
 from redact.protocols import resp_redact
 from redact.rules import BUILTIN, PROTOCOLS, Rule, load_rules
-from redact.segment import CAP, EMIT, JOINED, LINES, MASK, RESP, TRIGGER_SRC, Piece, Segmenter
+from redact.segment import CAP, EMIT, JOINED, LINES, MASK, RESP, TRIGGER_SRC, Piece
+from redact.stream import Stream
 
 _PLACEHOLDER = re.compile(rb"\[REDACTED:[a-z0-9_]+(?::[0-9a-f]{12})?\]")
 _LINE = re.compile(rb"[^\n\x00]*[\n\x00]|[^\n\x00]+")
@@ -274,64 +275,3 @@ def _minus_placeholders(text: bytes, spans: list[Span]) -> list[Span]:
             pieces = nxt
         out += [(a, b, prio, rid, kind) for a, b in pieces if b > a]
     return out
-
-
-class Stream:
-    """One direction of one connection: feed() chunks, close() at the end, gap() on loss."""
-
-    def __init__(self, redactor: Redactor, protocol: str | None = None) -> None:
-        self._r = redactor
-        self._protocol = protocol
-        self._table = redactor._table(protocol)
-        self._memo: tuple[bytes, list[int] | tuple[int, ...]] | None = None
-        self._seg = Segmenter(resp=protocol == "redis", probe=self._probe)
-        self._closed = False
-
-    def _probe(self, region: bytes) -> bool:
-        """One RE2 scan answers both "does a segment span lines?" and "which rules?"."""
-        hits = self._table.hints.Match(region) or ()
-        self._memo = (region, hits)
-        return self._table.trigger in hits
-
-    def _run(self, pieces: list[Piece]) -> bytes:
-        out = []
-        for p in pieces:
-            memo = self._memo
-            if p[0] == LINES and memo is not None and memo[0] is p[1]:
-                out.append(self._r._lines(p[1], self._table, memo[1]))
-            else:
-                out.append(self._r.piece(p, self._protocol))
-        self._memo = None
-        return b"".join(out)
-
-    def _safe(self, fn: str, arg: bytes = b"") -> bytes:
-        if self._closed:
-            return b""
-        try:
-            if fn == "feed":
-                return self._run(self._seg.push(bytes(arg)))
-            if fn == "gap":
-                return self._run(self._seg.gap())
-            self._closed = True
-            return self._run(self._seg.finish())
-        except Exception:  # never raise, never leak: drop state, mask, count
-            self._r._counts["engine_error"] += 1
-            self._seg = Segmenter()
-            return self._run(self._seg.gap())
-
-    def feed(self, chunk: bytes) -> bytes:
-        """Bytes safe to emit so far; a bounded tail (at most one segment) is held back."""
-        return self._safe("feed", chunk)
-
-    def gap(self, n: int = 0) -> bytes:
-        """n bytes were lost: emit what is complete, mask the field in progress."""
-        return self._safe("gap")
-
-    def close(self) -> bytes:
-        """Flush the held tail, redacted. Further calls return b''."""
-        return self._safe("close")
-
-    @property
-    def pending(self) -> int:
-        """Bytes currently held back."""
-        return self._seg.held()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,3 +44,16 @@ def test_huge_single_line_and_nuls() -> None:
     for data in (b"\x00" * 200_000, b"a" * 300_000, bytes(range(256)) * 1000):
         assert isinstance(R.redact(data), bytes)
     assert R.counters()["engine_error"] == 0
+
+
+def test_internal_error_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Redactor.default()
+
+    def boom(*_args: object) -> bytes:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(r, "_apply", boom)
+    assert r.redact(b"password=hunter2") == b"[REDACTED:error]"
+    s = r.stream()
+    assert s.feed(b"password=hunter2\nmore") == b"[REDACTED:error]"
+    assert r.counters()["engine_error"] == 2

@@ -1,0 +1,75 @@
+"""Stream: one direction of one connection, cut by the Segmenter and redacted piece by piece."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from redact.segment import LINES, Piece, Segmenter
+
+if TYPE_CHECKING:
+    from redact.engine import Redactor
+
+
+class Stream:
+    """One direction of one connection: feed() chunks, close() at the end, gap() on loss."""
+
+    def __init__(self, redactor: Redactor, protocol: str | None = None) -> None:
+        self._r = redactor
+        self._protocol = protocol
+        self._table = redactor._table(protocol)
+        self._memo: tuple[bytes, list[int] | tuple[int, ...]] | None = None
+        self._seg = self._segmenter()
+        self._closed = False
+
+    def _segmenter(self) -> Segmenter:
+        return Segmenter(resp=self._protocol == "redis", probe=self._probe)
+
+    def _probe(self, region: bytes) -> bool:
+        """One RE2 scan answers both "does a segment span lines?" and "which rules?"."""
+        hits = self._table.hints.Match(region) or ()
+        self._memo = (region, hits)
+        return self._table.trigger in hits
+
+    def _run(self, pieces: list[Piece]) -> bytes:
+        out = []
+        for p in pieces:
+            memo = self._memo
+            if p[0] == LINES and memo is not None and memo[0] is p[1]:
+                out.append(self._r._lines(p[1], self._table, memo[1]))
+            else:
+                out.append(self._r.piece(p, self._protocol))
+        self._memo = None
+        return b"".join(out)
+
+    def _safe(self, fn: str, arg: bytes = b"") -> bytes:
+        if self._closed:
+            return b""
+        try:
+            if fn == "feed":
+                return self._run(self._seg.push(bytes(arg)))
+            if fn == "gap":
+                return self._run(self._seg.gap())
+            self._closed = True
+            return self._run(self._seg.finish())
+        except Exception:  # never raise, never leak: drop what is held, mask it, count it
+            self._r._counts["engine_error"] += 1
+            self._seg = self._segmenter()
+            self._seg.gap()  # what follows the error is the rest of an unknown field
+            return b"[REDACTED:error]"
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes safe to emit so far; a bounded tail (at most one segment) is held back."""
+        return self._safe("feed", chunk)
+
+    def gap(self, n: int = 0) -> bytes:
+        """n bytes were lost: emit what is complete, mask the field in progress."""
+        return self._safe("gap")
+
+    def close(self) -> bytes:
+        """Flush the held tail, redacted. Further calls return b''."""
+        return self._safe("close")
+
+    @property
+    def pending(self) -> int:
+        """Bytes currently held back."""
+        return self._seg.held()
