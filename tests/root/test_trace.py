@@ -296,17 +296,17 @@ def test_layout_matches_bcc_view() -> None:
     from probes.layout import C_LAYOUT, SYS_HDR_SIZE
     from probes.trace import PROBE_DIR
 
-    src = '#include "common.h"\nBPF_ARRAY(sys, struct sys_event, 1);\n' \
-          'BPF_ARRAY(fork, struct fork_event, 1);\nBPF_ARRAY(ex, struct exit_event, 1);\n'
+    src = b'#include "common.h"\nBPF_ARRAY(sys, struct sys_event, 1);\n' \
+          b'BPF_ARRAY(fork, struct fork_event, 1);\nBPF_ARRAY(ex, struct exit_event, 1);\n'
     b = BPF(text=src, cflags=[f"-I{PROBE_DIR}", "-DMAX_DATA=256"])
     try:
-        for table, cname in (("sys", "sys_event"), ("fork", "fork_event"), ("ex", "exit_event")):
+        for table, cname in ((b"sys", "sys_event"), (b"fork", "fork_event"),
+                             (b"ex", "exit_event")):
             leaf = b[table].Leaf
             for fname, (off, _size) in C_LAYOUT[cname].items():
                 assert getattr(leaf, fname).offset == off, (cname, fname)
-        hdr = b["sys"].Leaf.hdr.offset
-        assert hdr == 0
-        assert b["sys"].Leaf.data.offset == SYS_HDR_SIZE
+        assert b[b"sys"].Leaf.hdr.offset == 0
+        assert b[b"sys"].Leaf.data.offset == SYS_HDR_SIZE
     finally:
         b.cleanup()
 
