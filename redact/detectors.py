@@ -216,7 +216,13 @@ def email(value: bytes) -> Spans:
 def phone(value: bytes) -> Spans:
     digits = bytes(c for c in value if 48 <= c <= 57)
     lo = 8 if value.startswith(b"+") else 10
-    return _all(value, lo <= len(digits) <= 15 and len(set(digits)) > 2)
+    ok = lo <= len(digits) <= 15 and len(set(digits)) > 2
+    if ok and not any(c in value for c in b"+().-"):
+        # Only spaces between the groups: looks like any three numbers unless it follows
+        # the NANP plan (area code and exchange start with 2-9).
+        local = digits[1:] if len(digits) == 11 else digits
+        ok = len(local) == 10 and local[0] >= 50 and local[3] >= 50
+    return _all(value, ok)
 
 
 def ipv4(value: bytes) -> Spans:

@@ -47,6 +47,8 @@ UNTOUCHED = [
     "-WRONGPASS invalid username-password pair or user is disabled.",
     "Access denied for user 'app'@'10.0.0.5' (using password: YES)",
     "bypass=1 compass=north spin: 3 mapping: ok shipping=2",
+    "qty 12 345 6789 and 1299 items, ids 100 200 3000",
+    '{"cookie_consent": true, "cookies_enabled": "yes"}',
     "INSERT INTO users (email_verified, password_hash, name) VALUES (true, $1, 'Bob')",
     "<config><passwordPolicy>strict</passwordPolicy><timeout>30</timeout></config>",
     "datasource user=app password=****** token: <redacted>",

@@ -145,6 +145,11 @@ CASES: list[tuple[str | None, bytes | str, list[str], list[str], str]] = [
     (None, "call +1 (415) 555-2671 now", ["555-2671"], [], "phone"),
     (None, "call 415-555-2671 now", ["415-555-2671"], [], "phone"),
     (None, "call 1-800-555-0199 now", ["800-555-0199"], [], "phone"),
+    (None, "call 415 555 2671 now", ["415 555 2671"], [], "phone"),
+    (None, '{"headers": {"cookie": "sid=abc123; theme=dark", "accept": "*/*"}}', ["abc123"],
+     ['"accept": "*/*"'], "secret"),
+    (None, "exec redis-cli -h cache -a Zq9-hunter2-Xv ping", [PW], ["ping"], "password"),
+    (None, "exec sshpass -p Zq9-hunter2-Xv ssh deploy@host", [PW], [], "password"),
     (None, "call +44 20 7946 0958 now", ["7946 0958"], [], "phone"),
 ]
 
