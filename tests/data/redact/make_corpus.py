@@ -201,6 +201,7 @@ def positives() -> list[Case]:
     xoxb = f"xoxb-{rs(11, string.digits)}-{rs(12, string.digits)}-{rs(24)}"
     hook = f"T{rs(8, string.ascii_uppercase)}/B{rs(8, string.ascii_uppercase)}/{rs(24)}"
     rk = "rk_live_" + rs(24)
+    phone_spaced = f"{R.randint(2, 9)}{rs(2, string.digits)} {R.randint(2, 9)}{rs(2, string.digits)} {rs(4, string.digits)}"
     cases: list[Case] = [
         ("http", "http", req(f"GET /login?user=bob&password={pw.replace('#', '%23')}&next=%2F "
                              "HTTP/1.1", ["Accept: */*"]), [pw.replace("#", "%23")]),
@@ -343,6 +344,13 @@ def positives() -> list[Case]:
         ("log", None, f"ftp login user=anonymous pass={tok} host=files.example.com\n", [tok]),
         ("log", None, f"support call from 1-800-555-{rs(4, string.digits)} re card ending 1111\n",
          ["1-800-555-"]),
+        ("log", None, json.dumps({"msg": "upstream request", "headers": {
+            "cookie": f"sid={tok}; theme=dark", "authorization": f"Bearer {jw}",
+            "user-agent": "okhttp/4.12.0"}}) + "\n", [tok, jw]),
+        ("log", None, f"exec redis-cli -h cache.internal -p 6379 -a {tok} INFO\n", [tok]),
+        ("log", None, f"callback number {phone_spaced} (mobile)\n", [phone_spaced]),
+        ("log", None, f"Server=db;Database=shop;User Id=app;Password={pw.replace(';', '')};"
+         "Encrypt=true\n", [pw.replace(";", "")]),
     ]
     return cases
 
@@ -424,6 +432,9 @@ def negatives() -> list[Case]:
                              "<config><passwordPolicy>strict</passwordPolicy><tokenTtl>3600"
                              "</tokenTtl></config>")),
         ("log", None, f"kernel: [{R.randint(1000, 99999)}.{R.randint(100000, 999999)}] eth0: link up 1000Mbps\n"),
+        ("log", None, json.dumps({"cookie_consent": True, "cookies_enabled": "yes",
+                                  "headers": {"accept": "*/*", "x-request-id": uuid()}}) + "\n"),
+        ("log", None, f"batch ids 100 200 {R.randint(1000, 9999)} retried 3 times\n"),
     ]
     return cases
 

@@ -148,7 +148,7 @@ CASES: list[tuple[str | None, bytes | str, list[str], list[str], str]] = [
     (None, "call 415 555 2671 now", ["415 555 2671"], [], "phone"),
     (None, '{"headers": {"cookie": "sid=abc123; theme=dark", "accept": "*/*"}}', ["abc123"],
      ['"accept": "*/*"'], "secret"),
-    (None, "exec redis-cli -h cache -a Zq9-hunter2-Xv ping", [PW], ["ping"], "password"),
+    (None, "exec redis-cli -h cache -p 6379 -a Zq9-hunter2-Xv ping", [PW], ["ping", "6379"], "password"),
     (None, "exec sshpass -p Zq9-hunter2-Xv ssh deploy@host", [PW], [], "password"),
     (None, "call +44 20 7946 0958 now", ["7946 0958"], [], "phone"),
 ]
