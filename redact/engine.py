@@ -17,9 +17,9 @@ from redact.stream import Stream
 
 _PLACEHOLDER = re.compile(rb"\[REDACTED:[a-z0-9_]+(?::[0-9a-f]{12})?\]")
 _LINE = re.compile(rb"[^\n\x00]*[\n\x00]|[^\n\x00]+")
-# Counter ids for what the engine masks itself (not regex rules).
-_SET_MEM = 64 << 20
+_SET_MEM = 64 << 20  # RE2 set memory: a DFA that runs out of memory is rebuilt, slowly
 _UNANCHORED = re2._Anchor.UNANCHORED
+# Counter ids for what the engine masks itself (not regex rules).
 ENGINE_COUNTERS = ("redis_resp_credential", "gap", "oversize", "engine_error")
 
 Span = tuple[int, int, int, str, str]  # start, end, priority, rule id, placeholder type
@@ -99,7 +99,7 @@ class Redactor:
     def _compile(self, protocol: str | None) -> _Table:
         rules = tuple(r for r in self._rules if r.enabled(protocol, self._options))
         opts = re2.Options()
-        opts.max_mem = _SET_MEM  # a DFA that runs out of memory is rebuilt: keep it roomy
+        opts.max_mem = _SET_MEM
         hints = re2.Set.SearchSet(opts)
         for r in rules:
             hints.Add(r.hint.encode("latin-1"))
