@@ -71,6 +71,16 @@ def card_brand_ok(d: bytes) -> bool:
 _GROUP = re.compile(rb"\d+")
 
 
+def _layout_ok(lens: list[int]) -> bool:
+    """How cards are printed: one run, 4-4-4-4(-3), or Amex/Diners 4-6-5 / 4-6-4.
+
+    A UUID whose first groups happen to be all digits (8-4-4) is not a card.
+    """
+    if len(lens) == 1 or lens in ([4, 6, 5], [4, 6, 4]):
+        return True
+    return all(n == 4 for n in lens[:-1]) and 1 <= lens[-1] <= 4
+
+
 def credit_card(value: bytes) -> Spans:
     """Luhn + brand on the whole candidate, else on runs of whole space-separated groups.
 
@@ -80,6 +90,7 @@ def credit_card(value: bytes) -> Spans:
     if b"-" in value:
         digits = value.replace(b"-", b"")
         ok = 12 <= len(digits) <= 19 and digits.isdigit() and luhn_ok(digits)
+        ok = ok and _layout_ok([len(g) for g in value.split(b"-")])
         return [(0, len(value))] if ok and card_brand_ok(digits) else []
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(value)]
     if len(groups) > 8:  # a card has at most 5 groups; more is a run of numbers, not a card
@@ -94,6 +105,7 @@ def credit_card(value: bytes) -> Spans:
             digits = seps.replace(b" ", b"").replace(b"-", b"")
             if (
                 12 <= len(digits) <= 19
+                and _layout_ok([b - a for a, b in groups[i : j + 1]])
                 and len(set(seps) - set(b"0123456789")) <= 1
                 and luhn_ok(digits)
                 and card_brand_ok(digits)
@@ -236,6 +248,7 @@ _NOT_A_SECRET = re.compile(
       | \$\{[^}]*\} | \{\{.*\}\} | <[^>]*>                       # templates, <placeholders>
       | null | none | nil | true | false | undefined | \*+ | x{3,} | -+ | \.{3,} | yes | no
       | on | off | empty | missing | required | optional | redacted | masked | hidden | invalid
+      | [\s,;:.]+
       | bearer | basic | digest | token | negotiate | ntlm | aws4-hmac-sha256
       | \[REDACTED:[a-z0-9_]+(?::[0-9a-f]{12})?\] )\Z""",
 )

@@ -10,6 +10,7 @@ R = Redactor.default()
 
 UNTOUCHED = [
     "X-Request-Id: 3f1c2d9e-6b1a-4c7e-9f0a-2b8d4e6f1a3c",
+    '{"id": "25709835-2882-4454-a11a-bc6b4629b96d"}',  # digit-only UUID head, Luhn-valid
     "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     "commit da39a3ee5e6b4b0d3255bfef95601890afd80709 on main",
     'ETag: "33a64df551425fcc55e4d42a148795d9f25f89d4"',
@@ -78,3 +79,32 @@ def test_untouched(text: str) -> None:
 )
 def test_placeholders_are_kept(text: bytes) -> None:
     assert R.redact(text) == text
+
+
+def test_ids_hashes_and_timestamps_in_bulk() -> None:
+    """2000 random UUIDs, trace ids, SHAs, base64 digests, ETags, timestamps, versions."""
+    import base64
+    import hashlib
+    import random
+    import time
+    import uuid
+
+    rnd = random.Random(1)
+    makers = [
+        lambda: str(uuid.UUID(int=rnd.getrandbits(128))),
+        lambda: f"{rnd.getrandbits(128):032x}",
+        lambda: hashlib.sha1(str(rnd.random()).encode()).hexdigest(),
+        lambda: hashlib.sha256(str(rnd.random()).encode()).hexdigest(),
+        lambda: base64.b64encode(hashlib.md5(str(rnd.random()).encode()).digest()).decode(),
+        lambda: "sha256-"
+        + base64.b64encode(hashlib.sha256(str(rnd.random()).encode()).digest()).decode(),
+        lambda: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rnd.randrange(2**31))) + ".123Z",
+        lambda: f'W/"{rnd.getrandbits(32):x}-{rnd.getrandbits(40):x}"',
+        lambda: f"00-{rnd.getrandbits(128):032x}-{rnd.getrandbits(64):016x}-01",
+        lambda: f"v{rnd.randrange(10)}.{rnd.randrange(50)}.{rnd.randrange(100)}-rc.1",
+        lambda: f"{rnd.random() * 10 ** rnd.randrange(1, 8):.2f}",
+    ]
+    for _ in range(2000):
+        tok = rnd.choice(makers)()
+        line = f'{{"value": "{tok}", "n": 1}} id={tok} at {tok}\n'.encode()
+        assert R.redact(line) == line, tok
