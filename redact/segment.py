@@ -46,6 +46,13 @@ def triggered(text: bytes) -> bool:
     """Could any segment of text be longer than one line?"""
     return bool(_TRIGGER(_UNANCHORED, text, 0, len(text))[0][0] >= 0)
 
+
+CLEAN, HITS, TRIGGERED = range(3)
+
+
+def _default_probe(text: bytes) -> int:
+    return TRIGGERED if triggered(text) else HITS
+
 # PostgreSQL PasswordMessage: 'p', int32 length, password, NUL. Its NULs cut it into
 # segments; join them so the rule sees the whole message.
 _PG_PASSWORD = b"p\x00"
@@ -69,11 +76,13 @@ class _Join:
 class Segmenter:
     """Stateful cutter: push() bytes, get pieces; finish() flushes; gap() fails closed."""
 
-    def __init__(self, resp: bool = False, probe: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(self, resp: bool = False, probe: Callable[[bytes], int] | None = None) -> None:
         self._buf = bytearray()
-        # probe(region) answers triggered(region); the engine passes one that also keeps the
-        # prefilter result for the LINES piece it is about to get.
-        self._probe = probe or triggered
+        # probe(text) -> CLEAN (no rule can match), HITS, or TRIGGERED (a segment may span
+        # lines). The engine passes one that also keeps the prefilter result for the LINES
+        # piece it is about to get; the default only knows about the trigger.
+        self._probe = probe or _default_probe
+        self._clean = False  # the held bytes are a partial line known to need no redaction
         # 0: normal, 1: drop to end of line, 2: drop to end of a PEM END line,
         # 3: drop to the next line that starts a RESP array (Redis traffic after a gap),
         # 4: drop the lines a dropped keyword line would have joined (its value)
@@ -89,10 +98,40 @@ class Segmenter:
         return len(self._buf)
 
     def push(self, data: bytes) -> list[Piece]:
+        if not self._buf and not self._skip and self._join is None and data[:1] not in (b"", b"*"):
+            fast = self._push_lines(data)
+            if fast is not None:
+                return fast
+        self._clean = False
         self._buf += data
         return self._drain(final=False)
 
+    def _push_lines(self, data: bytes) -> list[Piece] | None:
+        """The common case, without the general loop: an idle segmenter gets whole lines
+        and maybe a partial one. Exactly what _drain would do, or None to let it."""
+        if len(data) > CAP:
+            return None
+        last = max(data.rfind(b"\n"), data.rfind(b"\x00"))
+        if last < 0 or data.rfind(b"*", max(1, last + 1 - 40), last + 1) > 0:
+            return None
+        # Probing all of data also answers for its prefix `region` (a superset of hits; the
+        # trigger has no end anchor), and says whether the held rest can be emitted as is.
+        verdict = self._probe(data)
+        if verdict == TRIGGERED:
+            return None
+        rest = data[last + 1 :]
+        if rest[:1] == b"*":
+            self._resp = self._resp or rest[1:2].isdigit()
+        self._buf += rest
+        self._clean = verdict == CLEAN
+        return [(LINES, data[: last + 1])]
+
     def finish(self) -> list[Piece]:
+        if self._clean:  # a clean partial line (no terminator, so no RESP or join either)
+            out: list[Piece] = [(EMIT, bytes(self._buf))]
+            self._buf.clear()
+            self._clean = False
+            return out
         out = self._drain(final=True)
         self._buf.clear()
         self._join = None
@@ -100,6 +139,7 @@ class Segmenter:
         return out
 
     def gap(self) -> list[Piece]:
+        self._clean = False
         out = self._drain(final=False)
         pem = (self._join is not None and self._join.pem) or _pem_opens(bytes(self._buf))
         self._buf.clear()
@@ -227,7 +267,7 @@ class Segmenter:
             # and what follows for the slow path, which waits for the name.
             region = region[: max(region.rfind(b"\n", 0, star), region.rfind(b"\x00", 0, star)) + 1]
         if region and len(region) <= CAP:
-            if not self._probe(region):
+            if self._probe(region) != TRIGGERED:
                 out.append((LINES, region))
                 return pos + len(region), False
             self._slow_until = pos + len(region)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from redact.segment import LINES, Piece, Segmenter
+from redact.segment import CLEAN, HITS, LINES, TRIGGERED, Piece, Segmenter
 
 if TYPE_CHECKING:
     from redact.engine import Redactor
@@ -24,17 +24,20 @@ class Stream:
     def _segmenter(self) -> Segmenter:
         return Segmenter(resp=self._protocol == "redis", probe=self._probe)
 
-    def _probe(self, region: bytes) -> bool:
+    def _probe(self, text: bytes) -> int:
         """One RE2 scan answers both "does a segment span lines?" and "which rules?"."""
-        hits = self._table.hints.Match(region) or ()
-        self._memo = (region, hits)
-        return self._table.trigger in hits
+        hits = self._table.hints.Match(text) or ()
+        self._memo = (text, hits)
+        if self._table.trigger in hits:
+            return TRIGGERED
+        return HITS if hits else CLEAN
 
     def _run(self, pieces: list[Piece]) -> bytes:
         out = []
         for p in pieces:
             memo = self._memo
-            if p[0] == LINES and memo is not None and memo[0] is p[1]:
+            # The probed text is the piece or starts with it: its hits cover the piece.
+            if p[0] == LINES and memo is not None and memo[0].startswith(p[1]):
                 out.append(self._r._lines(p[1], self._table, memo[1]))
             else:
                 out.append(self._r.piece(p, self._protocol))
