@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         res["tcp"] = overhead.tcp(plan, bins)
     if "ingest" in parts:
         print("\n== 3. ingest ceiling and pipeline stages ==", flush=True)
+        res["per_call"] = ingest.per_call(bins, 10_000, 2.0 if a.quick else 5.0,
+                                          2 if a.quick else 4)
         res["stages"] = ingest.stages(10_000 if a.quick else 100_000)
         ingest.print_stages(res["stages"])
         rates = [5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 400_000]

@@ -206,6 +206,9 @@ def bpftrace(probes: list[str]) -> Iterator[None]:
         p.communicate(timeout=30)
 
 
+LAST_CPU_S = [0.0]  # user+system CPU seconds of the last workload run()
+
+
 def run(cmd: list[str], before_go: Callable[[int], Any] | None = None,
         wrapper: Sequence[str] = ()) -> list[int]:
     """Start a workload, let before_go(pid) set up (e.g. open a session), send go,
@@ -218,7 +221,9 @@ def run(cmd: list[str], before_go: Callable[[int], Any] | None = None,
         p.stdin.write(b"g")
         p.stdin.flush()
         out = p.stdout.readline()
-        p.wait(600)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        LAST_CPU_S[0] = ru.ru_utime + ru.ru_stime
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
@@ -246,3 +251,11 @@ def proc_cpu_rss(pid: int) -> tuple[float, int]:
     cpu = (int(fields[11]) + int(fields[12])) / hz
     rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
     return cpu, rss
+
+
+def rss_anon(pid: int) -> int:
+    """Private anonymous RSS (heap, LLVM's allocations), without file-backed library text."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0

@@ -77,6 +77,30 @@ def sweep(bins: dict[str, Any], rates: list[int], secs: float, confirm_secs: flo
             "confirm": None if confirm is None else confirm.__dict__ | {"drops": confirm.drops}}
 
 
+def per_call(bins: dict[str, Any], rate: int, secs: float, rounds: int) -> dict[str, Any]:
+    """CPU ns per write(2) of a paced producer, untraced vs targeted at meta, alternated:
+    the in-task cost of a traced syscall when the daemon keeps up (every event exported)."""
+    cmd = [str(bins["producer"]), str(rate), str(secs), "64"]
+    out: dict[str, list[float]] = {"untraced": [], "targeted meta": []}
+    complete = []
+    for _ in range(rounds):
+        done, _w, _ns = h.run(cmd)
+        out["untraced"].append(h.LAST_CPU_S[0] / done * 1e9)
+        with c.targeted("meta")() as armed:
+            done, _w, _ns = h.run(cmd, armed.arm)
+        out["targeted meta"].append(h.LAST_CPU_S[0] / done * 1e9)
+        info = armed.info
+        drops = info["kernel"]["drop_ringbuf"] + info["pipeline"].get("dropped_overload", 0)
+        complete.append(info["exported"] >= done and not drops and not info["ended"])
+    added = h.med(out["targeted meta"]) - h.med(out["untraced"])
+    print(f"\nper traced syscall at {rate:,}/s (producer CPU time / writes, {rounds} rounds):")
+    for k, v in out.items():
+        print(f"  {k:<16} {h.spread(v)} ns CPU per write(2)")
+    print(f"  added by tracing: {added:,.0f} ns per syscall; every event exported, zero drops:"
+          f" {complete}")
+    return {"cpu_ns": out, "added_ns": added, "complete": complete}
+
+
 def capture(n: int, cap: int = 256) -> list[bytes]:
     """Real records: load the probe in-process, target a producer, keep n raw records."""
     import subprocess

@@ -21,7 +21,7 @@ class Plan:
     tcp_secs: float
 
 
-FULL = Plan(rounds=3, runs=2, writes=2_000_000, tcp_secs=2.0)
+FULL = Plan(rounds=3, runs=1, writes=2_000_000, tcp_secs=2.0)
 QUICK = Plan(rounds=1, runs=2, writes=500_000, tcp_secs=1.0)
 
 UNTARGETED: dict[str, c.Condition] = {
