@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from redact.engine import Redactor
@@ -14,14 +15,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m redact",
         description="Redact secrets and PII from stdin, write the result to stdout.",
         epilog="examples:\n  python -m redact --protocol http < request.txt\n"
-        "  tcpdump -w - ... | python -m redact --ips > safe.bin",
+        "  journalctl -u checkout -o cat | python -m redact --ips > safe.log\n"
+        "  REDACT_PSEUDONYMIZE_KEY=... python -m redact < events.jsonl\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--protocol", "-p", choices=sorted(PROTOCOLS), default=None)
     parser.add_argument("--rules", help="TOML rule file instead of the built-in rules")
     parser.add_argument("--ips", action="store_true", help="also redact IP addresses")
     parser.add_argument("--sql-literals", action="store_true", help="mask every SQL string")
-    parser.add_argument("--pseudonymize-key", help="emit HMAC tokens keyed with this value")
+    parser.add_argument(
+        "--pseudonymize-key",
+        default=os.environ.get("REDACT_PSEUDONYMIZE_KEY"),
+        help="emit HMAC tokens keyed with this value (default: $REDACT_PSEUDONYMIZE_KEY; "
+        "the environment keeps it out of the process list)",
+    )
     parser.add_argument("--counters", action="store_true", help="print hit counters to stderr")
     args = parser.parse_args(argv)
     opts = {
