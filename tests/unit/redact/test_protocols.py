@@ -61,6 +61,8 @@ CASES: list[tuple[str | None, bytes | str, list[str], list[str], str]] = [
     ("http", f"username=bob&passwd={PW}&remember=1", [PW], ["remember=1"], "secret"),
     ("http", f'{{"client_id": "ui", "client_secret": "{PW}"}}', [PW], ['"client_id": "ui"'], "secret"),
     ("http", f'{{"body": "{{\\"password\\":\\"{PW}\\"}}"}}', [PW], [], "secret"),
+    (None, '{"event": "{\\"body\\": \\"{\\\\\\"password\\\\\\": \\\\\\"' + PW + '\\\\\\"}\\"}"}',
+     [PW], ['{"event"'], "secret"),
     ("http", f'{{"api_key": "{PW}", "token_type": "bearer", "max_tokens": 5}}', [PW],
      ['"token_type": "bearer"', '"max_tokens": 5'], "secret"),
     ("http", f"url=https://deploy:{PW}@git.example.com/repo.git", [PW], ["git.example.com"],
