@@ -348,6 +348,9 @@ def positives() -> list[Case]:
             "cookie": f"sid={tok}; theme=dark", "authorization": f"Bearer {jw}",
             "user-agent": "okhttp/4.12.0"}}) + "\n", [tok, jw]),
         ("log", None, f"exec redis-cli -h cache.internal -p 6379 -a {tok} INFO\n", [tok]),
+        ("log", None, json.dumps({"ts": "2024-01-15T10:00:00Z", "event": json.dumps(
+            {"request": {"body": json.dumps({"username": "bob", "password": tok})}})}) + "\n",
+         [tok]),
         ("log", None, f"callback number {phone_spaced} (mobile)\n", [phone_spaced]),
         ("log", None, f"Server=db;Database=shop;User Id=app;Password={pw.replace(';', '')};"
          "Encrypt=true\n", [pw.replace(";", "")]),
