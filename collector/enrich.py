@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-_UNIT_RE = re.compile(r"/([^/]+\.(?:service|scope))(?:/|$)")
+from collector.selectors import unit_from_cgroup
 
 
 @dataclass(frozen=True)
@@ -23,14 +22,6 @@ class ProcFacts:
     cgroup: str | None
     unit: str | None
     ppid: int | None = None
-
-
-def unit_of(cgroup: str | None) -> str | None:
-    """The innermost systemd unit in a cgroup v2 path, e.g. nginx.service."""
-    if not cgroup:
-        return None
-    units = _UNIT_RE.findall(cgroup)
-    return units[-1] if units else None
 
 
 def _user(uid: int | None) -> str | None:
@@ -84,7 +75,7 @@ class Enricher:
             self.misses += 1
         with contextlib.suppress(OSError):  # kernel threads and exited processes have no exe
             exe = os.readlink(base / "exe")
-        return ProcFacts(pid, comm, exe, uid, _user(uid), cgroup, unit_of(cgroup), ppid)
+        return ProcFacts(pid, comm, exe, uid, _user(uid), cgroup, unit_from_cgroup(cgroup), ppid)
 
 
 def pids_by_comm(comm: str, procfs: str | Path = "/proc") -> list[int]:

@@ -9,7 +9,3 @@ class PeriscopeError(Exception):
 
 class ConfigError(PeriscopeError):
     """The daemon config is invalid (message names the key)."""
-
-
-class FeatureError(PeriscopeError):
-    """The kernel or host lacks something the daemon needs."""

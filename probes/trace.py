@@ -24,8 +24,6 @@ SOURCE = PROBE_DIR / "trace.bpf.c"
 # Compiled as one object with trace.bpf.c (shared maps and ring buffer); bcc only turns
 # functions of the main text into programs, so the sources are joined, not #included.
 TLS_SOURCE = PROBE_DIR / "tls.bpf.c"
-# Programs that bcc names after our tracepoints; used to prove detach on exit.
-PROG_PREFIX = "tracepoint__sys"
 BATCH_MAX = 1024  # records per batch handed to the pipeline
 
 
