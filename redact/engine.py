@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class _Table:
     """The rules enabled for one protocol, behind one RE2 set (last index: the TRIGGER)."""
 
     rules: tuple[Rule, ...]
-    hints: re2.Set
+    match: Callable[[bytes], list[int]]  # the raw RE2 Set call: indices of hints that hit
     trigger: int
 
 
@@ -105,7 +106,7 @@ class Redactor:
             hints.Add(r.hint.encode("latin-1"))
         hints.Add(TRIGGER_SRC)
         hints.Compile()
-        return _Table(rules=rules, hints=hints, trigger=len(rules))
+        return _Table(rules=rules, match=hints._set.Match, trigger=len(rules))
 
     def _table(self, protocol: str | None) -> _Table:
         # An unknown protocol name is treated as unknown traffic: every rule runs.
@@ -115,10 +116,13 @@ class Redactor:
     def redact(self, data: bytes, protocol: str | None = None) -> bytes:
         """Redact one complete payload. Never raises; on an internal error it masks everything."""
         try:
-            data = bytes(data)
-            table = self._table(protocol)
+            if type(data) is not bytes:
+                data = bytes(data)
+            table = self._tables.get(protocol) or self._tables[None]
             if len(data) <= CAP:
-                hits = table.hints.Match(data) or ()
+                hits = table.match(data)
+                if not hits:
+                    return data
                 if table.trigger not in hits:
                     return self._lines(data, table, hits)
             stream = Stream(self, protocol)
@@ -143,7 +147,7 @@ class Redactor:
     ) -> list[Span] | None:
         """Validated spans in text, or None if `local` and a match crossed a line end."""
         if hits is None:
-            hits = table.hints.Match(text) or ()
+            hits = table.match(text)
         spans: list[Span] = []
         for i in hits:
             if i == table.trigger:

@@ -26,7 +26,7 @@ class Stream:
 
     def _probe(self, text: bytes) -> int:
         """One RE2 scan answers both "does a segment span lines?" and "which rules?"."""
-        hits = self._table.hints.Match(text) or ()
+        hits = self._table.match(text)
         self._memo = (text, hits)
         if self._table.trigger in hits:
             return TRIGGERED
