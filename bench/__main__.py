@@ -30,12 +30,18 @@ def machine() -> str:
             f"{mem} MB RAM, Python {platform.python_version()}")
 
 
+def lap(started: float) -> None:
+    print(f"  [{time.monotonic() - started:.0f} s elapsed]", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short run (~2 min)")
     ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
-    ap.add_argument("--plot", type=Path, default=harness.BENCH / "overhead.png")
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="PNG path (default: bench/overhead.png for a full run, "
+                    "bench/results/overhead-quick.png for --quick)")
     a = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("the bench loads BPF programs: run it as root", file=sys.stderr)
@@ -50,31 +56,40 @@ def main(argv: list[str] | None = None) -> int:
     if "overhead" in parts:
         print("\n== 1+2. write(2) overhead: untargeted, floors, targeted ==", flush=True)
         res["overhead"] = overhead.writes(plan, bins)
+    lap(started)
     if "tcp" in parts:
         print("\n== 2. TCP request/response throughput ==", flush=True)
         res["tcp"] = overhead.tcp(plan, bins)
+    lap(started)
     if "ingest" in parts:
         print("\n== 3. ingest ceiling and pipeline stages ==", flush=True)
-        res["per_call"] = ingest.per_call(bins, 10_000, 2.0 if a.quick else 5.0,
+        res["per_call"] = ingest.per_call(bins, 10_000, 1.5 if a.quick else 5.0,
                                           2 if a.quick else 4)
         res["stages"] = ingest.stages(10_000 if a.quick else 100_000)
         ingest.print_stages(res["stages"])
         rates = [5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 400_000]
+        if a.quick:
+            rates = [10_000, 20_000, 50_000]
         res["ingest"] = ingest.sweep(bins, rates, 1.0 if a.quick else 5.0,
                                      3.0 if a.quick else 30.0)
+    lap(started)
     if "daemon" in parts:
         print("\n== 4. daemon cost ==", flush=True)
         res["daemon"] = daemon_cost.run(bins, a.quick)
+    lap(started)
     if "redaction" in parts:
         print("\n== redaction throughput (bench/redaction.py) ==", flush=True)
         import subprocess
 
-        subprocess.run([sys.executable, "-m", "bench.redaction"], check=False,
+        quick = ["--runs", "1", "--seconds", "0.5"] if a.quick else []
+        subprocess.run([sys.executable, "-m", "bench.redaction", *quick], check=False,
                        env={**os.environ, "PYTHONPATH": str(harness.REPO)})
     harness.RESULTS.mkdir(parents=True, exist_ok=True)
     out = harness.RESULTS / "results.json"
     out.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
-    png = plot(res, a.plot) if {"overhead", "ingest"} & parts else None
+    dest = a.plot or (harness.RESULTS / "overhead-quick.png" if a.quick
+                      else harness.BENCH / "overhead.png")
+    png = plot(res, dest) if {"overhead", "ingest"} <= parts else None
     print(f"\nresults: {out}{'; plot: ' + str(png) if png else ''}; "
           f"took {time.monotonic() - started:.0f} s")
     return 0

@@ -76,7 +76,7 @@ def idle(secs: float) -> dict[str, Any]:
 
 
 def run(bins: dict[str, Any], quick: bool) -> dict[str, Any]:
-    secs = 2.0 if quick else 10.0
+    secs = 1.5 if quick else 10.0
     res: dict[str, Any] = {"startup": startup(1 if quick else 3), "idle": idle(secs)}
     res["rates"] = [at_rate(bins, r, secs) for r in (10_000, 100_000)]
     su, idl = res["startup"], res["idle"]
