@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: test lint unit root vm demo bench install uninstall check
+.PHONY: test lint unit root vm test-vm demo bench install uninstall check
 
 ## test: everything CI runs (lint, unit, root, vm)
 test: lint unit root vm
@@ -20,6 +20,17 @@ root:
 
 vm:
 	bash tests/vm/run.sh
+
+## test-vm: only the VM tier (QEMU guest, Debian 12's 6.1 kernel, the installed unit)
+test-vm: vm
+
+## install: periscoped into /opt/periscope/venv + systemd unit + /etc/periscope (root)
+install:
+	bash vagrant/provision.sh install
+
+## uninstall: remove it again; keeps /var/lib/periscope unless PURGE=1
+uninstall:
+	bash vagrant/provision.sh uninstall $(if $(PURGE),--purge)
 
 demo:
 	$(PY) -m collector.demo

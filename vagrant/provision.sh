@@ -23,8 +23,11 @@ note() { printf 'NOTICE: %s\n' "$*" >&2; }
 die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 
 # What the daemon needs on a production host: bcc from the distro (the PyPI
-# "bcc" is another project), venv support, bpftool for the operator.
-RUNTIME_PACKAGES=(python3-bpfcc python3-venv bpftool)
+# "bcc" is another project), venv support, the distro's pip and setuptools (the
+# production venv borrows them instead of bootstrapping its own), python3-systemd
+# (audit anchors as structured journal fields), bpftool for the operator.
+RUNTIME_PACKAGES=(python3-bpfcc python3-venv python3-pip python3-setuptools python3-wheel
+    python3-systemd bpftool)
 # What development and the test suite add: toolchain, tracers, and the
 # workloads the root and vm tiers start.
 DEV_PACKAGES=(python3-dev strace bpftrace make gcc libc6-dev curl ca-certificates openssl
@@ -137,6 +140,7 @@ STATE=/var/lib/periscope
 UNIT=periscoped.service
 UNIT_DIR=/usr/local/lib/systemd/system      # local installs; /etc/systemd/system stays the admin's
 SYSUSERS=/usr/local/lib/sysusers.d/periscope.conf
+SYSCTL=/usr/local/lib/sysctl.d/60-periscope.conf
 # Default config files shipped in the repository, installed into /etc/periscope.
 CONFFILES=(periscope.toml policy.toml)
 
@@ -144,7 +148,7 @@ have_systemd() { [ -d /run/systemd/system ]; }
 
 # install_conffile NAME: dpkg-style. A missing file is installed; a file that
 # still equals the previously shipped default is upgraded; a locally edited
-# file is kept and the new default lands next to it as NAME.new.
+# file is kept, and if the default changed, the new one lands next to it as NAME.new.
 install_conffile() {
     local name=$1 src dst old
     src=$REPO/collector/defaults/$name
@@ -158,6 +162,8 @@ install_conffile() {
         install -m 0644 "$src" "$dst"; say "installed $dst"
     elif cmp -s "$src" "$dst"; then
         rm -f "$dst.new"
+    elif [ -f "$old" ] && cmp -s "$old" "$src"; then
+        :   # locally edited, and the default did not change: nothing to say
     elif [ -f "$old" ] && cmp -s "$old" "$dst"; then
         install -m 0644 "$src" "$dst"; rm -f "$dst.new"; say "updated $dst (it had no local edits)"
     else
@@ -173,12 +179,18 @@ install_app() {
     install_headers
     mount_fs
     if [ ! -x "$APP_VENV/bin/python" ]; then
-        say "creating $APP_VENV (sees the distro's bcc)"
+        say "creating $APP_VENV (sees the distro's bcc, pip and setuptools)"
         mkdir -p "$PREFIX"
-        "$PY" -m venv --system-site-packages "$APP_VENV"
+        # --without-pip: the distro's pip, seen through --system-site-packages,
+        # installs into the venv; bootstrapping a private pip costs more than
+        # the whole install on a slow machine.
+        "$PY" -m venv --system-site-packages --without-pip "$APP_VENV"
     fi
     say "installing periscope from $REPO into $APP_VENV"
-    "$APP_VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir --upgrade "$REPO"
+    # --no-build-isolation: build with the distro's setuptools instead of
+    # downloading one: faster, and works offline.
+    "$APP_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir \
+        --no-build-isolation --upgrade "$REPO"
     "$APP_VENV/bin/python" -c 'import bcc' 2>/dev/null || die "$APP_VENV cannot import bcc (python3-bpfcc)"
     [ -x "$APP_VENV/bin/periscoped" ] || die "$APP_VENV/bin/periscoped missing after pip install"
     mkdir -p "$SHARE/doc"
@@ -192,6 +204,17 @@ install_app() {
         if command -v systemd-sysusers >/dev/null; then systemd-sysusers "$SYSUSERS"; fi
         getent group periscope >/dev/null || groupadd --system periscope
         say "created group periscope (add users with: usermod -aG periscope USER)"
+    fi
+
+    # Debian/Ubuntu kernels: perf_event_paranoid > 2 would force CAP_SYS_ADMIN on
+    # the daemon (see systemd/periscope-sysctl.conf); 2 is the upstream default.
+    install -D -m 0644 "$REPO/systemd/periscope-sysctl.conf" "$SYSCTL"
+    local paranoid
+    paranoid=$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo 2)
+    if [ "$paranoid" -gt 2 ]; then
+        sysctl -q -w kernel.perf_event_paranoid=2
+        note "set kernel.perf_event_paranoid from $paranoid to 2 (kept across reboots by $SYSCTL)," \
+            "so periscoped needs CAP_PERFMON, not CAP_SYS_ADMIN; see docs/operations.md"
     fi
 
     install -d -m 0755 "$ETC"
@@ -221,6 +244,11 @@ uninstall_app() {
         systemctl disable --now "$UNIT" >/dev/null 2>&1 || true
     fi
     rm -f "$UNIT_DIR/$UNIT" "$SYSUSERS"
+    if [ -e "$SYSCTL" ]; then
+        rm -f "$SYSCTL"
+        note "removed $SYSCTL; kernel.perf_event_paranoid stays $(cat /proc/sys/kernel/perf_event_paranoid)" \
+            "until reboot (or: sysctl --system)"
+    fi
     if have_systemd; then
         systemctl daemon-reload
         systemctl reset-failed "$UNIT" >/dev/null 2>&1 || true
