@@ -193,6 +193,9 @@ install_app() {
         --no-build-isolation --upgrade "$REPO"
     "$APP_VENV/bin/python" -c 'import bcc' 2>/dev/null || die "$APP_VENV cannot import bcc (python3-bpfcc)"
     [ -x "$APP_VENV/bin/periscoped" ] || die "$APP_VENV/bin/periscoped missing after pip install"
+    if ! "$APP_VENV/bin/periscoped" --check >/dev/null 2>&1; then
+        note "periscoped --check reports a problem on this host; see: sudo $APP_VENV/bin/periscoped --check"
+    fi
     mkdir -p "$SHARE/doc"
     for d in install.md operations.md; do
         if [ -f "$REPO/docs/$d" ]; then install -m 0644 "$REPO/docs/$d" "$SHARE/doc/$d"; fi
