@@ -117,6 +117,20 @@ def _caps() -> Result:
                   fix="run as root or with CAP_BPF and CAP_PERFMON")
 
 
+def _perf_paranoid() -> Result:
+    # Attaching a tracepoint goes through perf_event_open: above 2 (Debian/Ubuntu default 3/4)
+    # that needs CAP_SYS_ADMIN, which the systemd unit does not grant (CAP_PERFMON suffices at 2).
+    p = Path("/proc/sys/kernel/perf_event_paranoid")
+    if not p.exists():
+        return Result("perf_event_paranoid", False, "missing", False)
+    level = int(p.read_text())
+    ok = level <= 2
+    return Result("perf_event_paranoid", ok,
+                  f"{level} ({'CAP_PERFMON suffices' if ok else 'needs CAP_SYS_ADMIN'})", False,
+                  "make install sets 2 in /usr/local/lib/sysctl.d/60-periscope.conf; or grant "
+                  "CAP_SYS_ADMIN (docs/operations.md)")
+
+
 def _lockdown() -> Result:
     p = Path("/sys/kernel/security/lockdown")
     text = p.read_text().strip() if p.exists() else "unknown"
@@ -127,7 +141,7 @@ def _lockdown() -> Result:
 
 CHECKS: tuple[Callable[[], Result], ...] = (
     _bpf_syscall, _caps, _tracefs, _tracepoints, _ringbuf, _headers, _bcc, _btf, _uprobes,
-    _kprobes, _lockdown,
+    _kprobes, _perf_paranoid, _lockdown,
 )
 
 

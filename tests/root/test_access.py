@@ -231,10 +231,13 @@ def test_grant_gives_access_expiry_and_revoke_end_streams(
     t0 = time.monotonic()
     t = TraceStream(d, "-p", str(w.pid), "-d", "60s", user=u.name)
     t.wait_started()
-    rc, _events, err = t.finish(timeout=40)
-    took = time.monotonic() - t0
+    started = time.monotonic()
+    rc, _events, err = t.finish(timeout=60)
+    # It ends at the grant's expiry, or at once when a slow probe compile (software
+    # emulation: 20+ s) already took the session past it.
+    late = time.monotonic() - max(t0 + 8, started)
     assert rc == 0 and "session ended (deadline)" in err, err
-    assert took < 20, f"stream outlived its grant: {took:.1f}s"
+    assert late < 5, f"stream outlived its grant by {late:.1f}s"
     r = d.cli("trace", "-p", str(w.pid), "-d", "3s", user=u.name)
     assert r.returncode == 2 and "DENIED" in r.stderr, "an expired grant must give nothing"
 
