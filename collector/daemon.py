@@ -15,7 +15,7 @@ from pathlib import Path
 
 from collector import check, config, logs
 from collector.access import Gate
-from collector.audit import AuditError, AuditLog, emit_anchor
+from collector.audit import AuditError, AuditLog, emit_anchor, install_journal_handler
 from collector.enrich import Enricher
 from collector.errors import PeriscopeError
 from collector.grants import GrantsError, GrantStore
@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = parse_args(argv)
     logs.setup(args.verbose)
+    if os.environ.get("JOURNAL_STREAM"):
+        # Under systemd: audit anchors go to journald as structured fields (MESSAGE_ID).
+        install_journal_handler()
     raise_nofile_limit()
     if args.check:
         text, ok = check.report(check.run())
