@@ -57,6 +57,7 @@ class Pipeline:
         self._cv = threading.Condition()
         self._stop = False
         self._streams: OrderedDict[StreamKey, tuple[StreamLike, float, int]] = OrderedDict()
+        self._last_idle_scan = 0.0
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
 
     # -- reader side: O(1), never blocks on downstream work ----------------------
@@ -192,8 +193,15 @@ class Pipeline:
         return stream
 
     def _flush_idle(self, into: list[Event]) -> None:
-        """Release what idle streams hold back (their peer went quiet)."""
-        cutoff = time.monotonic() - STREAM_IDLE_FLUSH_S
+        """Release what idle streams hold back (their peer went quiet).
+
+        At most twice a second: scanning every stream after every batch was hot-path work.
+        """
+        now = time.monotonic()
+        if now - self._last_idle_scan < STREAM_IDLE_FLUSH_S / 4:
+            return
+        self._last_idle_scan = now
+        cutoff = now - STREAM_IDLE_FLUSH_S
         self._close_streams(lambda k: self._streams[k][1] < cutoff, round(time.time(), 6), into)
 
     def _close_streams(self, match: Callable[[StreamKey], bool], ts: float,

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from collector import protocol
-from collector.access import Scope, unit_cgroup
+from collector.access import Scope, resolve_pids, unit_cgroup
 from collector.auth import AuthError, Principal, peer_principal
 from collector.config import Server as ServerConfig
 from collector.handlers import HANDLERS, Services
@@ -152,8 +152,6 @@ class Server:
 
     # -- trace sessions -------------------------------------------------------------
     def _tracer_targets(self, selectors: tuple[str, ...]) -> list[tuple[str, str]]:
-        from collector.access import resolve_pids
-
         out: list[tuple[str, str]] = []
         for sel in selectors:
             kind, _, value = sel.partition(":")

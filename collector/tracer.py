@@ -95,12 +95,9 @@ class Tracer:
     def _resolve(self, kind: str, value: str) -> list[int]:
         if kind == "pid":
             pid = int(value)
-            try:
-                os.kill(pid, 0)  # existence check only: signal 0 delivers nothing
-            except ProcessLookupError as err:
-                raise LookupError(f"no process with pid {pid}") from err
-            except PermissionError:
-                pass  # exists, owned by someone else
+            # /proc, not kill(pid, 0): we never send a target anything, not even signal 0
+            if not os.path.exists(f"/proc/{pid}"):
+                raise LookupError(f"no process with pid {pid}")
             return [pid]
         if kind == "comm":
             return pids_by_comm(value)

@@ -247,6 +247,13 @@ def test_lazy_attach_and_detach_on_sigterm(daemon_factory: Any, workload: Any) -
     live = our_prog_ids(d.proc.pid)
     assert len(live) >= 40, live
     assert live <= loaded_prog_ids(), "bpftool must list what the daemon holds"
+    # Read-only, as loaded: no program calls a helper that writes user memory or signals.
+    for pid in live:
+        xlated = subprocess.run(["bpftool", "prog", "dump", "xlated", "id", str(pid)],
+                                capture_output=True, text=True, check=True).stdout
+        assert "call" in xlated
+        for helper in ("probe_write_user", "override_return", "send_signal"):
+            assert helper not in xlated, f"prog {pid} calls {helper}"
     status = d.request("status")["result"]
     assert status["probes_attached"] is True
     assert {"emitted", "drop_ringbuf"} <= set(status["kernel"])
