@@ -11,6 +11,7 @@ from typing import Any
 
 from bench import conditions as c
 from bench import harness as h
+from collector.config import tomllib
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,16 @@ UNTARGETED: dict[str, c.Condition] = {
 QUICK_SKIP = {"floor (empty raw_syscalls tp)", "filter only (our tracepoints)",
               "filter only (raw_tp)", "floor (empty raw_tp sys_enter/exit)",
               "targeted meta", "targeted payload 256"}
+# The shipped per-target rate limit (the targeted conditions above run without one).
+DEFAULT_RATE = int(tomllib.loads((h.REPO / "collector/defaults/periscope.toml").read_text())
+                   ["capture"]["rate_limit"])
+RATED = f"targeted payload 256, rate_limit {DEFAULT_RATE // 1000}k"
 TCP: dict[str, c.Condition] = {
     "none": c.none,
     "untargeted": c.untargeted,
     "targeted meta": c.targeted("meta"),
     "targeted payload 256": c.targeted("payload"),
+    RATED: c.targeted("payload", DEFAULT_RATE),
     "strace -f": c.none,
 }
 STRACE = ["strace", "-f", "-qq", "-o", "/dev/null"]
@@ -118,10 +124,11 @@ def tcp(plan: Plan, bins: dict[str, Any]) -> dict[str, Any]:
     for name, xs in samples.items():
         print(f"{name:<36} {h.spread(xs):>32} {h.med(xs) / base:>6.2f} | {'':>10}"
               f"{max(xs) / bmax:>6.2f}")
-    for name in ("targeted meta", "targeted payload 256"):
+    for name in ("targeted meta", "targeted payload 256", RATED):
         for info in infos.get(name, []):
             k, p = info["kernel"], info["pipeline"]
             print(f"  {name}: emitted {k['emitted']:,} drop_ringbuf {k['drop_ringbuf']:,} "
+                  f"skipped_rate {k.get('skipped_rate', 0):,} "
                   f"received {p.get('received', 0):,} dropped_overload "
                   f"{p.get('dropped_overload', 0):,} payload_shed {p.get('payload_shed', 0):,}"
                   f" exported {info['exported']:,}")

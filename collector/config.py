@@ -49,6 +49,7 @@ class Capture:
     poll_interval_ms: int
     queue_max: int
     sample_every: int
+    rate_limit: int
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "capture.poll_interval_ms": (1, 1000),
     "capture.queue_max": (1024, 1 << 24),
     "capture.sample_every": (0, 1 << 20),
+    "capture.rate_limit": (0, 100_000_000),
     "store.retention_seconds": (60, 10 * 365 * 86400),
     "store.max_bytes": (1 << 20, 1 << 40),
     "server.max_frame_bytes": (1024, 1 << 24),

@@ -53,6 +53,7 @@ enum stat {
 	ST_MISSING_ENTER,     /* exit without enter (attached mid-syscall) */
 	ST_TARGET_FULL,       /* fork/exec inheritance failed: targets map full */
 	ST_SKIPPED_SAMPLE,    /* skipped by per-target sampling */
+	ST_SKIPPED_RATE,      /* skipped: the process was over its rate limit */
 	ST_MAX,
 };
 
@@ -97,7 +98,15 @@ struct target {
 	u32 cookie;
 	u32 payload_cap;   /* 0: meta only, no payload bytes copied */
 	u32 sample_every;  /* 0/1: every syscall; N: 1 in N (counted when skipped) */
-	u32 pad;
+	u32 rate_limit;    /* 0: none; N: at most ~N syscalls/s for this target (rest counted) */
+};
+
+#define RATE_SLICE_NS 100000000ULL   /* rate limits are enforced per 100 ms slice */
+
+/* Rate-limit state per target cookie (kernel only): the current slice and its count. */
+struct rate {
+	u64 slice;
+	u64 used;
 };
 
 struct comm_key {

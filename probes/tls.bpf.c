@@ -24,7 +24,7 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int ex)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	struct target *t = trace_allowed(id >> 32);
-	if (!t || !t->payload_cap)
+	if (!t || !t->payload_cap || !admitted(t))
 		return 0;
 	struct tls_call c = {};
 	c.ssl = PT_REGS_PARM1(ctx);

@@ -12,6 +12,7 @@ BPF_HASH(comm_targets, struct comm_key, struct target, 256);
 BPF_HASH(cgroup_targets, u64, struct target, 256);
 BPF_TABLE("lru_hash", u64, struct inflight, inflight, 16384);
 BPF_HASH(exit_codes, u32, s32, MAX_TARGETS);
+BPF_TABLE("lru_hash", u32, struct rate, rates, 1024);   /* by target cookie */
 BPF_PERCPU_ARRAY(stats, u64, ST_MAX);
 BPF_PERCPU_ARRAY(scratch, struct sys_event, 1);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -36,6 +37,33 @@ static __always_inline u32 bounded(u32 v, u32 mask, u32 max)
 static __always_inline struct target *trace_allowed(u32 tgid)
 {
 	return targets.lookup(&tgid);
+}
+
+/* Sampling and the rate limit: whether this syscall of a target is recorded.
+ * The limit is per target (cookie), shared by the processes it covers, so a forking
+ * server cannot multiply it. Slices are 100 ms with a budget of rate_limit/10; CPUs
+ * racing at a slice change may admit a few extra records (no lock); every skip is counted. */
+static __always_inline int admitted(struct target *t)
+{
+	if (t->sample_every > 1 && bpf_get_prandom_u32() % t->sample_every) {
+		count(ST_SKIPPED_SAMPLE);
+		return 0;
+	}
+	if (!t->rate_limit)
+		return 1;
+	u64 slice = bpf_ktime_get_ns() / RATE_SLICE_NS;
+	u64 budget = t->rate_limit / 10 ? t->rate_limit / 10 : 1;
+	u32 cookie = t->cookie;
+	struct rate *r = rates.lookup(&cookie);
+	if (!r || r->slice != slice) {
+		struct rate fresh = { .slice = slice, .used = 1 };
+		rates.update(&cookie, &fresh);
+		return 1;
+	}
+	if (__sync_fetch_and_add(&r->used, 1) < budget)
+		return 1;
+	count(ST_SKIPPED_RATE);
+	return 0;
 }
 
 static __always_inline void fill_hdr(struct event_hdr *h, u8 op, u16 size, u32 cookie, u64 id)
@@ -69,12 +97,8 @@ static __always_inline int on_enter(u16 nr, u64 a0, u64 a1, u64 a2)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	struct target *t = trace_allowed(id >> 32);
-	if (!t)
+	if (!t || !admitted(t))
 		return 0;
-	if (t->sample_every > 1 && bpf_get_prandom_u32() % t->sample_every) {
-		count(ST_SKIPPED_SAMPLE);
-		return 0;
-	}
 	struct inflight f = {};
 	f.ts = bpf_ktime_get_ns();
 	f.a0 = a0;
