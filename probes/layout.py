@@ -72,6 +72,9 @@ SYS = struct.Struct("<HHiqQQII")
 FORK = struct.Struct("<II")
 EXIT = struct.Struct("<iI")
 SYS_HDR_SIZE = HDR.size + SYS.size
+# Header and sys_event fused: the pipeline's hot path unpacks a syscall record in one call.
+SYS_REC = struct.Struct("<" + HDR.format[1:] + SYS.format[1:])
+assert SYS_REC.size == SYS_HDR_SIZE
 
 # (C struct name, field name) -> (offset, size), for the root alignment check.
 C_LAYOUT: dict[str, dict[str, tuple[int, int]]] = {
@@ -209,3 +212,8 @@ def decode(raw: bytes | memoryview) -> RawRecord:
     if len(buf) < min_size:
         raise DecodeError("short", f"op {op} record of {len(buf)} bytes, needs {min_size}")
     return fn(Header(_OP_BY_ID[op], cookie, ktime, tgid, tid), buf)
+
+
+# struct target (common.h): the leaf of targets, comm_targets and cgroup_targets:
+# cookie, payload_cap, sample_every, pad.
+TARGET = struct.Struct("<IIII")

@@ -1,11 +1,19 @@
-"""Attach the TLS uprobes (tls.bpf.c) to the OpenSSL libraries that target processes map."""
+"""Attach the TLS uprobes (tls.bpf.c) to the OpenSSL libraries that target processes map.
+
+The programs are loaded by the helper (probes/loader.py); the daemon resolves the
+symbols' file offsets itself (probes/elfsym.py) and attaches through the uprobe PMU.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+
+from probes import bpfsys
+from probes.elfsym import file_symbol_offsets
 
 log = logging.getLogger("periscope.tls")
 
@@ -35,22 +43,37 @@ def libssl_paths(pid: int, procfs: str = "/proc") -> set[str]:
 
 
 class TlsHooks:
-    """Uprobes on each libssl once; bcc detaches them with the rest at cleanup()."""
+    """Uprobes on each libssl once; closing the perf event fds (close()) detaches them."""
 
     def __init__(self) -> None:
         self.attached: set[str] = set()
         self.failed: dict[str, str] = {}
+        self._fds: list[int] = []
 
-    def attach_for(self, bpf: Any, pids: list[int]) -> None:
+    def attach_for(self, progs: Mapping[str, int], pids: list[int]) -> None:
+        """progs: TLS program name -> prog fd (from the loader's manifest)."""
         for pid in pids:
             for lib in libssl_paths(pid) - self.attached - set(self.failed):
+                fds: list[int] = []
                 try:
+                    offsets = file_symbol_offsets(lib, [sym for sym, _e, _r in _HOOKS])
                     for sym, enter, ret in _HOOKS:
-                        bpf.attach_uprobe(name=lib, sym=sym, fn_name=enter)
-                        bpf.attach_uretprobe(name=lib, sym=sym, fn_name=ret)
-                except Exception as err:  # bcc raises bare Exception on attach failure
+                        if sym not in offsets:
+                            raise LookupError(f"{sym} not found in {lib}")
+                        fds.append(bpfsys.attach_uprobe(progs[enter], lib, offsets[sym], False))
+                        fds.append(bpfsys.attach_uprobe(progs[ret], lib, offsets[sym], True))
+                except (OSError, ValueError, LookupError) as err:
+                    for fd in fds:
+                        os.close(fd)
                     self.failed[lib] = str(err)
                     log.warning("TLS uprobes on %s failed: %s", lib, err)
                     continue
+                self._fds += fds
                 self.attached.add(lib)
                 log.info("TLS plaintext uprobes attached to %s", lib)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+        self.attached.clear()

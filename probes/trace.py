@@ -1,30 +1,41 @@
-"""Loader for trace.bpf.c: compile, attach, fill the target maps, drain the ring buffer.
+"""TraceProbe: load trace.bpf.c (in a helper), attach it, fill the target maps, drain the ring.
 
-This module is the only place that touches bcc, and imports it lazily so that the
-rest of periscope imports on machines without BPF.
+The daemon never imports bcc: compiling would leave ~100 MB of libbcc/LLVM pages resident
+for its whole life. load() runs probes/loader.py as a short-lived helper process that
+compiles and loads the programs and maps with bcc and hands back their fds (SCM_RIGHTS);
+this module attaches the programs (perf events, probes/bpfsys.py), updates the maps with
+bpf(2) and reads the ring buffer from its mmap (probes/ringbuf.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from probes.layout import Stat
+from probes import bpfsys
+from probes.layout import TARGET, Stat
+from probes.loader import PROBE_DIR, SOURCE, TLS_SOURCE, parse_manifest
+from probes.ringbuf import RingReader
 from probes.tls import TlsHooks
 
-PROBE_DIR = Path(__file__).resolve().parent
-SOURCE = PROBE_DIR / "trace.bpf.c"
-# Compiled as one object with trace.bpf.c (shared maps and ring buffer); bcc only turns
-# functions of the main text into programs, so the sources are joined, not #included.
-TLS_SOURCE = PROBE_DIR / "tls.bpf.c"
+__all__ = ["PROBE_DIR", "SOURCE", "TLS_SOURCE", "ProbeError", "ProbeOptions", "TargetSpec",
+           "TraceProbe", "cgroup_id"]
+
 BATCH_MAX = 1024  # records per batch handed to the pipeline
+LOADER_TIMEOUT = 120.0  # seconds; a compile under QEMU TCG takes ~30 s
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_COMM_LEN = 16
 
 
 class ProbeError(RuntimeError):
@@ -45,153 +56,182 @@ class TargetSpec:
     sample_every: int = 0  # 0/1: all syscalls
 
 
-def _pow2(n: int) -> int:
-    p = 1
-    while p < n:
-        p <<= 1
-    return p
+def run_loader(options: ProbeOptions) -> dict[str, Any]:
+    """Run the loader helper; returns its parsed manifest (with an "fd" in every entry)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    env = dict(os.environ)
+    root = str(PROBE_DIR.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "probes.loader", "--fd", str(theirs.fileno()),
+           "--max-payload", str(options.max_payload),
+           "--ringbuf-pages", str(options.ringbuf_pages)]
+    with ours, tempfile.TemporaryFile() as err:
+        try:
+            with theirs:
+                proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=err)
+            ours.settimeout(LOADER_TIMEOUT)
+            try:
+                raw, fds, _flags, _addr = socket.recv_fds(ours, 1 << 20, 253)
+            except TimeoutError as e:
+                proc.kill()
+                raise ProbeError(f"the probe loader did not answer in {LOADER_TIMEOUT:.0f}s") \
+                    from e
+            with contextlib.suppress(OSError):
+                ours.send(b"ok")
+            rc = proc.wait(timeout=30)
+        except OSError as e:
+            raise ProbeError(f"running the probe loader failed: {e}") from e
+        err.seek(0)
+        tail = err.read()[-4000:].decode(errors="replace").strip()
+        if not raw:
+            raise ProbeError(f"the probe loader exited ({rc}) without an answer"
+                             + (f": {tail}" if tail else ""))
+        try:
+            man = parse_manifest(raw, fds)
+        except ValueError as e:
+            for fd in fds:
+                os.close(fd)
+            raise ProbeError(f"bad answer from the probe loader: {e}") from e
+        if "error" in man:
+            for fd in fds:
+                os.close(fd)
+            raise ProbeError(str(man["error"]) + (f"\n{tail}" if tail else ""))
+        return man
 
 
 class TraceProbe:
-    """One loaded instance of trace.bpf.c, drained by a reader thread."""
+    """One loaded instance of trace.bpf.c (fds only), drained by a reader thread."""
 
     def __init__(self, options: ProbeOptions, sink: Callable[[list[bytes]], None]) -> None:
         self.options = options
         self._sink = sink
-        self._bpf: Any = None
+        self._fds: list[int] = []          # every prog and map fd the loader sent
+        self._links: list[int] = []        # tracepoint perf event fds (close = detach)
+        self._maps: dict[str, bpfsys.Map] = {}
+        self._tls_progs: dict[str, int] = {}
+        self._reader: RingReader | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._batch: list[bytes] = []
+        self._ncpus = 1
         self.load_seconds = 0.0
         self.tls = TlsHooks()
 
     # -- lifecycle -------------------------------------------------------------
     def load(self) -> None:
-        try:
-            from bcc import BPF  # lazy: only probes/ imports bcc
-        except ImportError as err:
-            raise ProbeError("bcc is not importable: install python3-bpfcc") from err
-        max_data = _pow2(max(16, self.options.max_payload))
-        cflags = [
-            f"-I{PROBE_DIR}",
-            f"-DMAX_DATA={max_data}",
-            f"-DRINGBUF_PAGES={_pow2(self.options.ringbuf_pages)}",
-            "-Wno-macro-redefined",
-        ]
         started = time.monotonic()
+        man = run_loader(self.options)
+        self._fds = [p["fd"] for p in man["progs"]] + [m["fd"] for m in man["maps"]]
         try:
-            text = SOURCE.read_bytes() + b"\n" + TLS_SOURCE.read_bytes()
-            self._bpf = BPF(text=text, cflags=cflags)
-        except Exception as err:  # bcc raises bare Exception for compile/load errors
-            raise ProbeError(f"loading {SOURCE.name} failed: {err}") from err
+            self._ncpus = bpfsys.possible_cpus()
+            for m in man["maps"]:
+                vsz = m["value_size"]
+                if m["type"] in bpfsys.PERCPU_TYPES:
+                    vsz = bpfsys.percpu_value_size(vsz, self._ncpus)
+                self._maps[m["name"]] = bpfsys.Map(m["fd"], m["key_size"], vsz, m["name"])
+            for p in man["progs"]:
+                if p["kind"] == "tracepoint":
+                    cat, event = p["tp"].split(":", 1)
+                    self._links.append(bpfsys.attach_tracepoint(p["fd"], cat, event))
+                else:
+                    self._tls_progs[p["name"]] = p["fd"]
+            events = next(m for m in man["maps"] if m["name"] == "events")
+            self._reader = RingReader(events["fd"], events["max_entries"], self._sink, BATCH_MAX)
+        except (OSError, ValueError) as err:
+            self._release()
+            raise ProbeError(f"attaching {SOURCE.name} failed: {err}") from err
         self.load_seconds = time.monotonic() - started
-        _trim_heap()
-        self._bpf["events"].open_ring_buffer(self._on_record)
         self._stop.clear()
         self._thread = threading.Thread(target=self._drain, name="ringbuf-reader", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the reader and detach every program (bcc cleanup closes all fds)."""
+        """Stop the reader, drain what is left and detach every program (close the fds)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        if self._bpf is not None:
-            self._drain_once()
-            self._bpf.cleanup()
-            self._bpf = None
+        if self._reader is not None:
+            self._reader.drain()
+        self._release()
+
+    def _release(self) -> None:
+        self.tls.close()
+        for fd in self._links:
+            os.close(fd)
+        self._links.clear()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+        self._maps.clear()
+        self._tls_progs.clear()
 
     @property
     def loaded(self) -> bool:
-        return self._bpf is not None
+        return self._reader is not None
 
     # -- targets ---------------------------------------------------------------
-    def _leaf(self, table: Any, spec: TargetSpec) -> Any:
-        leaf = table.Leaf()
-        leaf.cookie = spec.cookie
-        leaf.payload_cap = min(spec.payload_cap, self.options.max_payload)
-        leaf.sample_every = spec.sample_every
-        return leaf
+    def _leaf(self, spec: TargetSpec) -> bytes:
+        return TARGET.pack(spec.cookie, min(spec.payload_cap, self.options.max_payload),
+                           spec.sample_every, 0)
 
     def add_pid(self, tgid: int, spec: TargetSpec) -> None:
-        t = self._bpf["targets"]
-        t[t.Key(tgid)] = self._leaf(t, spec)
+        self._maps["targets"].update(_U32.pack(tgid), self._leaf(spec))
 
     def remove_pid(self, tgid: int) -> None:
-        t = self._bpf["targets"]
         # already gone: the process exited and the kernel side removed it
-        with contextlib.suppress(KeyError):
-            del t[t.Key(tgid)]
+        self._maps["targets"].delete(_U32.pack(tgid))
 
     def attach_tls(self, pids: list[int]) -> None:
         """Plaintext capture for payload-level targets that use OpenSSL."""
-        self.tls.attach_for(self._bpf, pids)
+        self.tls.attach_for(self._tls_progs, pids)
 
     def pids(self) -> dict[int, int]:
         """tgid -> cookie for every process the kernel is tracing now."""
-        return {k.value: v.cookie for k, v in self._bpf["targets"].items()}
+        return {_U32.unpack(k)[0]: TARGET.unpack(v)[0]
+                for k, v in self._maps["targets"].items()}
+
+    @staticmethod
+    def _comm_key(comm: str) -> bytes:
+        return comm.encode()[:_COMM_LEN - 1].ljust(_COMM_LEN, b"\0")
 
     def add_comm(self, comm: str, spec: TargetSpec) -> None:
-        t = self._bpf["comm_targets"]
-        key = t.Key()
-        key.comm = comm.encode()[:15]
-        t[key] = self._leaf(t, spec)
+        self._maps["comm_targets"].update(self._comm_key(comm), self._leaf(spec))
 
     def remove_comm(self, comm: str) -> None:
-        t = self._bpf["comm_targets"]
-        key = t.Key()
-        key.comm = comm.encode()[:15]
-        with contextlib.suppress(KeyError):
-            del t[key]
+        self._maps["comm_targets"].delete(self._comm_key(comm))
 
     def add_cgroup(self, cgroup_id: int, spec: TargetSpec) -> None:
-        t = self._bpf["cgroup_targets"]
-        t[t.Key(cgroup_id)] = self._leaf(t, spec)
+        self._maps["cgroup_targets"].update(_U64.pack(cgroup_id), self._leaf(spec))
 
     def remove_cgroup(self, cgroup_id: int) -> None:
-        t = self._bpf["cgroup_targets"]
-        with contextlib.suppress(KeyError):
-            del t[t.Key(cgroup_id)]
+        self._maps["cgroup_targets"].delete(_U64.pack(cgroup_id))
 
     # -- counters --------------------------------------------------------------
     def stats(self) -> dict[str, int]:
-        if self._bpf is None:
+        table = self._maps.get("stats")
+        if table is None:
             return {}
-        table = self._bpf["stats"]
         out = {}
         for s in Stat:
-            out[s.name.lower()] = sum(table[ctypes.c_int(s.value)])
+            raw = table.lookup(_U32.pack(s.value))
+            out[s.name.lower()] = sum(struct.unpack(f"<{self._ncpus}Q", raw)) if raw else 0
         return out
 
     # -- reader ----------------------------------------------------------------
-    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
-        self._batch.append(ctypes.string_at(data, size))
-        # consume() only returns once the ring is empty, which a producer as fast as
-        # us keeps from happening: hand over bounded batches as we go.
-        if len(self._batch) >= BATCH_MAX:
-            batch, self._batch = self._batch, []
-            self._sink(batch)
-
-    def _drain_once(self) -> None:
-        self._bpf.ring_buffer_consume()
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self._sink(batch)
-
     def _drain(self) -> None:
         # Records are submitted with BPF_RB_NO_WAKEUP: wakeups cost more than the
         # record, so drain on a timer instead of epoll.
         interval = self.options.poll_interval
+        reader = self._reader
+        assert reader is not None
         while not self._stop.is_set():
-            self._drain_once()
+            reader.drain()
             self._stop.wait(interval)
-
-
-def _trim_heap() -> None:
-    """Give clang/LLVM's freed compile-time heap back to the OS (bench: ~20 MB of RSS)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def cgroup_id(path: str) -> int:

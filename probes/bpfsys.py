@@ -1,0 +1,219 @@
+"""Thin ctypes wrappers over bpf(2), perf_event_open(2) and the perf ioctls.
+
+The daemon holds only file descriptors (programs and maps, handed over by the loader
+helper, see probes/loader.py) and drives them through these calls: it never maps libbcc
+or LLVM. Everything here exists since Linux 5.8 (ring buffer); nothing newer than the
+6.1 kernel the CI guest boots is used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import struct
+from pathlib import Path
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+# syscall numbers per arch (asm-generic for arm64)
+_NR = {
+    "x86_64": {"bpf": 321, "perf_event_open": 298},
+    "aarch64": {"bpf": 280, "perf_event_open": 241},
+}[platform.machine()]
+
+# enum bpf_cmd
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+PERCPU_TYPES = (BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH)
+BPF_ANY = 0
+
+# perf_event_open
+PERF_TYPE_TRACEPOINT = 2
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_EVENT_IOC_ENABLE = 0x2400              # _IO('$', 0)
+PERF_EVENT_IOC_SET_BPF = 0x40042408         # _IOW('$', 8, __u32)
+PERF_ATTR_SIZE = 128                        # PERF_ATTR_SIZE_VER7; the kernel accepts smaller
+
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+UPROBE_PMU = Path("/sys/bus/event_source/devices/uprobe")
+
+# union bpf_attr for the MAP_*_ELEM commands: map_fd, pad, key, value|next_key, flags
+_ELEM_ATTR = struct.Struct("<IIQQQ")
+
+
+class BpfError(OSError):
+    """A bpf(2)/perf_event_open(2) call failed; errno is set."""
+
+
+def _raise(what: str) -> None:
+    err = ctypes.get_errno()
+    raise BpfError(err, f"{what}: {os.strerror(err)}")
+
+
+def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+    return int(_libc.syscall(_NR["bpf"], cmd, attr, len(attr)))
+
+
+class Map:
+    """A BPF map fd with fixed key and value sizes (value_size already per-CPU-expanded).
+
+    Thread-safe: every call uses its own buffers (the daemon's status, metrics and session
+    threads all touch the maps).
+    """
+
+    def __init__(self, fd: int, key_size: int, value_size: int, name: str = "") -> None:
+        self.fd = fd
+        self.name = name
+        self.key_size = key_size
+        self.value_size = value_size
+
+    def _call(self, cmd: int, key: bytes | None, out: ctypes.Array[ctypes.c_char] | None,
+              flags: int = 0) -> int:
+        kbuf = None
+        if key is not None:
+            if len(key) != self.key_size:
+                raise ValueError(f"{self.name}: key of {len(key)} bytes, want {self.key_size}")
+            kbuf = ctypes.create_string_buffer(key, self.key_size)
+        attr = ctypes.create_string_buffer(_ELEM_ATTR.pack(
+            self.fd, 0, ctypes.addressof(kbuf) if kbuf is not None else 0,
+            ctypes.addressof(out) if out is not None else 0, flags), _ELEM_ATTR.size)
+        return _bpf(cmd, attr)
+
+    def lookup(self, key: bytes) -> bytes | None:
+        value = ctypes.create_string_buffer(self.value_size)
+        if self._call(BPF_MAP_LOOKUP_ELEM, key, value) < 0:
+            if ctypes.get_errno() == errno.ENOENT:
+                return None
+            _raise(f"lookup in {self.name}")
+        return value.raw
+
+    def update(self, key: bytes, value: bytes) -> None:
+        if len(value) != self.value_size:
+            raise ValueError(f"{self.name}: value of {len(value)} bytes, want {self.value_size}")
+        if self._call(BPF_MAP_UPDATE_ELEM, key, ctypes.create_string_buffer(value, len(value)),
+                      BPF_ANY) < 0:
+            _raise(f"update of {self.name}")
+
+    def delete(self, key: bytes) -> bool:
+        """False if the key was not there."""
+        if self._call(BPF_MAP_DELETE_ELEM, key, None) < 0:
+            if ctypes.get_errno() == errno.ENOENT:
+                return False
+            _raise(f"delete from {self.name}")
+        return True
+
+    def keys(self) -> list[bytes]:
+        out: list[bytes] = []
+        key: bytes | None = None  # NULL key: the first one
+        nxt = ctypes.create_string_buffer(self.key_size)
+        while True:
+            if self._call(BPF_MAP_GET_NEXT_KEY, key, nxt) < 0:
+                if ctypes.get_errno() == errno.ENOENT:
+                    return out
+                _raise(f"iterating {self.name}")
+            key = nxt.raw
+            out.append(key)
+            if len(out) > 1 << 20:  # a map being refilled as we walk it: stop, don't spin
+                return out
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        out = []
+        for k in self.keys():
+            v = self.lookup(k)
+            if v is not None:  # deleted by the kernel side between the two calls
+                out.append((k, v))
+        return out
+
+
+def map_info(fd: int) -> dict[str, int]:
+    """The kernel's view of a map fd: type, id, key_size, value_size, max_entries, flags."""
+    info = ctypes.create_string_buffer(80)  # struct bpf_map_info, its stable head
+    attr = ctypes.create_string_buffer(struct.pack("<IIQ", fd, len(info), ctypes.addressof(info)))
+    if _bpf(BPF_OBJ_GET_INFO_BY_FD, attr) < 0:
+        _raise(f"BPF_OBJ_GET_INFO_BY_FD({fd})")
+    mtype, mid, ksz, vsz, nmax, flags = struct.unpack_from("<6I", info)
+    return {"type": mtype, "id": mid, "key_size": ksz, "value_size": vsz,
+            "max_entries": nmax, "flags": flags}
+
+
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """Number of possible CPUs ("0-3,5" → 5): the per-CPU map value stride count."""
+    text = Path(path).read_text().strip()
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n = max(n, int(hi or lo) + 1)
+    return n
+
+
+def percpu_value_size(value_size: int, ncpus: int) -> int:
+    return ((value_size + 7) // 8 * 8) * ncpus
+
+
+# -- perf events ------------------------------------------------------------------
+def _perf_attr(ptype: int, config: int, config1: int = 0, config2: int = 0) -> bytes:
+    # type, size, config, sample_period, sample_type, read_format, flags (bitfield),
+    # wakeup_events, bp_type, config1, config2; the rest zero.
+    head = struct.pack("<IIQQQQQIIQQ", ptype, PERF_ATTR_SIZE, config, 1, 0, 0, 0, 1, 0,
+                       config1, config2)
+    return head + bytes(PERF_ATTR_SIZE - len(head))
+
+
+def _perf_open_attach(attr: bytes, prog_fd: int, what: str) -> int:
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    # pid -1, cpu 0: for tracepoints and uprobes the program hangs off the event's
+    # trace_event_call and runs on every CPU (what libbpf and bcc do).
+    fd = int(_libc.syscall(_NR["perf_event_open"], buf, -1, 0, -1, PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        _raise(f"perf_event_open({what})")
+    try:
+        if _libc.ioctl(fd, PERF_EVENT_IOC_SET_BPF, ctypes.c_int(prog_fd)) < 0:
+            _raise(f"PERF_EVENT_IOC_SET_BPF({what})")
+        if _libc.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) < 0:
+            _raise(f"PERF_EVENT_IOC_ENABLE({what})")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def tracepoint_id(category: str, name: str) -> int:
+    for base in TRACEFS:
+        p = Path(base, "events", category, name, "id")
+        try:
+            return int(p.read_text())
+        except FileNotFoundError:
+            continue
+    raise BpfError(errno.ENOENT, f"tracepoint {category}:{name} not found in tracefs")
+
+
+def attach_tracepoint(prog_fd: int, category: str, name: str) -> int:
+    """Attach a BPF_PROG_TYPE_TRACEPOINT program; returns the perf event fd (close = detach)."""
+    attr = _perf_attr(PERF_TYPE_TRACEPOINT, tracepoint_id(category, name))
+    return _perf_open_attach(attr, prog_fd, f"{category}:{name}")
+
+
+def _uprobe_pmu() -> tuple[int, int]:
+    """(PMU type, retprobe config bit) of the uprobe perf PMU (Linux 4.17+)."""
+    ptype = int((UPROBE_PMU / "type").read_text())
+    fmt = (UPROBE_PMU / "format" / "retprobe").read_text().strip()  # "config:0"
+    return ptype, int(fmt.split(":", 1)[1])
+
+
+def attach_uprobe(prog_fd: int, path: str, offset: int, retprobe: bool) -> int:
+    """Attach a BPF_PROG_TYPE_KPROBE program at path+offset (file offset) in every process."""
+    ptype, bit = _uprobe_pmu()
+    cpath = ctypes.create_string_buffer(os.fsencode(path))
+    attr = _perf_attr(ptype, (1 << bit) if retprobe else 0,
+                      config1=ctypes.addressof(cpath), config2=offset)
+    what = f"{'uretprobe' if retprobe else 'uprobe'} {path}+{offset:#x}"
+    return _perf_open_attach(attr, prog_fd, what)
