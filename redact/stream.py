@@ -1,10 +1,19 @@
-"""Stream: one direction of one connection, cut by the Segmenter and redacted piece by piece."""
+"""Stream: one direction of one connection, cut by the Segmenter and redacted piece by piece.
+
+Most traffic needs no Segmenter at all: while the bytes held back are a plain partial line
+(no line end, not a RESP array, no join or drop in progress), a chunk without a line end is
+only appended, and a chunk with one costs a single RE2 scan: when that scan finds neither a
+rule hint nor the TRIGGER, every complete line goes out as it is. That is exactly what the
+Segmenter's own line fast path decides, without its bookkeeping; anything else (a TRIGGER
+hit, a `*` that may start a RESP array, a segment over CAP, gap()) hands the same buffer to
+the Segmenter, and the stream comes back to the fast path once the Segmenter is idle again.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from redact.segment import CLEAN, HITS, LINES, TRIGGERED, Piece, Segmenter
+from redact.segment import CAP, CLEAN, HITS, LINES, TRIGGERED, Piece, Segmenter
 
 if TYPE_CHECKING:
     from redact.engine import Redactor
@@ -13,22 +22,48 @@ if TYPE_CHECKING:
 class Stream:
     """One direction of one connection: feed() chunks, close() at the end, gap() on loss."""
 
+    __slots__ = ("_buf", "_clean", "_closed", "_fast", "_match", "_memo", "_protocol", "_r",
+                 "_seg", "_table", "_trigger")
+
     def __init__(self, redactor: Redactor, protocol: str | None = None) -> None:
         self._r = redactor
         self._protocol = protocol
-        self._table = redactor._tables.get(protocol) or redactor._tables[None]
+        self._table = table = redactor._tables.get(protocol) or redactor._tables[None]
+        self._match = table.match
+        self._trigger = table.trigger
         self._memo: tuple[bytes, list[int] | tuple[int, ...]] | None = None
-        self._seg = self._segmenter()
+        self._seg: Segmenter | None = None  # made on first need; shares _buf
+        # Held-back bytes. While _fast, they are a plain partial line: no LF or NUL, not
+        # starting with `*`, at most CAP, and the Segmenter (if any) is idle.
+        self._buf = bytearray()
+        self._fast = True
+        self._clean = False  # _fast only: the held partial line is known to need nothing
         self._closed = False
 
+    # ------------------------------------------------------------------ slow path
     def _segmenter(self) -> Segmenter:
-        return Segmenter(resp=self._protocol == "redis", probe=self._probe)
+        seg = self._seg
+        if seg is None:
+            seg = self._seg = Segmenter(resp=self._protocol == "redis", probe=self._probe)
+            seg._buf = self._buf
+        if self._fast:
+            seg._clean = self._clean
+            self._fast = False
+        return seg
+
+    def _settle(self, seg: Segmenter) -> None:
+        """Back to the fast path once the Segmenter holds nothing but a plain partial line."""
+        buf = self._buf
+        if (not seg._skip and seg._join is None and buf[:1] != b"*"
+                and buf.find(b"\n") < 0 and buf.find(b"\x00") < 0):
+            self._fast = True
+            self._clean = seg._clean
 
     def _probe(self, text: bytes) -> int:
         """One RE2 scan answers both "does a segment span lines?" and "which rules?"."""
-        hits = self._table.match(text)
+        hits = self._match(text)
         self._memo = (text, hits)
-        if self._table.trigger in hits:
+        if self._trigger in hits:
             return TRIGGERED
         return HITS if hits else CLEAN
 
@@ -40,6 +75,8 @@ class Stream:
         return self._r.piece(p, self._protocol)
 
     def _run(self, pieces: list[Piece]) -> bytes:
+        if not pieces:
+            return b""
         out = self._one(pieces[0]) if len(pieces) == 1 else b"".join(map(self._one, pieces))
         self._memo = None
         return out
@@ -47,17 +84,59 @@ class Stream:
     def _fail(self) -> bytes:
         """Never raise, never leak: drop what is held, mask it, count it."""
         self._r._counts["engine_error"] += 1
-        self._seg = self._segmenter()
-        self._seg.gap()  # what follows the error is the rest of an unknown field
+        self._memo = None
+        self._seg = None
+        self._buf = bytearray()
+        self._fast = True
+        self._segmenter().gap()  # what follows the error is the rest of an unknown field
         return b"[REDACTED:error]"
 
+    # ------------------------------------------------------------------ API
     def feed(self, chunk: bytes) -> bytes:
         """Bytes safe to emit so far; a bounded tail (at most one segment) is held back."""
         if self._closed or not chunk:
             return b""
         try:
-            pieces = self._seg.push(chunk if type(chunk) is bytes else bytes(chunk))
-            return self._run(pieces) if pieces else b""
+            if type(chunk) is not bytes:
+                chunk = bytes(chunk)
+            if self._fast:
+                buf = self._buf
+                last = chunk.rfind(b"\n")
+                nul = chunk.rfind(b"\x00")
+                if nul > last:
+                    last = nul
+                held = len(buf)
+                if last < 0:
+                    # No line end: nothing can be cut, only held (the Segmenter would hold it
+                    # too). The first byte decides whether a RESP array may start here.
+                    if held + len(chunk) <= CAP and (held or chunk[:1] != b"*"):
+                        buf += chunk
+                        self._clean = False
+                        return b""
+                elif (held + last < CAP and len(chunk) - last <= CAP + 1
+                      and (held or chunk[:1] != b"*") and chunk[last + 1 : last + 2] != b"*"):
+                    text = bytes(buf) + chunk if held else chunk
+                    end = held + last + 1
+                    # A RESP array may start near the cut whose name is not in yet: the
+                    # Segmenter waits for it (same test as its line fast path).
+                    if text.rfind(b"*", max(1, end - 40), end) < 0:
+                        # Scanning all of text also answers for its prefix (no hint or
+                        # TRIGGER is anchored at the end), and for the partial line kept.
+                        hits = self._match(text)
+                        if not hits:
+                            del buf[:]
+                            buf += chunk[last + 1 :]
+                            self._clean = True
+                            return text if end == len(text) else text[:end]
+                        if self._trigger not in hits:
+                            del buf[:]
+                            buf += chunk[last + 1 :]
+                            self._clean = False
+                            return self._r._lines(text[:end], self._table, hits)
+            seg = self._segmenter()
+            out = self._run(seg.push(chunk))
+            self._settle(seg)
+            return out
         except Exception:  # see _fail
             return self._fail()
 
@@ -66,7 +145,7 @@ class Stream:
         if self._closed:
             return b""
         try:
-            return self._run(self._seg.gap())
+            return self._run(self._segmenter().gap())
         except Exception:  # see _fail
             return self._fail()
 
@@ -76,12 +155,18 @@ class Stream:
             return b""
         self._closed = True
         try:
-            pieces = self._seg.finish()
-            return self._run(pieces) if pieces else b""
+            if self._fast:
+                # A plain partial line is one last segment (the Segmenter would say LINES).
+                tail = bytes(self._buf)
+                self._buf.clear()
+                if not tail or self._clean:
+                    return tail
+                return self._r._lines(tail, self._table, None)
+            return self._run(self._segmenter().finish())
         except Exception:  # see _fail
             return self._fail()
 
     @property
     def pending(self) -> int:
         """Bytes currently held back."""
-        return self._seg.held()
+        return len(self._buf)

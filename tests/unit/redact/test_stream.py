@@ -6,7 +6,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from redact import Redactor
-from redact.segment import CAP
+from redact.segment import CAP, Segmenter
+from redact.stream import Stream
 
 R = Redactor.default()
 
@@ -167,3 +168,69 @@ def test_no_secret_survives_a_gap(data: bytes, cut: int, skip: int, protocol: st
     out = s.feed(data[:cut]) + s.gap(skip) + s.feed(rest) + s.close()
     for secret in SECRETS:
         assert secret not in out
+
+
+# ---------------------------------------------------------------- fast path vs Segmenter
+class _SegmenterOnly(Stream):
+    """Reference: every chunk through the Segmenter (the stream's fast path never taken)."""
+
+    __slots__ = ()
+
+    def __init__(self, redactor: Redactor, protocol: str | None = None) -> None:
+        super().__init__(redactor, protocol)
+        self._segmenter()
+
+    def _settle(self, seg: Segmenter) -> None:
+        pass
+
+
+FAST, SLOW = Redactor.default(), Redactor.default()
+# Calls on a stream: a chunk to feed, or None for a gap.
+calls = st.lists(st.one_of(st.binary(max_size=40), payloads, lines, st.none()), max_size=10)
+
+
+def _drive(s: Stream, seq: list[bytes | None]) -> bytes:
+    out = b""
+    for c in seq:
+        out += s.gap(3) if c is None else s.feed(c)
+    return out + s.close()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(calls, st.sampled_from([None, "http", "redis", "postgres"]))
+def test_fast_path_equals_segmenter(seq: list[bytes | None], protocol: str | None) -> None:
+    before = FAST.counters(), SLOW.counters()
+    assert _drive(FAST.stream(protocol), seq) == _drive(_SegmenterOnly(SLOW, protocol), seq)
+    after = FAST.counters(), SLOW.counters()
+    assert {k: v - before[0][k] for k, v in after[0].items()} == {
+        k: v - before[1][k] for k, v in after[1].items()}
+
+
+def test_counters_equal_one_shot_for_any_split() -> None:
+    data = b"".join(CARRIERS + FILLER) * 2
+    one = Redactor.default()
+    expect = one.redact(data)
+    for size in (1, 7, 64, 256, 1460):
+        r = Redactor.default()
+        s = r.stream()
+        out = b"".join(s.feed(data[i : i + size]) for i in range(0, len(data), size))
+        assert out + s.close() == expect
+        assert r.counters() == one.counters()
+
+
+def test_long_clean_line_in_small_feeds_is_held_whole() -> None:
+    s = R.stream()
+    line = b"a" * 5000
+    assert all(s.feed(line[i : i + 64]) == b"" for i in range(0, len(line), 64))
+    assert s.pending == len(line)
+    assert s.feed(b"\nnext") == line + b"\n"
+    assert s.close() == b"next"
+
+
+def test_resp_start_at_a_cut_is_seen_by_the_fast_path() -> None:
+    # `*2` after a line end may start a RESP array: the stream is Redis-like from then on,
+    # so a later gap drops to the next command, as the Segmenter decides.
+    seq: list[bytes | None] = [b"a\n*2", b"x\n", None, b"abc\ndef\n*1\r\n$4\r\nPING\r\n"]
+    out = _drive(R.stream(), seq)
+    assert out == _drive(_SegmenterOnly(R), seq)
+    assert b"def" not in out
