@@ -30,12 +30,53 @@ def _line(buf: bytes | bytearray, pos: int, limit: int = 12) -> tuple[int, int] 
     return int(digits), end + 2
 
 
+_HEAD_LINE = re.compile(rb"\*(\d{1,4})\r\n")
+_BULK_LINE = re.compile(rb"\$(\d{1,6})\r\n")
+
+
 def _elements(buf: bytes | bytearray, pos: int) -> tuple[list[tuple[int, int, int]], int] | int:
     """Parse a RESP array of bulk strings at pos: ([(hdr, start, end)], array_end).
 
     Returns NEED_MORE when the array is incomplete and NOT_RESP when it is not a sensitive
     command array (so the caller treats the bytes as ordinary lines).
     """
+    # Complete `*N` / `$N` lines are read with one regex each (the digit widths _line
+    # accepts); anything else (cut or malformed header) is decided by _elements_slow.
+    m = _HEAD_LINE.match(buf, pos)
+    if m is None:
+        return _elements_slow(buf, pos)
+    count = int(m[1])
+    if not 1 <= count <= _MAX_ELEMS:
+        return NOT_RESP
+    p = m.end()
+    n = len(buf)
+    elems: list[tuple[int, int, int]] = []
+    for k in range(count):
+        b = _BULK_LINE.match(buf, p)
+        if b is None:
+            return _elements_slow(buf, pos)
+        size = int(b[1])
+        if size > _MAX_BULK:
+            return NOT_RESP
+        start = b.end()
+        end = start + size
+        if n < end + 2:
+            if k == 0 and n > start and not _could_be_sensitive(bytes(buf[start:end])):
+                return NOT_RESP
+            return NEED_MORE
+        if buf[end : end + 2] != b"\r\n":
+            return NOT_RESP
+        if k == 0 and bytes(buf[start:end]).upper() not in _SENSITIVE:
+            return NOT_RESP
+        elems.append((p, start, end))
+        p = end + 2
+    return elems, p
+
+
+def _elements_slow(
+    buf: bytes | bytearray, pos: int
+) -> tuple[list[tuple[int, int, int]], int] | int:
+    """_elements, one header byte at a time: tells a cut header (NEED_MORE) from a bad one."""
     if buf[pos : pos + 1] != b"*":
         return NOT_RESP
     head = _line(buf, pos + 1, 6)
@@ -77,6 +118,24 @@ def _elements(buf: bytes | bytearray, pos: int) -> tuple[list[tuple[int, int, in
 def _could_be_sensitive(prefix: bytes) -> bool:
     up = prefix.upper()
     return any(name.startswith(up) for name in _SENSITIVE)
+
+
+# `*<count>\r\n$<size>\r\n`: the head of a RESP array and of its first bulk string, in the
+# digit widths _line accepts (4 and 6 digits).
+_FIRST = re.compile(rb"\*(\d{1,4})\r\n\$(\d{1,6})\r\n")
+
+
+def resp_plain(buf: bytes | bytearray, pos: int = 0) -> bool:
+    """Cheap and sure: the array at pos is an ordinary command (resp_probe says NOT_RESP).
+    False when its first name is sensitive, cut, or the header is not the usual shape."""
+    m = _FIRST.match(buf, pos)
+    if m is None:
+        return False
+    start = m.end()
+    end = start + int(m[2])
+    return (1 <= int(m[1]) <= _MAX_ELEMS and end - start <= _MAX_BULK
+            and buf[end : end + 2] == b"\r\n"
+            and bytes(buf[start:end]).upper() not in _SENSITIVE)
 
 
 def resp_probe(buf: bytes | bytearray, pos: int) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from redact.protocols import resp_plain
 from redact.segment import CAP, CLEAN, HITS, LINES, TRIGGERED, Piece, Segmenter
 
 if TYPE_CHECKING:
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 class Stream:
     """One direction of one connection: feed() chunks, close() at the end, gap() on loss."""
 
-    __slots__ = ("_buf", "_clean", "_closed", "_fast", "_match", "_memo", "_protocol", "_r",
-                 "_seg", "_table", "_trigger")
+    __slots__ = ("_buf", "_closed", "_fast", "_hits", "_match", "_memo", "_protocol", "_r",
+                 "_resp", "_seg", "_table", "_trigger")
 
     def __init__(self, redactor: Redactor, protocol: str | None = None) -> None:
         self._r = redactor
@@ -37,17 +38,21 @@ class Stream:
         # starting with `*`, at most CAP, and the Segmenter (if any) is idle.
         self._buf = bytearray()
         self._fast = True
-        self._clean = False  # _fast only: the held partial line is known to need nothing
+        # _fast only: RE2 hits of a text that ends with the held partial line (a superset of
+        # its own), or None when bytes were added since.
+        self._hits: list[int] | tuple[int, ...] | None = None
+        self._resp = protocol == "redis"  # the Segmenter's "RESP traffic" flag, until it exists
         self._closed = False
 
     # ------------------------------------------------------------------ slow path
     def _segmenter(self) -> Segmenter:
         seg = self._seg
         if seg is None:
-            seg = self._seg = Segmenter(resp=self._protocol == "redis", probe=self._probe)
+            seg = self._seg = Segmenter(resp=self._resp, probe=self._probe)
             seg._buf = self._buf
         if self._fast:
-            seg._clean = self._clean
+            seg._clean = self._hits is not None and not self._hits
+            seg._resp = seg._resp or self._resp
             self._fast = False
         return seg
 
@@ -57,7 +62,8 @@ class Stream:
         if (not seg._skip and seg._join is None and buf[:1] != b"*"
                 and buf.find(b"\n") < 0 and buf.find(b"\x00") < 0):
             self._fast = True
-            self._clean = seg._clean
+            self._hits = () if seg._clean else None
+            self._resp = seg._resp
 
     def _probe(self, text: bytes) -> int:
         """One RE2 scan answers both "does a segment span lines?" and "which rules?"."""
@@ -88,8 +94,17 @@ class Stream:
         self._seg = None
         self._buf = bytearray()
         self._fast = True
+        self._hits = None
+        self._resp = self._protocol == "redis"
         self._segmenter().gap()  # what follows the error is the rest of an unknown field
         return b"[REDACTED:error]"
+
+    def _plain_resp(self, chunk: bytes) -> bool:
+        """A chunk starts with `*` at a segment start: the Segmenter would note RESP traffic
+        and cut a sensitive array on its own. True when it is surely not one (then plain
+        lines); False leaves the decision to the Segmenter."""
+        self._resp = self._resp or chunk[1:2].isdigit()
+        return resp_plain(chunk)
 
     # ------------------------------------------------------------------ API
     def feed(self, chunk: bytes) -> bytes:
@@ -111,10 +126,11 @@ class Stream:
                     # too). The first byte decides whether a RESP array may start here.
                     if held + len(chunk) <= CAP and (held or chunk[:1] != b"*"):
                         buf += chunk
-                        self._clean = False
+                        self._hits = None
                         return b""
                 elif (held + last < CAP and len(chunk) - last <= CAP + 1
-                      and (held or chunk[:1] != b"*") and chunk[last + 1 : last + 2] != b"*"):
+                      and chunk[last + 1 : last + 2] != b"*"
+                      and (held or chunk[:1] != b"*" or self._plain_resp(chunk))):
                     text = bytes(buf) + chunk if held else chunk
                     end = held + last + 1
                     # A RESP array may start near the cut whose name is not in yet: the
@@ -126,12 +142,12 @@ class Stream:
                         if not hits:
                             del buf[:]
                             buf += chunk[last + 1 :]
-                            self._clean = True
+                            self._hits = hits
                             return text if end == len(text) else text[:end]
                         if self._trigger not in hits:
                             del buf[:]
                             buf += chunk[last + 1 :]
-                            self._clean = False
+                            self._hits = hits
                             return self._r._lines(text[:end], self._table, hits)
             seg = self._segmenter()
             out = self._run(seg.push(chunk))
@@ -159,9 +175,10 @@ class Stream:
                 # A plain partial line is one last segment (the Segmenter would say LINES).
                 tail = bytes(self._buf)
                 self._buf.clear()
-                if not tail or self._clean:
+                hits = self._hits
+                if not tail or (hits is not None and not hits):
                     return tail
-                return self._r._lines(tail, self._table, None)
+                return self._r._lines(tail, self._table, hits)
             return self._run(self._segmenter().finish())
         except Exception:  # see _fail
             return self._fail()

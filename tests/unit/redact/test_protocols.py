@@ -6,8 +6,10 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from redact import Redactor
+from redact import Redactor, protocols
 
 R = Redactor.default()
 PW = "Zq9-hunter2-Xv"
@@ -204,3 +206,31 @@ def test_counters_count_hits_by_rule() -> None:
     assert c["credit_card"] == 2 and c["email"] == 1 and c["us_ssn"] == 0
     c["credit_card"] = 99  # a copy
     assert r.counters()["credit_card"] == 2
+
+
+# ---------------------------------------------------------------- RESP parser fast paths
+_resp_words = st.lists(st.sampled_from([b"AUTH", b"auth", b"GET", b"HELLO", b"SET", b"k", b"",
+                                        b"x" * 70, b"CONFIG", b"ACL", b"\r\n"]),
+                       min_size=0, max_size=4)
+
+
+@st.composite
+def _resp_like(draw: st.DrawFn) -> tuple[bytes, int]:
+    words = draw(_resp_words)
+    count = draw(st.sampled_from([len(words), len(words) + 1, 0, 65, 99999]))
+    data = b"*%d\r\n" % count + b"".join(b"$%d\r\n%s\r\n" % (
+        len(w) + draw(st.sampled_from([0, 0, 0, 1, -1])), w) for w in words)
+    cut = draw(st.integers(min_value=0, max_value=len(data)))
+    junk = draw(st.sampled_from([b"", b"x", b"\r\n", b"$", b"*1\r\n"]))
+    prefix = draw(st.sampled_from([b"", b"ab\n"]))
+    return prefix + data[:cut] + junk, len(prefix)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_resp_like())
+def test_resp_fast_parser_equals_slow(case: tuple[bytes, int]) -> None:
+    buf, pos = case
+    for b in (buf, bytearray(buf)):
+        assert protocols._elements(b, pos) == protocols._elements_slow(b, pos)
+        if protocols.resp_plain(b, pos):
+            assert protocols.resp_probe(b, pos) == protocols.NOT_RESP
