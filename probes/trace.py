@@ -54,6 +54,7 @@ class TargetSpec:
     cookie: int
     payload_cap: int = 0   # 0: meta only
     sample_every: int = 0  # 0/1: all syscalls
+    rate_limit: int = 0    # 0: none; N: at most ~N syscalls/s for the target (kernel-side)
 
 
 def run_loader(options: ProbeOptions) -> dict[str, Any]:
@@ -177,7 +178,7 @@ class TraceProbe:
     # -- targets ---------------------------------------------------------------
     def _leaf(self, spec: TargetSpec) -> bytes:
         return TARGET.pack(spec.cookie, min(spec.payload_cap, self.options.max_payload),
-                           spec.sample_every, 0)
+                           spec.sample_every, spec.rate_limit)
 
     def add_pid(self, tgid: int, spec: TargetSpec) -> None:
         self._maps["targets"].update(_U32.pack(tgid), self._leaf(spec))

@@ -1,0 +1,170 @@
+"""The probe's pure user-space parts: ring buffer record walking over a fake data area,
+the loader's manifest, ELF symbol offsets, per-CPU sizes. No root, no bcc, no kernel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from probes import bpfsys
+from probes.elfsym import ElfError, file_symbol_offsets, symbol_offsets, vaddr_to_offset
+from probes.loader import USER_MAPS, parse_manifest, prog_kind
+from probes.ringbuf import BUSY_BIT, DISCARD_BIT, walk
+
+
+class FakeRing:
+    """A data area of `size` bytes seen twice (as the kernel maps it), plus positions."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.buf = bytearray(size)
+        self.prod = 0
+
+    def put(self, payload: bytes, flags: int = 0) -> None:
+        off = self.prod % self.size
+        rec = struct.pack("<II", len(payload) | flags, 0) + payload
+        rec += bytes(-len(rec) % 8)
+        for i, b in enumerate(rec):
+            self.buf[(off + i) % self.size] = b
+        self.prod += len(rec)
+
+    def view(self) -> memoryview:
+        return memoryview(bytes(self.buf) * 2)
+
+
+def test_walk_copies_records_and_pads_to_8() -> None:
+    r = FakeRing(128)
+    r.put(b"abc")
+    r.put(b"12345678")
+    r.put(b"")
+    out: list[bytes] = []
+    cons = walk(r.view(), r.size - 1, 0, r.prod, 1024, out)
+    assert out == [b"abc", b"12345678", b""]
+    assert cons == r.prod == 16 + 16 + 8
+
+
+def test_walk_skips_discarded_and_stops_at_busy() -> None:
+    r = FakeRing(128)
+    r.put(b"keep1")
+    r.put(b"gone!", DISCARD_BIT)
+    r.put(b"keep2")
+    busy_at = r.prod
+    r.put(b"notyet", BUSY_BIT)
+    r.put(b"after")
+    out: list[bytes] = []
+    cons = walk(r.view(), r.size - 1, 0, r.prod, 1024, out)
+    assert out == [b"keep1", b"keep2"]
+    assert cons == busy_at  # the BUSY record is retried at the next drain
+
+
+def test_walk_wraps_around_the_end_contiguously() -> None:
+    r = FakeRing(64)
+    r.put(b"x" * 40)          # 48 bytes at 0
+    out: list[bytes] = []
+    cons = walk(r.view(), 63, 0, r.prod, 1024, out)
+    r.put(b"wrapping!" * 3)   # 27 bytes: header at 48, payload crosses 64
+    out.clear()
+    cons = walk(r.view(), 63, cons, r.prod, 1024, out)
+    assert out == [b"wrapping!" * 3]
+    assert cons == r.prod
+
+
+def test_walk_respects_the_batch_limit() -> None:
+    r = FakeRing(256)
+    for i in range(10):
+        r.put(bytes([i]))
+    out: list[bytes] = []
+    cons = walk(r.view(), 255, 0, r.prod, 4, out)
+    assert out == [bytes([i]) for i in range(4)] and cons == 4 * 16
+    out.clear()
+    walk(r.view(), 255, cons, r.prod, 1024, out)
+    assert out == [bytes([i]) for i in range(4, 10)]
+
+
+def _manifest(nprogs: int = 2) -> dict[str, object]:
+    progs = [{"name": "tracepoint__syscalls__sys_enter_read", "kind": "tracepoint",
+              "tp": "syscalls:sys_enter_read"},
+             {"name": "tls_read_enter", "kind": "uprobe", "tp": ""}][:nprogs]
+    maps = [{"name": n, "type": 1, "key_size": 4, "value_size": 16, "max_entries": 8}
+            for n in USER_MAPS]
+    return {"progs": progs, "maps": maps}
+
+
+def test_manifest_assigns_fds_in_order() -> None:
+    fds = list(range(10, 10 + 2 + len(USER_MAPS)))
+    man = parse_manifest(json.dumps(_manifest()).encode(), fds)
+    assert [p["fd"] for p in man["progs"]] == [10, 11]
+    assert [m["fd"] for m in man["maps"]] == fds[2:]
+
+
+def test_manifest_rejects_fd_count_mismatch_and_missing_maps() -> None:
+    with pytest.raises(ValueError, match="fds for"):
+        parse_manifest(json.dumps(_manifest()).encode(), [3])
+    bad = _manifest()
+    bad["maps"] = bad["maps"][1:]  # type: ignore[index]
+    with pytest.raises(ValueError, match="missing"):
+        parse_manifest(json.dumps(bad).encode(), list(range(2 + len(USER_MAPS) - 1)))
+
+
+def test_manifest_passes_errors_through() -> None:
+    man = parse_manifest(b'{"error": "loading trace.bpf.c failed: boom"}', [])
+    assert man["error"].endswith("boom")
+
+
+def test_prog_kind_from_bcc_names() -> None:
+    assert prog_kind("tracepoint__sched__sched_process_exec") == \
+        ("tracepoint", "sched:sched_process_exec")
+    assert prog_kind("tls_write_exit") == ("uprobe", "")
+    with pytest.raises(ValueError):
+        prog_kind("tracepoint__nocategory")
+
+
+def test_vaddr_to_offset_uses_the_containing_load_segment() -> None:
+    loads = [(0, 0x1000, 0), (0x21000, 0x5000, 0x1000)]
+    assert vaddr_to_offset(loads, 0x500) == 0x500
+    assert vaddr_to_offset(loads, 0x21010) == 0x1010
+    with pytest.raises(ElfError):
+        vaddr_to_offset(loads, 0x10000)
+
+
+def test_symbol_offsets_rejects_non_elf() -> None:
+    with pytest.raises(ElfError):
+        symbol_offsets(b"not an elf at all, just text, long enough for a header" * 2, ["x"])
+
+
+@pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("nm")), reason="needs gcc, nm")
+def test_symbol_offsets_match_nm_and_readelf(tmp_path: Path) -> None:
+    src = tmp_path / "lib.c"
+    src.write_text("int probe_me(int x) { return x + 1; }\nint other(void) { return 2; }\n")
+    so = tmp_path / "libt.so"
+    # a non-zero text vaddr/offset gap is the case the PT_LOAD translation exists for
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(so), str(src),
+                    "-Wl,-z,separate-code"], check=True)
+    got = file_symbol_offsets(str(so), ["probe_me", "other", "absent"])
+    assert set(got) == {"probe_me", "other"}
+    nm = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=True).stdout
+    vaddr = next(int(line.split()[0], 16) for line in nm.splitlines()
+                 if line.endswith(" probe_me"))
+    data = so.read_bytes()
+    # the function's bytes at our file offset are the bytes objdump shows at its vaddr
+    text = subprocess.run(["objdump", "-d", f"--start-address={vaddr:#x}",
+                           f"--stop-address={vaddr + 4:#x}", str(so)],
+                          capture_output=True, text=True, check=True).stdout
+    first = [ln for ln in text.splitlines() if ln.strip().startswith(f"{vaddr:x}:")]
+    assert first, text
+    want = bytes(int(b, 16) for b in first[0].split("\t")[1].split())
+    assert data[got["probe_me"]:got["probe_me"] + len(want)] == want
+
+
+def test_possible_cpus_and_percpu_sizes(tmp_path: Path) -> None:
+    for text, n in (("0\n", 1), ("0-1\n", 2), ("0-3,5\n", 6), ("0,2-7", 8)):
+        p = tmp_path / "possible"
+        p.write_text(text)
+        assert bpfsys.possible_cpus(str(p)) == n
+    assert bpfsys.percpu_value_size(8, 2) == 16
+    assert bpfsys.percpu_value_size(12, 4) == 64
