@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from probes import bpfsys
@@ -32,7 +33,7 @@ __all__ = ["PROBE_DIR", "SOURCE", "TLS_SOURCE", "ProbeError", "ProbeOptions", "T
            "TraceProbe", "cgroup_id"]
 
 BATCH_MAX = 1024  # records per batch handed to the pipeline
-LOADER_TIMEOUT = 120.0  # seconds; a compile under QEMU TCG takes ~30 s
+LOADER_TIMEOUT = 300.0  # seconds; a compile under QEMU TCG takes tens of seconds
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _COMM_LEN = 16
@@ -57,31 +58,38 @@ class TargetSpec:
     rate_limit: int = 0    # 0: none; N: at most ~N syscalls/s for the target (kernel-side)
 
 
-def run_loader(options: ProbeOptions) -> dict[str, Any]:
-    """Run the loader helper; returns its parsed manifest (with an "fd" in every entry)."""
+# The helper's bootstrap: our tree first on sys.path (not the cwd, not user site-packages).
+_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from probes.loader import main; " \
+        "sys.exit(main())"
+
+
+def run_loader(options: ProbeOptions, root: Path = PROBE_DIR.parent) -> dict[str, Any]:
+    """Run the loader helper (probes/loader.py under root); returns its parsed manifest
+    (with an "fd" in every entry). Raises ProbeError with the compiler's message."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    env = dict(os.environ)
-    root = str(PROBE_DIR.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "probes.loader", "--fd", str(theirs.fileno()),
+    cmd = [sys.executable, "-s", "-c", _BOOT, str(root), "--fd", str(theirs.fileno()),
            "--max-payload", str(options.max_payload),
            "--ringbuf-pages", str(options.ringbuf_pages)]
     with ours, tempfile.TemporaryFile() as err:
         try:
             with theirs:
-                proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env,
+                proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=err)
             ours.settimeout(LOADER_TIMEOUT)
             try:
-                raw, fds, _flags, _addr = socket.recv_fds(ours, 1 << 20, 253)
+                raw, fds, flags, _addr = socket.recv_fds(ours, 1 << 20, 253)
             except TimeoutError as e:
                 proc.kill()
                 raise ProbeError(f"the probe loader did not answer in {LOADER_TIMEOUT:.0f}s") \
                     from e
             with contextlib.suppress(OSError):
                 ours.send(b"ok")
-            rc = proc.wait(timeout=30)
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
         except OSError as e:
             raise ProbeError(f"running the probe loader failed: {e}") from e
         err.seek(0)
@@ -90,6 +98,8 @@ def run_loader(options: ProbeOptions) -> dict[str, Any]:
             raise ProbeError(f"the probe loader exited ({rc}) without an answer"
                              + (f": {tail}" if tail else ""))
         try:
+            if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+                raise ValueError("message or fds truncated")
             man = parse_manifest(raw, fds)
         except ValueError as e:
             for fd in fds:

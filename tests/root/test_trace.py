@@ -323,3 +323,64 @@ def test_idle_daemon_costs_nothing_and_starts_fast(daemon: Daemon) -> None:
     assert st["probes_attached"] is False
     assert st["server"]["ready_ms"] < 5000
     time.sleep(0.2)
+
+
+def test_daemon_holds_fds_not_bcc(daemon: Daemon, workload: Any) -> None:
+    """The compile runs in a helper: with probes attached, periscoped maps no libbcc/LLVM."""
+    w = workload("import time\ntime.sleep(30)\n")
+    t = TraceStream(daemon, "-p", str(w.pid), "-d", "30s")
+    t.wait_started()
+    assert daemon.request("status")["result"]["probes_attached"] is True
+    maps = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
+    bad = [ln for ln in maps.splitlines() if "llvm" in ln.lower() or "libbcc" in ln]
+    assert not bad, bad[:5]
+    children = Path(f"/proc/{daemon.proc.pid}/task/{daemon.proc.pid}/children").read_text()
+    assert not children.split(), f"the loader helper outlived the load: {children}"
+    t.proc.terminate()
+    t.finish()
+
+
+def test_loader_compile_error_is_a_clear_probe_error(tmp_path: Path) -> None:
+    from probes.trace import PROBE_DIR, ProbeError, ProbeOptions, run_loader
+
+    tree = tmp_path / "probes"
+    shutil.copytree(PROBE_DIR, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    src = tree / "trace.bpf.c"
+    src.write_text(src.read_text() + "\nint broken(void) { return undeclared_thing; }\n")
+    with pytest.raises(ProbeError) as exc:
+        run_loader(ProbeOptions(), root=tmp_path)
+    msg = str(exc.value)
+    assert "loading trace.bpf.c failed" in msg
+    assert "undeclared_thing" in msg, msg
+
+
+def test_probe_maps_and_counters_without_bcc() -> None:
+    """TraceProbe in-process: targets round-trip through bpf(2), records and stats flow."""
+    import os
+
+    from probes.trace import ProbeOptions, TargetSpec, TraceProbe
+
+    got: list[bytes] = []
+    probe = TraceProbe(ProbeOptions(), got.extend)
+    probe.load()
+    try:
+        me = os.getpid()
+        probe.add_pid(me, TargetSpec(cookie=9, payload_cap=64))
+        probe.add_comm("no-such-comm", TargetSpec(cookie=10))
+        probe.add_cgroup(12345, TargetSpec(cookie=11))
+        assert probe.pids() == {me: 9}
+        fd = os.open("/dev/null", os.O_WRONLY)
+        for _ in range(100):
+            os.write(fd, b"periscope-test-payload")
+        os.close(fd)
+        probe.remove_pid(me)
+        probe.remove_pid(me)  # already gone: no error
+        probe.remove_comm("no-such-comm")
+        probe.remove_cgroup(12345)
+        assert probe.pids() == {}
+        wait_for(lambda: sum(b"periscope-test-payload" in r for r in got) >= 100, 5,
+                 what="100 write records")
+        assert probe.stats()["emitted"] >= 100
+    finally:
+        probe.close()
+    assert not probe.loaded and probe.stats() == {}
