@@ -19,6 +19,10 @@ from redact.segment import CAP, CLEAN, HITS, LINES, TRIGGERED, Piece, Segmenter
 if TYPE_CHECKING:
     from redact.engine import Redactor
 
+# A partial line kept after a cut is scanned with the lines before it when it is at most
+# this long (close() then needs no scan); a longer one only once it is complete.
+_SCAN_REST = 512
+
 
 class Stream:
     """One direction of one connection: feed() chunks, close() at the end, gap() on loss."""
@@ -116,20 +120,21 @@ class Stream:
                 chunk = bytes(chunk)
             if self._fast:
                 buf = self._buf
+                held = len(buf)
                 last = chunk.rfind(b"\n")
                 nul = chunk.rfind(b"\x00")
                 if nul > last:
                     last = nul
-                held = len(buf)
-                if last < 0:
+                if held + len(chunk) > CAP:
+                    pass  # the Segmenter's cap logic
+                elif last < 0:
                     # No line end: nothing can be cut, only held (the Segmenter would hold it
                     # too). The first byte decides whether a RESP array may start here.
-                    if held + len(chunk) <= CAP and (held or chunk[:1] != b"*"):
+                    if held or chunk[:1] != b"*":
                         buf += chunk
                         self._hits = None
                         return b""
-                elif (held + last < CAP and len(chunk) - last <= CAP + 1
-                      and chunk[last + 1 : last + 2] != b"*"
+                elif (not chunk.startswith(b"*", last + 1)
                       and (held or chunk[:1] != b"*" or self._plain_resp(chunk))):
                     text = bytes(buf) + chunk if held else chunk
                     end = held + last + 1
@@ -137,18 +142,24 @@ class Stream:
                     # Segmenter waits for it (same test as its line fast path).
                     if text.rfind(b"*", max(1, end - 40), end) < 0:
                         # Scanning all of text also answers for its prefix (no hint or
-                        # TRIGGER is anchored at the end), and for the partial line kept.
+                        # TRIGGER is anchored at the end) and for the partial line kept, which
+                        # saves close() a scan; a long partial line is scanned when complete.
+                        rest = len(text) - end
+                        if rest > _SCAN_REST:
+                            text = text[:end]
                         hits = self._match(text)
-                        if not hits:
-                            del buf[:]
-                            buf += chunk[last + 1 :]
-                            self._hits = hits
-                            return text if end == len(text) else text[:end]
-                        if self._trigger not in hits:
-                            del buf[:]
-                            buf += chunk[last + 1 :]
-                            self._hits = hits
-                            return self._r._lines(text[:end], self._table, hits)
+                        if not hits or self._trigger not in hits:
+                            if held:
+                                buf.clear()
+                            if rest:
+                                buf += chunk[last + 1 :]
+                            if rest > _SCAN_REST:
+                                self._hits = None
+                            else:
+                                self._hits = hits
+                                if rest:
+                                    text = text[:end]
+                            return self._r._lines(text, self._table, hits) if hits else text
             seg = self._segmenter()
             out = self._run(seg.push(chunk))
             self._settle(seg)
