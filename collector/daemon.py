@@ -76,9 +76,10 @@ def build(cfg: config.Config) -> tuple[Services, Pipeline]:
     pipeline = Pipeline(redactor, [store.add_many, router], enricher, cfg.capture.queue_max)
     options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
                            cfg.capture.poll_interval_ms / 1000)
-    sample = cfg.capture.sample_every
+    capture = cfg.capture
     tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
-                    lambda cookie, cap: TargetSpec(cookie, cap, sample))
+                    lambda cookie, cap: TargetSpec(cookie, cap, capture.sample_every,
+                                                   capture.rate_limit))
     gate = Gate(policy, paths.policy, grants, audit, Enricher())
     svc = Services(gate, tracer, pipeline, router, store, grants, str(paths.audit_log),
                    str(paths.anchors), cfg.capture.max_payload_bytes)

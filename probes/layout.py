@@ -59,6 +59,7 @@ class Stat(IntEnum):
     MISSING_ENTER = 3
     TARGET_FULL = 4
     SKIPPED_SAMPLE = 5
+    SKIPPED_RATE = 6
 
 
 F_TRUNCATED = 0x1
