@@ -104,6 +104,14 @@ _PAYLOAD_SCS = {
 
 _SC_NAMES: dict[Sc, str] = {sc: sc.name.lower() for sc in Sc}
 
+# I/O syscall id -> (name, kind, has "size"), for the pipeline's inline build of the
+# commonest events (same keys and values as syscall_event; a unit test holds them equal).
+IO_SYSCALLS: dict[int, tuple[str, str, bool]] = {
+    int(sc): (sc.name.lower(), "tls" if sc in (Sc.SSL_READ, Sc.SSL_WRITE) else "syscall",
+              sc not in (Sc.SENDMSG, Sc.RECVMSG, Sc.SSL_READ, Sc.SSL_WRITE))
+    for sc in _PAYLOAD_SCS
+}
+
 
 def syscall_name(nr: Sc) -> str:
     return _SC_NAMES[nr]

@@ -55,6 +55,13 @@ class Session:
                 pass
 
 
+def _meta(ev: Event) -> Event:
+    """The event a meta-level session sees: no payload bytes (nor their count)."""
+    if "payload" in ev:
+        return {k: v for k, v in ev.items() if k not in ("payload", "captured")}
+    return ev
+
+
 def new_session_id() -> str:
     return f"s{next(_ids)}-{secrets.token_hex(3)}"
 
@@ -95,16 +102,15 @@ class Router:
             s.loop.call_soon_threadsafe(self._deliver, s, evs)
 
     def _deliver(self, s: Session, evs: list[Event]) -> None:
+        """Runs on the loop: one call per session per batch, no per-event work beyond the put."""
         if s.ended is not None:
             return
+        if not s.payload:
+            evs = [_meta(ev) for ev in evs if ev["kind"] != "data"]
+        put = s.queue.put_nowait
         for ev in evs:
-            if not s.payload:
-                if ev["kind"] == "data":
-                    continue
-                if "payload" in ev:
-                    ev = {k: v for k, v in ev.items() if k not in ("payload", "captured")}
             try:
-                s.queue.put_nowait(ev)
+                put(ev)
             except asyncio.QueueFull:
                 self.counters["slow_reader_dropped"] += 1
                 s.end("slow_reader")
