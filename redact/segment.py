@@ -19,6 +19,7 @@ import re2
 from redact.protocols import NEED_MORE, NOT_RESP, resp_named, resp_probe
 
 CAP = 64 * 1024
+SKIP_TAIL = 256  # bytes of a dropped line kept while dropping (a keyword or END may straddle)
 LINES, JOINED, RESP, MASK, EMIT = range(5)
 Piece = tuple[int, bytes]
 
@@ -203,7 +204,7 @@ class Segmenter:
                 self._end_seen = True
             # Keep a tail: the keyword that makes the dropped line join the next ones is at
             # its end, and an END marker may straddle two chunks.
-            return (len(buf) if final else max(pos, len(buf) - 256)), True
+            return (len(buf) if final else max(pos, len(buf) - SKIP_TAIL)), True
         i = m.start()
         line = bytes(buf[pos : i + 1])
         if self._skip == 2:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from redact.protocols import resp_plain
-from redact.segment import CAP, CLEAN, HITS, LINES, TRIGGERED, Piece, Segmenter
+from redact.segment import CAP, CLEAN, HITS, LINES, SKIP_TAIL, TRIGGERED, Piece, Segmenter
 
 if TYPE_CHECKING:
     from redact.engine import Redactor
@@ -113,53 +113,74 @@ class Stream:
     # ------------------------------------------------------------------ API
     def feed(self, chunk: bytes) -> bytes:
         """Bytes safe to emit so far; a bounded tail (at most one segment) is held back."""
+        if not self._fast or type(chunk) is not bytes or not chunk:
+            return self._feed(chunk)
+        try:
+            buf = self._buf
+            held = len(buf)
+            if held + len(chunk) > CAP:
+                return self._feed(chunk)  # the Segmenter's cap logic
+            last = chunk.rfind(b"\n")
+            nul = chunk.rfind(b"\x00")
+            if nul > last:
+                last = nul
+            if last < 0:
+                # No line end: nothing can be cut, only held (the Segmenter would hold it
+                # too). The first byte decides whether a RESP array may start here.
+                if held or chunk[0] != 0x2A:
+                    buf += chunk
+                    self._hits = None
+                    return b""
+            elif (not chunk.startswith(b"*", last + 1)
+                  and (held or chunk[0] != 0x2A or self._plain_resp(chunk))):
+                text = bytes(buf) + chunk if held else chunk
+                end = held + last + 1
+                # A RESP array may start near the cut whose name is not in yet: the
+                # Segmenter waits for it (same test as its line fast path).
+                if text.rfind(b"*", max(1, end - 40), end) < 0:
+                    # Scanning all of text also answers for its prefix (no hint or TRIGGER is
+                    # anchored at the end) and for the partial line kept, which saves close()
+                    # a scan; a long partial line is scanned once, when complete.
+                    rest = len(text) - end
+                    if rest > _SCAN_REST:
+                        text = text[:end]
+                    hits = self._match(text)
+                    if not hits or self._trigger not in hits:
+                        if held:
+                            buf.clear()
+                        if rest:
+                            buf += chunk[last + 1 :]
+                        if rest > _SCAN_REST:
+                            self._hits = None
+                        else:
+                            self._hits = hits
+                            if rest:
+                                text = text[:end]
+                        return self._r._lines(text, self._table, hits) if hits else text
+            return self._feed(chunk)
+        except Exception:  # see _fail
+            return self._fail()
+
+    def _feed(self, chunk: bytes) -> bytes:
+        """feed() when the fast path does not apply: the Segmenter decides."""
         if self._closed or not chunk:
             return b""
         try:
             if type(chunk) is not bytes:
                 chunk = bytes(chunk)
-            if self._fast:
+                if self._fast:
+                    return self.feed(chunk)
+            seg = self._seg
+            if (seg is not None and seg._skip == 1 and not self._fast
+                    and chunk.find(b"\n") < 0 and chunk.find(b"\x00") < 0):
+                # Dropping the rest of a line (after a gap or an oversize segment) and still
+                # no line end: keep only the Segmenter's tail, as its drop step would.
                 buf = self._buf
-                held = len(buf)
-                last = chunk.rfind(b"\n")
-                nul = chunk.rfind(b"\x00")
-                if nul > last:
-                    last = nul
-                if held + len(chunk) > CAP:
-                    pass  # the Segmenter's cap logic
-                elif last < 0:
-                    # No line end: nothing can be cut, only held (the Segmenter would hold it
-                    # too). The first byte decides whether a RESP array may start here.
-                    if held or chunk[:1] != b"*":
-                        buf += chunk
-                        self._hits = None
-                        return b""
-                elif (not chunk.startswith(b"*", last + 1)
-                      and (held or chunk[:1] != b"*" or self._plain_resp(chunk))):
-                    text = bytes(buf) + chunk if held else chunk
-                    end = held + last + 1
-                    # A RESP array may start near the cut whose name is not in yet: the
-                    # Segmenter waits for it (same test as its line fast path).
-                    if text.rfind(b"*", max(1, end - 40), end) < 0:
-                        # Scanning all of text also answers for its prefix (no hint or
-                        # TRIGGER is anchored at the end) and for the partial line kept, which
-                        # saves close() a scan; a long partial line is scanned when complete.
-                        rest = len(text) - end
-                        if rest > _SCAN_REST:
-                            text = text[:end]
-                        hits = self._match(text)
-                        if not hits or self._trigger not in hits:
-                            if held:
-                                buf.clear()
-                            if rest:
-                                buf += chunk[last + 1 :]
-                            if rest > _SCAN_REST:
-                                self._hits = None
-                            else:
-                                self._hits = hits
-                                if rest:
-                                    text = text[:end]
-                            return self._r._lines(text, self._table, hits) if hits else text
+                buf += chunk
+                if len(buf) > SKIP_TAIL:
+                    del buf[: len(buf) - SKIP_TAIL]
+                seg._clean = False
+                return b""
             seg = self._segmenter()
             out = self._run(seg.push(chunk))
             self._settle(seg)
@@ -183,6 +204,7 @@ class Stream:
         self._closed = True
         try:
             if self._fast:
+                self._fast = False  # feed() after close() returns b"" (see _feed)
                 # A plain partial line is one last segment (the Segmenter would say LINES).
                 tail = bytes(self._buf)
                 self._buf.clear()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from redact import Redactor
-from redact.segment import CAP, Segmenter
+from redact.segment import CAP
 from redact.stream import Stream
 
 R = Redactor.default()
@@ -180,8 +181,10 @@ class _SegmenterOnly(Stream):
         super().__init__(redactor, protocol)
         self._segmenter()
 
-    def _settle(self, seg: Segmenter) -> None:
-        pass
+    def feed(self, chunk: bytes) -> bytes:
+        if self._closed or not chunk:
+            return b""
+        return self._run(self._segmenter().push(bytes(chunk)))
 
 
 FAST, SLOW = Redactor.default(), Redactor.default()
@@ -234,3 +237,33 @@ def test_resp_start_at_a_cut_is_seen_by_the_fast_path() -> None:
     out = _drive(R.stream(), seq)
     assert out == _drive(_SegmenterOnly(R), seq)
     assert b"def" not in out
+
+
+def test_unterminated_small_feeds_past_the_cap() -> None:
+    # The daemon's write loop: 64-byte writes with no line end. Held up to CAP, then masked
+    # once, then dropped (a bounded tail kept) until a line end comes.
+    chunk = bytes(range(97, 97 + 26)) * 2 + b"abcdefghijkl"
+    seq: list[bytes | None] = [chunk] * (CAP // 64 + 40) + [b"x\nnext line\n", chunk, None,
+                                                            chunk, b"\nafter\n"]
+    out = _drive(R.stream(), seq)
+    assert out == _drive(_SegmenterOnly(R), seq)
+    assert out.startswith(b"[REDACTED:oversize]\nnext line\n")
+    s = R.stream()
+    for _ in range(CAP // 64 + 40):
+        s.feed(chunk)
+        assert s.pending <= CAP
+
+
+@pytest.mark.parametrize("seq", [
+    # A dropped line's keyword arrives in pieces: its value on the next lines is dropped too.
+    [b"a", None, b"x" * 300 + b" passw", b"ord:", b"\nZq9hunter2Xv\n", b"ok\n"],
+    [b"a", None, b"x" * 300, b"-----BEGIN PRIVATE", b" KEY-----\nZq9hunter2Xv\n",
+     b"-----END PRIVATE KEY-----\nok\n"],
+    # A NUL ends the dropped line (PostgreSQL messages).
+    [b"Q\x00\x00", None, b"ab\x00" + b"c" * 300, b"ef\n"],
+    [b"*2\r\n$4\r\nAUTH\r\n$12\r\nZq9h", None, b"unter2Xv", b"\r\n*1\r\n$4\r\nPING\r\n"],
+])
+def test_dropping_after_a_gap_matches_the_segmenter(seq: list[bytes | None]) -> None:
+    out = _drive(R.stream(), seq)
+    assert out == _drive(_SegmenterOnly(R), seq)
+    assert b"Zq9hunter2Xv" not in out
