@@ -133,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)
     try:
         man, fds, _bpf = _load(args.max_payload, args.ringbuf_pages)
+    except ImportError as err:
+        msg = f"bcc is not importable ({err}): install python3-bpfcc"
+        sock.sendall(json.dumps({"error": msg}).encode())
+        return 1
     except Exception as err:  # bcc raises bare Exception for compile/load errors
         msg = f"loading {SOURCE.name} failed: {err}"
         sock.sendall(json.dumps({"error": msg}).encode())

@@ -1,6 +1,6 @@
 /* TLS plaintext at the library boundary: uprobes on OpenSSL's SSL_{read,write}[_ex].
  *
- * Appended to trace.bpf.c's text by probes/trace.py and compiled as one object (it
+ * Appended to trace.bpf.c's text by probes/loader.py and compiled as one object (it
  * shares the targets map, scratch buffer and ring buffer); attached by tls.py only while a
  * payload-level session targets a process that maps libssl. Read-only: we copy
  * the plaintext buffer after the library filled it (read) or before it encrypts
