@@ -142,14 +142,15 @@ def test_symbol_offsets_match_nm_and_readelf(tmp_path: Path) -> None:
     src = tmp_path / "lib.c"
     src.write_text("int probe_me(int x) { return x + 1; }\nint other(void) { return 2; }\n")
     so = tmp_path / "libt.so"
-    # a non-zero text vaddr/offset gap is the case the PT_LOAD translation exists for
+    # segments linked at 0x40000: vaddr != file offset, the case PT_LOAD translation is for
     subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(so), str(src),
-                    "-Wl,-z,separate-code"], check=True)
+                    "-Wl,-Ttext-segment=0x40000"], check=True)
     got = file_symbol_offsets(str(so), ["probe_me", "other", "absent"])
     assert set(got) == {"probe_me", "other"}
     nm = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=True).stdout
     vaddr = next(int(line.split()[0], 16) for line in nm.splitlines()
                  if line.endswith(" probe_me"))
+    assert got["probe_me"] == vaddr - 0x40000
     data = so.read_bytes()
     # the function's bytes at our file offset are the bytes objdump shows at its vaddr
     text = subprocess.run(["objdump", "-d", f"--start-address={vaddr:#x}",
