@@ -61,9 +61,11 @@ class Stream:
         return seg
 
     def _settle(self, seg: Segmenter) -> None:
-        """Back to the fast path once the Segmenter holds nothing but a plain partial line."""
+        """Back to the fast path once the Segmenter holds nothing but a plain partial line.
+        Not in RESP traffic: there most cuts are near a `*` and the fast path would only
+        try and hand over."""
         buf = self._buf
-        if (not seg._skip and seg._join is None and buf[:1] != b"*"
+        if (not seg._skip and seg._join is None and not seg._resp and buf[:1] != b"*"
                 and buf.find(b"\n") < 0 and buf.find(b"\x00") < 0):
             self._fast = True
             self._hits = () if seg._clean else None
@@ -133,11 +135,14 @@ class Stream:
                     return b""
             elif (not chunk.startswith(b"*", last + 1)
                   and (held or chunk[0] != 0x2A or self._plain_resp(chunk))):
-                text = bytes(buf) + chunk if held else chunk
                 end = held + last + 1
                 # A RESP array may start near the cut whose name is not in yet: the
-                # Segmenter waits for it (same test as its line fast path).
-                if text.rfind(b"*", max(1, end - 40), end) < 0:
+                # Segmenter waits for it (its line fast path tests the 40 bytes before the
+                # cut, not the first byte; here in chunk, then in the held bytes).
+                lo = end - 40
+                if (chunk.rfind(b"*", max(lo - held, 1 - held, 0), last + 1) < 0
+                        and (lo >= held or buf.rfind(b"*", max(lo, 1), held) < 0)):
+                    text = bytes(buf) + chunk if held else chunk
                     # Scanning all of text also answers for its prefix (no hint or TRIGGER is
                     # anchored at the end) and for the partial line kept, which saves close()
                     # a scan; a long partial line is scanned once, when complete.
@@ -181,7 +186,8 @@ class Stream:
                     del buf[: len(buf) - SKIP_TAIL]
                 seg._clean = False
                 return b""
-            seg = self._segmenter()
+            if seg is None or self._fast:
+                seg = self._segmenter()
             out = self._run(seg.push(chunk))
             self._settle(seg)
             return out
