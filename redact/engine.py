@@ -126,6 +126,7 @@ class Redactor:
                 if table.trigger not in hits:
                     return self._lines(data, table, hits)
             stream = Stream(self, protocol)
+            stream._segmenter()  # the stream's line fast path would only scan again and hand over
             return stream.feed(data) + stream.close()
         except Exception:  # the engine must never raise or leak; fail closed and count it
             self._counts["engine_error"] += 1
