@@ -58,3 +58,6 @@ def test_internal_error_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     s = r.stream()
     assert s.feed(b"password=hunter2\nmore") == b"[REDACTED:error]"
     assert r.counters()["engine_error"] == 2
+    # What follows the error is the rest of an unknown line: dropped to its end, then normal.
+    assert s.feed(b" than that") == b""
+    assert s.feed(b" hunter3\nok\n") + s.close() == b"\nok\n"
