@@ -6,7 +6,8 @@ only appended, and a chunk with one costs a single RE2 scan: when that scan find
 rule hint nor the TRIGGER, every complete line goes out as it is. That is exactly what the
 Segmenter's own line fast path decides, without its bookkeeping; anything else (a TRIGGER
 hit, a `*` that may start a RESP array, a segment over CAP, gap()) hands the same buffer to
-the Segmenter, and the stream comes back to the fast path once the Segmenter is idle again.
+the Segmenter, and the stream comes back to the fast path once the Segmenter is idle again
+(except in RESP traffic, where most cuts are near a `*`).
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ class Stream:
                 and buf.find(b"\n") < 0 and buf.find(b"\x00") < 0):
             self._fast = True
             self._hits = () if seg._clean else None
-            self._resp = seg._resp
 
     def _probe(self, text: bytes) -> int:
         """One RE2 scan answers both "does a segment span lines?" and "which rules?"."""
