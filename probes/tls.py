@@ -2,6 +2,11 @@
 
 The programs are loaded by the helper (probes/loader.py); the daemon resolves the
 symbols' file offsets itself (probes/elfsym.py) and attaches through the uprobe PMU.
+
+The library files belong to traced processes, whose users can swap them at any moment:
+each is opened once, its symbols read from that fd, and the uprobes placed on that same
+file through /proc/self/fd/N, so an offset is never applied to a file other than the one
+it was read from (a misplaced breakpoint would corrupt every process mapping that file).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from probes import bpfsys
-from probes.elfsym import file_symbol_offsets
+from probes.elfsym import fd_symbol_offsets, open_elf
 
 log = logging.getLogger("periscope.tls")
 
@@ -28,7 +33,8 @@ _HOOKS = (
 
 
 def libssl_paths(pid: int, procfs: str = "/proc") -> set[str]:
-    """Dynamically linked OpenSSL libraries mapped by a process (seen from our namespace)."""
+    """Dynamically linked OpenSSL libraries mapped by a process, as paths in its own
+    mount namespace (/proc/PID/root/...): the same path in ours may be another file."""
     try:
         maps = Path(procfs, str(pid), "maps").read_text()
     except OSError:
@@ -36,9 +42,8 @@ def libssl_paths(pid: int, procfs: str = "/proc") -> set[str]:
     out = set()
     for line in maps.splitlines():
         m = _LIBSSL.search(line)
-        if m:  # a library in another mount namespace is reached through /proc/PID/root
-            path = m.group(1)
-            out.add(path if Path(path).exists() else f"{procfs}/{pid}/root{path}")
+        if m:
+            out.add(f"{procfs}/{pid}/root{m.group(1)}")
     return out
 
 
@@ -49,26 +54,47 @@ class TlsHooks:
         self.attached: set[str] = set()
         self.failed: dict[str, str] = {}
         self._fds: list[int] = []
+        self._inodes: set[tuple[int, int]] = set()  # (st_dev, st_ino) with uprobes
+        self._failed_inodes: set[tuple[int, int]] = set()
 
     def attach_for(self, progs: Mapping[str, int], pids: list[int]) -> None:
         """progs: TLS program name -> prog fd (from the loader's manifest)."""
         for pid in pids:
             for lib in libssl_paths(pid) - self.attached - set(self.failed):
                 fds: list[int] = []
+                lib_fd = -1
+                inode: tuple[int, int] | None = None
                 try:
-                    offsets = file_symbol_offsets(lib, [sym for sym, _e, _r in _HOOKS])
+                    lib_fd = open_elf(lib)
+                    st = os.fstat(lib_fd)
+                    inode = (st.st_dev, st.st_ino)
+                    if inode in self._inodes:  # the same file, seen through another process
+                        self.attached.add(lib)
+                        continue
+                    if inode in self._failed_inodes:
+                        self.failed[lib] = "failed before under another path"
+                        continue
+                    offsets = fd_symbol_offsets(lib_fd, [sym for sym, _e, _r in _HOOKS])
+                    same = f"/proc/self/fd/{lib_fd}"
                     for sym, enter, ret in _HOOKS:
                         if sym not in offsets:
                             raise LookupError(f"{sym} not found in {lib}")
-                        fds.append(bpfsys.attach_uprobe(progs[enter], lib, offsets[sym], False))
-                        fds.append(bpfsys.attach_uprobe(progs[ret], lib, offsets[sym], True))
+                        fds.append(bpfsys.attach_uprobe(progs[enter], same, offsets[sym], False))
+                        fds.append(bpfsys.attach_uprobe(progs[ret], same, offsets[sym], True))
                 except (OSError, ValueError, LookupError) as err:
                     for fd in fds:
                         os.close(fd)
                     self.failed[lib] = str(err)
+                    if inode is not None:
+                        self._failed_inodes.add(inode)
                     log.warning("TLS uprobes on %s failed: %s", lib, err)
                     continue
+                finally:
+                    if lib_fd >= 0:
+                        os.close(lib_fd)
                 self._fds += fds
+                assert inode is not None
+                self._inodes.add(inode)
                 self.attached.add(lib)
                 log.info("TLS plaintext uprobes attached to %s", lib)
 
@@ -76,4 +102,5 @@ class TlsHooks:
         for fd in self._fds:
             os.close(fd)
         self._fds.clear()
+        self._inodes.clear()
         self.attached.clear()

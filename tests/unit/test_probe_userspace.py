@@ -4,6 +4,7 @@ the loader's manifest, ELF symbol offsets, per-CPU sizes. No root, no bcc, no ke
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from probes import bpfsys
-from probes.elfsym import ElfError, file_symbol_offsets, symbol_offsets, vaddr_to_offset
+from probes import bpfsys, tls
+from probes.elfsym import ElfError, file_symbol_offsets, open_elf, symbol_offsets, vaddr_to_offset
 from probes.loader import USER_MAPS, parse_manifest, prog_kind
 from probes.ringbuf import BUSY_BIT, DISCARD_BIT, walk
 
@@ -169,3 +170,82 @@ def test_possible_cpus_and_percpu_sizes(tmp_path: Path) -> None:
         assert bpfsys.possible_cpus(str(p)) == n
     assert bpfsys.percpu_value_size(8, 2) == 16
     assert bpfsys.percpu_value_size(12, 4) == 64
+
+# -- ELF files from traced processes -------------------------------------------------
+def _build_so(tmp_path: Path, src: str = "int probe_me(int x) { return x + 1; }\n") -> Path:
+    c = tmp_path / "lib.c"
+    c.write_text(src)
+    so = tmp_path / "libt.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(so), str(c)], check=True)
+    return so
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
+def test_malformed_elf_is_an_elf_error_not_a_crash_or_a_hang(tmp_path: Path) -> None:
+    good = _build_so(tmp_path).read_bytes()
+    assert symbol_offsets(good, ["probe_me"])
+    ehdr = struct.Struct("<16sHHIQQQIHHHHHH")
+    fields = list(ehdr.unpack_from(good))
+
+    def with_header(**kw: int) -> bytes:
+        f = list(fields)
+        for name, v in kw.items():
+            f[{"phoff": 5, "shoff": 6, "shentsize": 11, "shnum": 12}[name]] = v
+        return ehdr.pack(*f) + good[ehdr.size:]
+
+    for bad in (with_header(shoff=len(good) - 8), with_header(phoff=1 << 40),
+                with_header(shentsize=4), good[:len(good) // 2]):
+        with pytest.raises(ElfError):
+            symbol_offsets(bad, ["probe_me"])
+    # a symbol table claiming 2^40 bytes of 1-byte entries: refused, not walked
+    shoff, shentsize, shnum = fields[6], fields[11], fields[12]
+    data = bytearray(good)
+    for i in range(shnum):
+        off = shoff + i * shentsize
+        if struct.unpack_from("<I", data, off + 4)[0] == 11:  # SHT_DYNSYM
+            struct.pack_into("<Q", data, off + 32, 1 << 40)   # sh_size
+            struct.pack_into("<Q", data, off + 56, 1)         # sh_entsize
+    with pytest.raises(ElfError):
+        symbol_offsets(bytes(data), ["probe_me"])
+
+
+def test_open_elf_refuses_a_fifo_instead_of_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "libssl.so.3"
+    os.mkfifo(fifo)  # put in a library's place by a traced user: open() would wait forever
+    with pytest.raises(ElfError, match="not a regular file"):
+        open_elf(str(fifo))
+
+
+SSL_STUB = "".join(f"int {s}(void *a, void *b, int n) {{ return n + {i}; }}\n"
+                   for i, s in enumerate(("SSL_read", "SSL_read_ex", "SSL_write",
+                                          "SSL_write_ex")))
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
+def test_tls_attaches_to_the_file_it_parsed_once_per_inode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The uprobe goes on the fd the symbols were read from (the traced user may swap the
+    path in between), and a library reached by two paths is probed once."""
+    so = _build_so(tmp_path, SSL_STUB)
+    other = tmp_path / "other-root-libssl.so.3"
+    os.link(so, other)
+    attached: list[tuple[str, int, bool]] = []
+
+    def attach(prog_fd: int, path: str, offset: int, retprobe: bool) -> int:
+        assert path.startswith("/proc/self/fd/")
+        assert os.stat(path).st_ino == so.stat().st_ino
+        attached.append((path, offset, retprobe))
+        return os.open("/dev/null", os.O_RDONLY)
+
+    monkeypatch.setattr(bpfsys, "attach_uprobe", attach)
+    monkeypatch.setattr(tls, "libssl_paths", lambda pid: {str(so)} if pid == 1 else {str(other)})
+    hooks = tls.TlsHooks()
+    progs = {n: 100 + i for i, n in enumerate(
+        ("tls_read_enter", "tls_read_ex_enter", "tls_write_enter", "tls_write_ex_enter",
+         "tls_read_exit", "tls_write_exit"))}
+    hooks.attach_for(progs, [1, 2])
+    assert not hooks.failed, hooks.failed
+    assert len(attached) == 8 and hooks.attached == {str(so), str(other)}
+    want = file_symbol_offsets(str(so), ["SSL_read"])["SSL_read"]
+    assert (want, False) in [(o, r) for _p, o, r in attached]
+    hooks.close()
