@@ -87,8 +87,9 @@ class RingReader:
         prod = _libc.mmap(None, self._prod_len, mmap.PROT_READ, mmap.MAP_SHARED, map_fd,
                           self._page)
         if prod in (None, _MAP_FAILED):
+            err = ctypes.get_errno()  # before munmap() overwrites it
             _libc.munmap(cons, self._cons_len)
-            raise OSError(ctypes.get_errno(), "mmap of the ring buffer data pages failed")
+            raise OSError(err, "mmap of the ring buffer data pages failed")
         self._cons_addr: int | None = cons
         self._prod_addr: int | None = prod
         self._consumer = ctypes.c_uint64.from_address(cons)
@@ -98,13 +99,17 @@ class RingReader:
         self._data = memoryview(area).cast("B")
 
     def drain(self) -> int:
-        """Hand every committed record to the sink; returns how many."""
+        """Hand the records committed when the call starts to the sink; returns how many.
+
+        Bounded: producer_pos is read once, so a producer that keeps the ring busy cannot
+        keep the caller (the reader thread, which close() waits for) in here forever.
+        """
         if self._cons_addr is None:
             return 0
         total = 0
         cons = self._consumer.value
+        prod = self._producer.value  # acquire (see the module docstring)
         while True:
-            prod = self._producer.value  # acquire (see the module docstring)
             if cons >= prod:
                 return total
             batch: list[bytes] = []

@@ -10,6 +10,7 @@ bpf(2) and reads the ring buffer from its mmap (probes/ringbuf.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import struct
@@ -32,7 +33,10 @@ from probes.tls import TlsHooks
 __all__ = ["PROBE_DIR", "SOURCE", "TLS_SOURCE", "ProbeError", "ProbeOptions", "TargetSpec",
            "TraceProbe", "cgroup_id"]
 
+log = logging.getLogger("periscope.probe")
+
 BATCH_MAX = 1024  # records per batch handed to the pipeline
+READER_JOIN_TIMEOUT = 5.0  # seconds close() waits for the reader thread
 LOADER_TIMEOUT = 300.0  # seconds; a compile under QEMU TCG takes tens of seconds
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -67,9 +71,12 @@ def run_loader(options: ProbeOptions, root: Path = PROBE_DIR.parent) -> dict[str
     """Run the loader helper (probes/loader.py under root); returns its parsed manifest
     (with an "fd" in every entry). Raises ProbeError with the compiler's message."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    cmd = [sys.executable, "-s", "-c", _BOOT, str(root), "--fd", str(theirs.fileno()),
+    # -I: no cwd, PYTHONPATH or user site-packages on the helper's sys.path (we put our
+    # tree first ourselves); bcc comes from the system site-packages.
+    cmd = [sys.executable, "-I", "-c", _BOOT, str(root), "--fd", str(theirs.fileno()),
            "--max-payload", str(options.max_payload),
            "--ringbuf-pages", str(options.ringbuf_pages)]
+    proc: subprocess.Popen[bytes] | None = None
     with ours, tempfile.TemporaryFile() as err:
         try:
             with theirs:
@@ -80,7 +87,6 @@ def run_loader(options: ProbeOptions, root: Path = PROBE_DIR.parent) -> dict[str
             try:
                 raw, fds, flags, _addr = socket.recv_fds(ours, 1 << 20, 253)
             except TimeoutError as e:
-                proc.kill()
                 raise ProbeError(f"the probe loader did not answer in {LOADER_TIMEOUT:.0f}s") \
                     from e
             with contextlib.suppress(OSError):
@@ -92,6 +98,10 @@ def run_loader(options: ProbeOptions, root: Path = PROBE_DIR.parent) -> dict[str
                 rc = proc.wait()
         except OSError as e:
             raise ProbeError(f"running the probe loader failed: {e}") from e
+        finally:
+            if proc is not None and proc.returncode is None:  # no zombie, no stray compiler
+                proc.kill()
+                proc.wait()
         err.seek(0)
         tail = err.read()[-4000:].decode(errors="replace").strip()
         if not raw:
@@ -134,7 +144,7 @@ class TraceProbe:
         started = time.monotonic()
         man = run_loader(self.options)
         self._fds = [p["fd"] for p in man["progs"]] + [m["fd"] for m in man["maps"]]
-        try:
+        try:  # on any failure, nothing stays attached or open
             self._ncpus = bpfsys.possible_cpus()
             for m in man["maps"]:
                 vsz = m["value_size"]
@@ -149,36 +159,47 @@ class TraceProbe:
                     self._tls_progs[p["name"]] = p["fd"]
             events = next(m for m in man["maps"] if m["name"] == "events")
             self._reader = RingReader(events["fd"], events["max_entries"], self._sink, BATCH_MAX)
-        except (OSError, ValueError) as err:
+        except BaseException as err:
             self._release()
-            raise ProbeError(f"attaching {SOURCE.name} failed: {err}") from err
+            if isinstance(err, (OSError, ValueError)):
+                raise ProbeError(f"attaching {SOURCE.name} failed: {err}") from err
+            raise
         self.load_seconds = time.monotonic() - started
         self._stop.clear()
         self._thread = threading.Thread(target=self._drain, name="ringbuf-reader", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the reader, drain what is left and detach every program (close the fds)."""
+        """Stop the reader, detach every program, drain what is left and close the fds."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=READER_JOIN_TIMEOUT)
+            if thread.is_alive():
+                # Stuck in the sink: draining or unmapping the ring under it would race
+                # (a read of unmapped pages kills the daemon). Leave the mapping to it.
+                log.warning("ring-buffer reader did not stop; leaving its mapping in place")
+                self._reader = None
+        self._detach()  # first, so the final drain sees every record the programs wrote
         if self._reader is not None:
             self._reader.drain()
         self._release()
 
-    def _release(self) -> None:
+    def _detach(self) -> None:
         self.tls.close()
-        for fd in self._links:
+        links, self._links = self._links, []
+        for fd in links:
             os.close(fd)
-        self._links.clear()
+
+    def _release(self) -> None:
+        self._maps.clear()
+        self._detach()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        for fd in self._fds:
+        fds, self._fds = self._fds, []
+        for fd in fds:
             os.close(fd)
-        self._fds.clear()
-        self._maps.clear()
         self._tls_progs.clear()
 
     @property

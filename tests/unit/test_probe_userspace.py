@@ -3,19 +3,22 @@ the loader's manifest, ELF symbol offsets, per-CPU sizes. No root, no bcc, no ke
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
 import struct
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from probes import bpfsys, tls
+from probes import bpfsys, tls, trace
 from probes.elfsym import ElfError, file_symbol_offsets, open_elf, symbol_offsets, vaddr_to_offset
 from probes.loader import USER_MAPS, parse_manifest, prog_kind
-from probes.ringbuf import BUSY_BIT, DISCARD_BIT, walk
+from probes.ringbuf import BUSY_BIT, DISCARD_BIT, RingReader, walk
 
 
 class FakeRing:
@@ -170,6 +173,72 @@ def test_possible_cpus_and_percpu_sizes(tmp_path: Path) -> None:
         assert bpfsys.possible_cpus(str(p)) == n
     assert bpfsys.percpu_value_size(8, 2) == 16
     assert bpfsys.percpu_value_size(12, 4) == 64
+
+# -- close/reader races --------------------------------------------------------------
+def _fake_reader(ring: FakeRing, sink: Any) -> tuple[RingReader, Any, Any]:
+    """A RingReader over plain memory standing in for the kernel's mapping."""
+    r = RingReader.__new__(RingReader)
+    cons, prod = ctypes.c_uint64(0), ctypes.c_uint64(ring.prod)
+    r._sink, r._batch_max, r._mask = sink, 1, ring.size - 1
+    r._cons_addr, r._prod_addr = 1, 1  # "mapped"; close() is never called on it
+    r._consumer, r._producer = cons, prod
+    r._data = memoryview(ring.buf + ring.buf)
+    return r, cons, prod
+
+
+def test_drain_ends_although_the_producer_keeps_writing() -> None:
+    """drain() stops at the producer position it read on entry: a busy traced process
+    cannot keep the reader thread (which close() waits for) in there forever."""
+    ring = FakeRing(1 << 12)
+    ring.put(b"first")
+    calls = []
+
+    def sink(batch: list[bytes]) -> None:
+        calls.append(batch)
+        if len(calls) > 50:
+            raise AssertionError("drain() never returned")
+        ring.put(b"more")  # the kernel commits another record meanwhile
+        prod.value = ring.prod
+        r._data = memoryview(ring.buf + ring.buf)
+
+    r, cons, prod = _fake_reader(ring, sink)
+    assert r.drain() == 1
+    assert cons.value == 16 and prod.value == 32
+    assert r.drain() == 1  # the next record, at the next drain
+
+
+class StuckReader:
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.unmapped = False
+
+    def drain(self) -> int:
+        assert not self.unmapped, "drained an unmapped ring"
+        self.entered.set()
+        self.release.wait()
+        return 0
+
+    def close(self) -> None:
+        self.unmapped = True
+
+
+def test_close_never_unmaps_under_a_reader_that_did_not_stop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace, "READER_JOIN_TIMEOUT", 0.05)
+    probe = trace.TraceProbe(trace.ProbeOptions(), lambda _b: None)
+    reader = StuckReader()
+    probe._reader = reader  # type: ignore[assignment]
+    probe._thread = threading.Thread(target=probe._drain, daemon=True)
+    probe._thread.start()
+    assert reader.entered.wait(10)
+    thread = probe._thread
+    probe.close()  # the reader is still inside drain()
+    assert not reader.unmapped
+    reader.release.set()
+    thread.join(10)
+    assert not probe.loaded
+
 
 # -- ELF files from traced processes -------------------------------------------------
 def _build_so(tmp_path: Path, src: str = "int probe_me(int x) { return x + 1; }\n") -> Path:
