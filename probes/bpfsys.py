@@ -112,18 +112,22 @@ class Map:
         return True
 
     def keys(self) -> list[bytes]:
+        """Each key once. A hash map whose current key the kernel deletes as we walk (a
+        target exiting) restarts GET_NEXT_KEY from its first key: skip the repeats."""
         out: list[bytes] = []
+        seen: set[bytes] = set()
         key: bytes | None = None  # NULL key: the first one
         nxt = ctypes.create_string_buffer(self.key_size)
-        while True:
+        for _ in range(1 << 20):  # a map being refilled as we walk it: stop, don't spin
             if self._call(BPF_MAP_GET_NEXT_KEY, key, nxt) < 0:
                 if ctypes.get_errno() == errno.ENOENT:
                     return out
                 _raise(f"iterating {self.name}")
             key = nxt.raw
-            out.append(key)
-            if len(out) > 1 << 20:  # a map being refilled as we walk it: stop, don't spin
-                return out
+            if key not in seen:
+                seen.add(key)
+                out.append(key)
+        return out
 
     def items(self) -> list[tuple[bytes, bytes]]:
         out = []
@@ -146,12 +150,16 @@ def map_info(fd: int) -> dict[str, int]:
 
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
-    """Number of possible CPUs ("0-3,5" → 5): the per-CPU map value stride count."""
+    """Number of possible CPUs ("0-3,5" → 5): the per-CPU map value stride count.
+
+    The kernel copies one value per possible CPU (num_possible_cpus(), the mask's
+    weight), not per CPU id up to the highest: a sparse mask has fewer.
+    """
     text = Path(path).read_text().strip()
     n = 0
     for part in text.split(","):
         lo, _, hi = part.partition("-")
-        n = max(n, int(hi or lo) + 1)
+        n += int(hi or lo) - int(lo) + 1
     return n
 
 

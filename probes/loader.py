@@ -77,12 +77,16 @@ def parse_manifest(raw: bytes, fds: list[int]) -> dict[str, Any]:
     if len(fds) != len(progs) + len(maps):
         raise ValueError(f"{len(fds)} fds for {len(progs)} programs and {len(maps)} maps")
     for p in progs:
+        if not isinstance(p, dict):
+            raise ValueError(f"bad program entry {p!r}")
         if p.get("kind") not in ("tracepoint", "uprobe") or not p.get("name"):
             raise ValueError(f"bad program entry {p!r}")
-        if p["kind"] == "tracepoint" and ":" not in p.get("tp", ""):
+        if p["kind"] == "tracepoint" and ":" not in str(p.get("tp", "")):
             raise ValueError(f"tracepoint program without category:event: {p!r}")
     for m in maps:
-        for k in ("key_size", "value_size", "max_entries"):
+        if not isinstance(m, dict):
+            raise ValueError(f"bad map entry {m!r}")
+        for k in ("type", "key_size", "value_size", "max_entries"):
             if not isinstance(m.get(k), int) or m[k] < 0:
                 raise ValueError(f"bad map entry {m!r}")
     missing = set(USER_MAPS) - {m.get("name") for m in maps}

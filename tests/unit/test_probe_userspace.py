@@ -4,6 +4,7 @@ the loader's manifest, ELF symbol offsets, per-CPU sizes. No root, no bcc, no ke
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import shutil
@@ -167,12 +168,14 @@ def test_symbol_offsets_match_nm_and_readelf(tmp_path: Path) -> None:
 
 
 def test_possible_cpus_and_percpu_sizes(tmp_path: Path) -> None:
-    for text, n in (("0\n", 1), ("0-1\n", 2), ("0-3,5\n", 6), ("0,2-7", 8)):
+    # the mask's weight (num_possible_cpus()), not the highest id + 1
+    for text, n in (("0\n", 1), ("0-1\n", 2), ("0-3,5\n", 5), ("0,2-7", 7), ("0-63\n", 64)):
         p = tmp_path / "possible"
         p.write_text(text)
         assert bpfsys.possible_cpus(str(p)) == n
     assert bpfsys.percpu_value_size(8, 2) == 16
     assert bpfsys.percpu_value_size(12, 4) == 64
+
 
 # -- close/reader races --------------------------------------------------------------
 def _fake_reader(ring: FakeRing, sink: Any) -> tuple[RingReader, Any, Any]:
@@ -238,6 +241,41 @@ def test_close_never_unmaps_under_a_reader_that_did_not_stop(
     reader.release.set()
     thread.join(10)
     assert not probe.loaded
+
+
+# -- bpf(2) map walk -----------------------------------------------------------------
+def test_map_keys_once_when_the_kernel_deletes_the_current_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET_NEXT_KEY on a key that is gone restarts at the first key (htab): a target that
+    exits while we walk must not make keys()/items() report the others twice."""
+    live = [b"a", b"b", b"c"]
+
+    def get_next(_self: bpfsys.Map, _cmd: int, key: bytes | None, out: Any,
+                 _flags: int = 0) -> int:
+        if key is None or key not in live:
+            nxt = live[0]
+        elif live.index(key) + 1 < len(live):
+            nxt = live[live.index(key) + 1]
+        else:
+            ctypes.set_errno(errno.ENOENT)
+            return -1
+        if nxt == b"b":
+            live.remove(b"b")  # the process exits right after we read its key
+        ctypes.memmove(out, nxt, 1)
+        return 0
+
+    monkeypatch.setattr(bpfsys.Map, "_call", get_next)
+    assert bpfsys.Map(-1, 1, 1, "t").keys() == [b"a", b"b", b"c"]
+
+
+def test_manifest_rejects_malformed_entries() -> None:
+    for bad in ({"progs": [1], "maps": []}, {"progs": [], "maps": ["x"]}):
+        with pytest.raises(ValueError, match="bad"):
+            parse_manifest(json.dumps(bad).encode(), [7])
+    no_type = _manifest()
+    del no_type["maps"][0]["type"]  # type: ignore[index]
+    with pytest.raises(ValueError, match="bad map entry"):
+        parse_manifest(json.dumps(no_type).encode(), list(range(2 + len(USER_MAPS))))
 
 
 # -- ELF files from traced processes -------------------------------------------------
