@@ -18,6 +18,8 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from collector.enrich import Enricher
 from collector.events import (
     IO_SYSCALLS,
@@ -50,7 +52,8 @@ from probes.layout import (
 
 log = logging.getLogger("periscope.pipeline")
 
-Sink = Callable[[list[Event]], None]
+# (events, their orjson bodies): serialized once here, shared by the store and the stream.
+Sink = Callable[[list[Event], list[bytes]], None]
 StreamKey = tuple[int, "int | str", str]  # (tgid, fd or "ssl:ID", direction)
 STREAM_IDLE_FLUSH_S = 2.0
 SINK_BATCHES = 4  # redacted batches waiting for the sinks before the worker waits
@@ -167,9 +170,10 @@ class Pipeline:
                     self._out_events -= len(events)
 
     def _emit(self, events: list[Event]) -> None:
+        bodies = list(map(orjson.dumps, events))
         for sink in self.sinks:
             try:
-                sink(events)
+                sink(events, bodies)
             except Exception:
                 self.counters["sink_errors"] += 1
                 log.exception("event sink %r failed", sink)

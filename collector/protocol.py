@@ -104,7 +104,12 @@ def error(err: ProtocolError) -> bytes:
 
 
 def event(ev: dict[str, Any]) -> bytes:
-    return encode({"event": ev})
+    return event_line(orjson.dumps(ev))
+
+
+def event_line(body: bytes) -> bytes:
+    """The stream frame for an event already serialized (once, for the store too)."""
+    return b'{"event":' + body + b"}\n"
 
 
 def end(info: dict[str, Any]) -> bytes:

@@ -16,9 +16,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from collector.events import Event
+from collector.protocol import event, event_line
 
 _ids = itertools.count(1)
+# What a session's queue holds: the event's wire line and its payload length (for the
+# session's byte count), so the loop only joins and writes.
+Frame = tuple[bytes, int]
 
 
 @dataclass(eq=False)  # identity semantics: sessions are set members
@@ -31,7 +37,7 @@ class Session:
     deadline: float                     # wall clock
     sources: tuple[str, ...]            # what allowed it ("grant ab12cd34", "role admin")
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Event | None]
+    queue: asyncio.Queue[Frame | None]
     events: int = 0
     bytes: int = 0
     ended: str | None = None            # reason, once ended
@@ -91,26 +97,31 @@ class Router:
                     if not subs:
                         del self._by_cookie[c]
 
-    def __call__(self, events: list[Event]) -> None:
-        """Pipeline sink (worker thread)."""
-        per: dict[Session, list[Event]] = defaultdict(list)
+    def __call__(self, events: list[Event], bodies: list[bytes] | None = None) -> None:
+        """Pipeline sink (sink thread). bodies[i] is events[i] serialized (done once)."""
+        if bodies is None:
+            bodies = [orjson.dumps(ev) for ev in events]
+        per: dict[Session, list[tuple[Event, bytes]]] = defaultdict(list)
         with self._lock:
-            for ev in events:
+            for ev, body in zip(events, bodies, strict=True):
                 for s in self._by_cookie.get(ev.get("target", 0), ()):
-                    per[s].append(ev)
+                    per[s].append((ev, body))
         for s, evs in per.items():
             s.loop.call_soon_threadsafe(self._deliver, s, evs)
 
-    def _deliver(self, s: Session, evs: list[Event]) -> None:
+    def _deliver(self, s: Session, evs: list[tuple[Event, bytes]]) -> None:
         """Runs on the loop: one call per session per batch, no per-event work beyond the put."""
         if s.ended is not None:
             return
-        if not s.payload:
-            evs = [_meta(ev) for ev in evs if ev["kind"] != "data"]
+        if s.payload:
+            frames = [(event_line(body), len(ev.get("payload") or ())) for ev, body in evs]
+        else:  # meta level: payload stripped, so re-serialized where there was one
+            frames = [(event_line(body) if "payload" not in ev else event(_meta(ev)), 0)
+                      for ev, body in evs if ev["kind"] != "data"]
         put = s.queue.put_nowait
-        for ev in evs:
+        for frame in frames:
             try:
-                put(ev)
+                put(frame)
             except asyncio.QueueFull:
                 self.counters["slow_reader_dropped"] += 1
                 s.end("slow_reader")

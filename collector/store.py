@@ -61,20 +61,21 @@ class EventStore:
         self.written = 0
         self.pruned = 0
 
-    def add_many(self, events: list[Event]) -> None:
+    def add_many(self, events: list[Event], bodies: list[bytes] | None = None) -> None:
         """Store a batch in one transaction.
 
         Rows go in as multi-row INSERTs of up to 1024 rows: sqlite3 releases the GIL around
         each sqlite3_step, and executemany() steps (and re-takes the GIL) once per row,
         which with a busy pipeline thread meant waiting up to a switch interval per row.
         """
-        dumps = orjson.dumps
+        if bodies is None:
+            bodies = list(map(orjson.dumps, events))
         params: list[Any] = []
         extend = params.extend
-        for ev in events:
+        for ev, body in zip(events, bodies, strict=True):
             get = ev.get
             extend((ev["ts"], ev["pid"], ev["kind"], get("syscall"), get("comm"), get("unit"),
-                    get("exe"), "payload" in ev, dumps(ev)))
+                    get("exe"), "payload" in ev, body))
         n = len(events)
         with self._lock:
             at = 0

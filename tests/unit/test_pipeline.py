@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
+
 from collector.enrich import Enricher
 from collector.pipeline import Pipeline
 from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, HDR, SYS, Op, Sc
@@ -75,9 +77,11 @@ def test_sinks_get_every_event_in_order_on_their_own_thread() -> None:
     got: list[int] = []
     threads: set[str] = set()
 
-    def sink(evs: list[dict[str, object]]) -> None:
+    def sink(evs: list[dict[str, object]], bodies: list[bytes]) -> None:
         threads.add(threading.current_thread().name)
         got.extend(int(str(e["ret"])) for e in evs)
+        # serialized once for every sink: each body is exactly its event
+        assert [orjson.loads(b) for b in bodies] == evs
 
     p = Pipeline(Redactor.default(), [sink], Enricher(procfs=FAKE_PROC))
     p.start()
@@ -93,7 +97,7 @@ def test_slow_sinks_back_up_into_counted_overload_never_silent_loss() -> None:
     gate = threading.Event()
     delivered: list[dict[str, object]] = []
 
-    def slow(evs: list[dict[str, object]]) -> None:
+    def slow(evs: list[dict[str, object]], _bodies: list[bytes]) -> None:
         gate.wait(10)
         delivered.extend(evs)
 

@@ -5,7 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 
-from collector.sessions import Router, Session
+import orjson
+
+from collector.sessions import Frame, Router, Session
+
+
+def _events(frames: list[Frame]) -> list[object]:
+    """Decode queued wire frames back to events; each frame's length is its payload's."""
+    out = []
+    for line, n in frames:
+        ev = orjson.loads(line)["event"]
+        assert n == len(ev.get("payload", ""))
+        out.append(ev)
+    return out
 
 
 def _session(loop: asyncio.AbstractEventLoop, sid: str, payload: bool, maxsize: int = 100
@@ -29,9 +41,9 @@ def test_fan_out_by_cookie_and_level() -> None:
                {"kind": "exit", "target": 9, "code": 0}]
         await loop.run_in_executor(None, r, evs)  # the pipeline's sink thread
         await asyncio.sleep(0.05)
-        return ([full.queue.get_nowait() for _ in range(full.queue.qsize())],
-                [meta.queue.get_nowait() for _ in range(meta.queue.qsize())],
-                [other.queue.get_nowait() for _ in range(other.queue.qsize())], r)
+        got = [_events([s.queue.get_nowait() for _ in range(s.queue.qsize())])
+               for s in (full, meta, other)]
+        return got[0], got[1], got[2], r
 
     full, meta, other, _r = asyncio.run(main())
     assert [e["kind"] for e in full] == ["syscall", "data", "exit"]  # type: ignore[index]
