@@ -85,7 +85,8 @@ def targeted(level: str, rate_limit: int = 0) -> Condition:
             armed.info = {"kernel": st["kernel"], "pipeline": st["pipeline"],
                           "exported": sum(s.lines for s in sessions),
                           "ended": [s.ended.decode(errors="replace") for s in sessions if s.ended],
-                          "probe_load_s": st["probe_load_s"]}
+                          "probe_load_s": st["probe_load_s"],
+                          "thread_cpu_s": st.get("thread_cpu_s", {})}
         finally:
             stack.close()
             d.stop()

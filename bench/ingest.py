@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ class Step:
     pipeline: dict[str, int]
     exported: int
     ended: bool
+    thread_cpu_s: dict[str, float]  # daemon CPU by thread over its life (one daemon per step)
 
     @property
     def drops(self) -> int:
@@ -52,39 +52,12 @@ class Step:
                 f"{p.get('dropped_overload', 0):,} (payload_shed {p.get('payload_shed', 0):,})")
 
 
-# The sweep measures the pipeline, not the shipped per-target limiter (capture.rate_limit).
-UNLIMITED = "[capture]\nrate_limit = 0\n"
-
-
-@contextmanager
-def targeted_unlimited(level: str) -> Iterator[c.Armed]:
-    """conditions.targeted(level) with the per-target rate limit off."""
-    d = h.Daemon(UNLIMITED)
-    stack = ExitStack()
-    sessions: list[h.Session] = []
-
-    def arm(pid: int) -> None:
-        sessions.append(stack.enter_context(h.session(d, [f"pid:{pid}"], level)))
-
-    armed = c.Armed(arm)
-    try:
-        yield armed
-        st = c.drain(d)
-        time.sleep(0.3)  # let the last events reach the client
-        armed.info = {"kernel": st["kernel"], "pipeline": st["pipeline"],
-                      "exported": sum(s.lines for s in sessions),
-                      "ended": [s.ended.decode(errors="replace") for s in sessions if s.ended]}
-    finally:
-        stack.close()
-        d.stop()
-
-
 def step(bins: dict[str, Any], rate: int, secs: float, level: str = "payload") -> Step:
-    with targeted_unlimited(level) as armed:
+    with c.targeted(level)() as armed:  # rate_limit 0: the sweep must reach the pipeline
         done, wanted, ns = h.run([str(bins["producer"]), str(rate), str(secs), "64"], armed.arm)
     info = armed.info
     return Step(rate, wanted, done, ns / 1e9, info["kernel"], info["pipeline"],
-                info["exported"], bool(info["ended"]))
+                info["exported"], bool(info["ended"]), info["thread_cpu_s"])
 
 
 def sweep(bins: dict[str, Any], rates: list[int], secs: float, confirm_secs: float,
@@ -130,11 +103,22 @@ def sweep(bins: dict[str, Any], rates: list[int], secs: float, confirm_secs: flo
         print(f"confirm {rate:,}/s for {confirm_secs:g} s: {verdict}; {confirm.identity}")
         if confirm.clean:
             best = rate
+            print_threads(confirm)
             break
     print(f"highest rate with zero drops confirmed over {confirm_secs:g} s: {best:,}/s")
     return {"steps": [s.__dict__ | {"drops": s.drops, "clean": s.clean} for s in steps],
             "best": best, "confirm": None if confirm is None
             else confirm.__dict__ | {"drops": confirm.drops, "clean": confirm.clean}}
+
+
+def print_threads(s: Step) -> None:
+    """Where the daemon's CPU went in a step, per thread, in µs per received event."""
+    got = max(1, s.pipeline.get("received", 0))
+    total = sum(s.thread_cpu_s.values())
+    print(f"daemon CPU by thread over that run ({got:,} events): {total / got * 1e6:.1f} µs/event"
+          f" = {total / s.secs:.0%} of one core")
+    for name, secs in sorted(s.thread_cpu_s.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<16} {secs / got * 1e6:6.2f} µs/event")
 
 
 def per_call(bins: dict[str, Any], rate: int, secs: float, rounds: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -49,6 +50,22 @@ def _int_arg(args: dict[str, Any], key: str, default: int | None, lo: int, hi: i
     return v
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds per daemon thread (reader, pipeline, sinks, loop), executor pools summed:
+    where the daemon's time goes, read from each thread's CPU clock."""
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        if t.ident is None:
+            continue
+        try:
+            secs = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = t.name.split("_")[0] if t.name.startswith("asyncio_") else t.name
+        out[name] = round(out.get(name, 0.0) + secs, 3)
+    return out
+
+
 def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     return {
         "uptime_s": round(time.time() - svc.started, 1),
@@ -63,6 +80,7 @@ def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
         "server": dict(svc.counters),
         "stored_events": svc.store.count(),
         "audit_head": list(svc.gate.audit.head()),
+        "thread_cpu_s": thread_cpu(),
     }
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from collector.handlers import thread_cpu
+
 if TYPE_CHECKING:
     from collector.handlers import Services
 
@@ -43,6 +45,11 @@ class PeriscopeCollector(Collector):
         for name, v in sorted(svc.router.counters.items()):
             srv.add_metric([name], v)
         yield srv
+        cpu = CounterMetricFamily("periscope_thread_cpu_seconds",
+                                  "CPU time of each daemon thread", labels=["thread"])
+        for name, secs in sorted(thread_cpu().items()):
+            cpu.add_metric([name], secs)
+        yield cpu
         yield GaugeMetricFamily("periscope_sessions", "Live trace sessions",
                                 value=len(svc.router.sessions))
         yield GaugeMetricFamily("periscope_probes_attached", "1 while probes are attached",

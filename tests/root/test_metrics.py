@@ -37,3 +37,5 @@ def test_metrics_scrape_reflects_activity(daemon_factory: Any, workload: Any) ->
     assert 'periscope_kernel_records_total{outcome="emitted"}' in text
     assert 'periscope_pipeline_total{counter="events"}' in text
     assert 'periscope_server_total{counter="op_trace"} 1.0' in text
+    # where the daemon's CPU goes, per thread (names are ours, never traced data)
+    assert 'periscope_thread_cpu_seconds_total{thread="pipeline"}' in text
