@@ -18,12 +18,9 @@ from collector.config import Server as ServerConfig
 from collector.handlers import HANDLERS, Services
 from collector.protocol import Fault, ProtocolError
 from collector.selectors import Level
-from collector.sessions import Frame, Session, new_session_id
+from collector.sessions import Session, new_session_id
 
 log = logging.getLogger("periscope.server")
-
-
-PUMP_BATCH = 512  # events joined into one socket write
 
 
 class Server:
@@ -205,9 +202,8 @@ class Server:
         deadline = d.deadline
         if not any(src.startswith("grant ") for src in d.sources):
             deadline = max(deadline, time.time() + d.duration)
-        queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=self.cfg.send_buffer_events)
         s = Session(sid, who.user, who.uid, cookies, d.level == Level.PAYLOAD, deadline,
-                    d.sources, loop, queue)
+                    d.sources, loop, self.cfg.send_buffer_events)
         self.svc.router.add(s)
         writer.write(protocol.ok({"session": sid, "targets": list(d.targets),
                                   "level": str(d.level), "deadline": deadline,
@@ -234,36 +230,26 @@ class Server:
                     session=sid, events=s.events, nbytes=s.bytes, kind="session_end"))
 
     async def _pump(self, s: Session, writer: asyncio.StreamWriter) -> None:
-        while s.ended is None:
+        """Send what the router queued, one socket write per wakeup.
+
+        A send per event gave up the GIL per event, and the pipeline threads then kept this
+        loop waiting to get it back: sessions fell behind at 50k events/s.
+        """
+        while True:
             left = s.deadline - time.time()
-            if left <= 0:
+            if left <= 0 and s.ended is None:
                 s.end("deadline")
-                break
-            try:  # take what is queued without a wait per event: keeps up with bursts
-                frame = s.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                try:
-                    frame = await asyncio.wait_for(s.queue.get(), min(left, 1.0))
-                except asyncio.TimeoutError:
-                    continue
-            if frame is None:
-                break
-            # One write per burst: a send per event gives up the GIL per event, and the
-            # pipeline threads then keep this loop waiting to get it back (sessions fell
-            # behind at 50k events/s).
-            batch = [frame]
-            last = False
-            while len(batch) < PUMP_BATCH and not s.queue.empty():
-                nxt = s.queue.get_nowait()
-                if nxt is None:
-                    last = True
-                    break
-                batch.append(nxt)
-            s.events += len(batch)
-            s.bytes += sum(n for _line, n in batch)
-            writer.write(b"".join([line for line, _n in batch]))
-            if last or (s.queue.empty() and not await self._drain(s, writer)):
-                break
+            if s.ended is None and not s.outbox:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(s.wakeup.wait(), min(left, 1.0))
+                continue
+            frames = s.take()
+            if frames:
+                s.events += len(frames)
+                s.bytes += sum(n for _line, n in frames)
+                writer.write(b"".join([line for line, _n in frames]))
+            if s.ended is not None or not await self._drain(s, writer):
+                return
 
     async def _drain(self, s: Session, writer: asyncio.StreamWriter) -> bool:
         """Wait until the client takes what we wrote. False if it was cut off.

@@ -7,12 +7,11 @@ with reason "slow_reader" and counted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import secrets
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,28 +36,40 @@ class Session:
     deadline: float                     # wall clock
     sources: tuple[str, ...]            # what allowed it ("grant ab12cd34", "role admin")
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Frame | None]
+    limit: int                          # frames queued before the session is a slow reader
     events: int = 0
     bytes: int = 0
     ended: str | None = None            # reason, once ended
     started: float = field(default_factory=time.time)
+    # The outbox: whole deliveries (one per pipeline batch), so the loop does no per-event
+    # queue operation; `queued` counts their frames against `limit`.
+    outbox: deque[list[Frame]] = field(default_factory=deque)
+    queued: int = 0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def end(self, reason: str) -> None:
-        """Thread-unsafe: call on the loop (use Router.end_threadsafe elsewhere)."""
+        """Thread-unsafe: call on the loop (use Router.end_where elsewhere)."""
         if self.ended is None:
             self.ended = reason
-            with contextlib.suppress(asyncio.QueueFull):  # consumer sees `ended` when it wakes
-                self.queue.put_nowait(None)
-            self.queue_wakeup()
+            self.wakeup.set()  # the pump sends what is queued, then stops
 
-    def queue_wakeup(self) -> None:
-        # A full queue cannot take the None sentinel: drop one event to make room.
-        if self.queue.full():
-            try:
-                self.queue.get_nowait()
-                self.queue.put_nowait(None)
-            except (asyncio.QueueEmpty, asyncio.QueueFull):
-                pass
+    def offer(self, frames: list[Frame]) -> bool:
+        """Queue a delivery (on the loop). False, queuing nothing, if it would exceed limit."""
+        if self.queued + len(frames) > self.limit:
+            return False
+        self.outbox.append(frames)
+        self.queued += len(frames)
+        self.wakeup.set()
+        return True
+
+    def take(self) -> list[Frame]:
+        """Everything queued, in order (on the loop)."""
+        frames = [f for delivery in self.outbox for f in delivery]
+        self.outbox.clear()
+        self.queued = 0
+        if self.ended is None:
+            self.wakeup.clear()
+        return frames
 
 
 def _meta(ev: Event) -> Event:
@@ -118,14 +129,9 @@ class Router:
         else:  # meta level: payload stripped, so re-serialized where there was one
             frames = [(event_line(body) if "payload" not in ev else event(_meta(ev)), 0)
                       for ev, body in evs if ev["kind"] != "data"]
-        put = s.queue.put_nowait
-        for frame in frames:
-            try:
-                put(frame)
-            except asyncio.QueueFull:
-                self.counters["slow_reader_dropped"] += 1
-                s.end("slow_reader")
-                return
+        if frames and not s.offer(frames):
+            self.counters["slow_reader_dropped"] += 1
+            s.end("slow_reader")
 
     def end_where(self, pred: Any, reason: str) -> int:
         """End every session matching pred (thread-safe). Returns how many."""

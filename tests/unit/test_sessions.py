@@ -22,8 +22,7 @@ def _events(frames: list[Frame]) -> list[object]:
 
 def _session(loop: asyncio.AbstractEventLoop, sid: str, payload: bool, maxsize: int = 100
              ) -> Session:
-    return Session(sid, "u", 0, {7}, payload, time.time() + 60, ("role admin",), loop,
-                   asyncio.Queue(maxsize=maxsize))
+    return Session(sid, "u", 0, {7}, payload, time.time() + 60, ("role admin",), loop, maxsize)
 
 
 def test_fan_out_by_cookie_and_level() -> None:
@@ -41,8 +40,7 @@ def test_fan_out_by_cookie_and_level() -> None:
                {"kind": "exit", "target": 9, "code": 0}]
         await loop.run_in_executor(None, r, evs)  # the pipeline's sink thread
         await asyncio.sleep(0.05)
-        got = [_events([s.queue.get_nowait() for _ in range(s.queue.qsize())])
-               for s in (full, meta, other)]
+        got = [_events(s.take()) for s in (full, meta, other)]
         return got[0], got[1], got[2], r
 
     full, meta, other, _r = asyncio.run(main())
@@ -65,3 +63,20 @@ def test_full_queue_ends_the_session_counted() -> None:
     s, r = asyncio.run(main())
     assert s.ended == "slow_reader"
     assert r.counters["slow_reader_dropped"] == 1
+
+
+def test_outbox_keeps_order_bounds_frames_and_wakes_on_end() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        s = _session(loop, "a", True, maxsize=4)
+        assert s.offer([(b"1", 0), (b"2", 0)]) and s.offer([(b"3", 1)])
+        assert s.wakeup.is_set() and s.queued == 3
+        assert not s.offer([(b"4", 0), (b"5", 0)])  # over the limit: nothing queued
+        assert s.queued == 3
+        assert s.take() == [(b"1", 0), (b"2", 0), (b"3", 1)]
+        assert s.queued == 0 and not s.wakeup.is_set()
+        s.end("deadline")
+        assert s.wakeup.is_set()  # the pump wakes to send the rest and stop
+        assert s.take() == [] and s.wakeup.is_set()
+
+    asyncio.run(main())
