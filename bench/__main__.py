@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if "tcp" in parts:
         print("\n== 2. TCP request/response throughput ==", flush=True)
         res["tcp"] = overhead.tcp(plan, bins)
+        res["tcp_pinned"] = overhead.tcp(plan, bins, pin=True)
     lap(started)
     if "ingest" in parts:
         print("\n== 3. ingest ceiling and pipeline stages ==", flush=True)

@@ -109,9 +109,15 @@ def writes(plan: Plan, bins: dict[str, Any]) -> dict[str, Any]:
     return {"ns_per_syscall": samples, "info": infos}
 
 
-def tcp(plan: Plan, bins: dict[str, Any]) -> dict[str, Any]:
+def tcp(plan: Plan, bins: dict[str, Any], pin: bool = False) -> dict[str, Any]:
+    """Req/s of the loopback loop per condition. pin=True runs both of its threads on CPU 0:
+    on this 2-vCPU VM a cross-CPU wakeup per message costs more than the message, so the
+    unpinned loop speeds up when the daemon's load pushes both threads onto one CPU. Pinned,
+    every condition has the same placement and the ratio is the in-task cost of tracing."""
+    pinning = ("taskset", "-c", "0") if pin else ()
+
     def once(name: str, armed: c.Armed) -> float:
-        wrap = STRACE if name == "strace -f" else ()
+        wrap = (*STRACE, *pinning) if name == "strace -f" else pinning
         n, ns = h.run([str(bins["tcploop"]), str(plan.tcp_secs)], armed.arm, wrap)
         return n / (ns / 1e9)
 
@@ -119,7 +125,8 @@ def tcp(plan: Plan, bins: dict[str, Any]) -> dict[str, Any]:
     samples, infos = _rounds(plan, conds, once)
     base = h.med(samples["none"])
     bmax = max(samples["none"])
-    print(f"\n{'TCP req/resp 100 B, loopback':<36} {'req/s median [min..max]':>32} {'x none':>6}"
+    title = "TCP req/resp 100 B" + (", pinned CPU 0" if pin else ", loopback")
+    print(f"\n{title:<36} {'req/s median [min..max]':>32} {'x none':>6}"
           f" | on maxes: {'x none':>6}")
     for name, xs in samples.items():
         print(f"{name:<36} {h.spread(xs):>32} {h.med(xs) / base:>6.2f} | {'':>10}"
