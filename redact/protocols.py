@@ -49,25 +49,16 @@ def _elements(buf: bytes | bytearray, pos: int) -> tuple[list[tuple[int, int, in
     if not 1 <= count <= _MAX_ELEMS:
         return NOT_RESP
     p = m.end()
-    n = len(buf)
     elems: list[tuple[int, int, int]] = []
     for k in range(count):
         b = _BULK_LINE.match(buf, p)
         if b is None:
             return _elements_slow(buf, pos)
-        size = int(b[1])
-        if size > _MAX_BULK:
-            return NOT_RESP
         start = b.end()
-        end = start + size
-        if n < end + 2:
-            if k == 0 and n > start and not _could_be_sensitive(bytes(buf[start:end])):
-                return NOT_RESP
-            return NEED_MORE
-        if buf[end : end + 2] != b"\r\n":
-            return NOT_RESP
-        if k == 0 and bytes(buf[start:end]).upper() not in _SENSITIVE:
-            return NOT_RESP
+        end = start + int(b[1])
+        bad = _bulk_status(buf, k, start, end)
+        if bad is not None:
+            return bad
         elems.append((p, start, end))
         p = end + 2
     return elems, p
@@ -99,20 +90,29 @@ def _elements_slow(
         if isinstance(got, int):
             return NOT_RESP
         size, start = got
-        if size > _MAX_BULK:
-            return NOT_RESP
         end = start + size
-        if len(buf) < end + 2:
-            if k == 0 and len(buf) > start and not _could_be_sensitive(bytes(buf[start:end])):
-                return NOT_RESP
-            return NEED_MORE
-        if buf[end : end + 2] != b"\r\n":
-            return NOT_RESP
-        if k == 0 and bytes(buf[start:end]).upper() not in _SENSITIVE:
-            return NOT_RESP
+        bad = _bulk_status(buf, k, start, end)
+        if bad is not None:
+            return bad
         elems.append((p, start, end))
         p = end + 2
     return elems, p
+
+
+def _bulk_status(buf: bytes | bytearray, k: int, start: int, end: int) -> int | None:
+    """NOT_RESP or NEED_MORE for element k's bulk string at [start, end), None if it is
+    complete and (for the command name, k == 0) sensitive."""
+    if end - start > _MAX_BULK:
+        return NOT_RESP
+    if len(buf) < end + 2:
+        if k == 0 and len(buf) > start and not _could_be_sensitive(bytes(buf[start:end])):
+            return NOT_RESP
+        return NEED_MORE
+    if buf[end : end + 2] != b"\r\n":
+        return NOT_RESP
+    if k == 0 and bytes(buf[start:end]).upper() not in _SENSITIVE:
+        return NOT_RESP
+    return None
 
 
 def _could_be_sensitive(prefix: bytes) -> bool:
