@@ -203,8 +203,22 @@ def cmd_trace(a: argparse.Namespace, sock: str) -> int:
             e = msg["end"]
             print(f"periscope: session ended ({e['reason']}): {e['events']} events",
                   file=sys.stderr)
+            if e.get("losses"):
+                print("periscope: during the session, host-wide: " + ", ".join(
+                    f"{n:,} {LOSS_TEXT.get(k, k)}" for k, n in e["losses"].items()),
+                      file=sys.stderr)
             return 0 if e["reason"] in ("deadline", "client_closed") else 3
     return 0
+
+
+LOSS_TEXT = {
+    "skipped_rate": "syscalls skipped by the rate limit (capture.rate_limit)",
+    "skipped_sample": "syscalls skipped by sampling (capture.sample_every)",
+    "drop_ringbuf": "records lost to a full ring buffer",
+    "drop_inflight": "syscalls not tracked (in-flight table full)",
+    "payload_shed": "payloads shed under load (metadata kept)",
+    "dropped_overload": "records dropped under load",
+}
 
 
 def cmd_simple(op: str, args: dict[str, Any], a: argparse.Namespace, sock: str) -> int:

@@ -21,6 +21,8 @@ from collector.selectors import Level
 from collector.sessions import Session, new_session_id
 
 log = logging.getLogger("periscope.server")
+LOSS_KERNEL = ("skipped_rate", "skipped_sample", "drop_ringbuf", "drop_inflight")
+LOSS_PIPELINE = ("payload_shed", "dropped_overload")
 
 
 class Server:
@@ -171,6 +173,14 @@ class Server:
             raise ProtocolError(Fault.NOT_FOUND, "no process matches the requested targets")
         return out
 
+    def _loss_counters(self) -> dict[str, int]:
+        """Counters of records skipped, shed or dropped anywhere on the way to a session."""
+        kernel = self.svc.tracer.stats()
+        pipe = self.svc.pipeline.counters
+        got = {k: kernel.get(k, 0) for k in LOSS_KERNEL}
+        got.update({k: pipe.get(k, 0) for k in LOSS_PIPELINE})
+        return got
+
     def _open(self, sid: str, scope: Scope) -> set[int]:
         d = scope.decision
         cap = self.svc.max_payload if d.level == Level.PAYLOAD else 0
@@ -197,6 +207,7 @@ class Server:
         sid = new_session_id()
         assert d.deadline is not None and d.duration is not None
         cookies = await loop.run_in_executor(None, self._open, sid, scope)
+        counted_before = await loop.run_in_executor(None, self._loss_counters)
         # Role limits are session lengths: count from when probes are live, so a compile
         # does not eat the session. A grant's expiry is absolute and is never extended.
         deadline = d.deadline
@@ -219,9 +230,15 @@ class Server:
             reason = s.ended or "client_closed"
             if reason != "client_closed":
                 # Tell the client first: releasing may detach probes, which takes a while.
+                now = await loop.run_in_executor(None, self._loss_counters)
+                # Host-wide (the kernel counts per CPU, not per target): what the session's
+                # stream may be missing, so a client is told rather than left to guess.
+                losses = {k: v - counted_before.get(k, 0) for k, v in now.items()
+                          if v > counted_before.get(k, 0)}
                 with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
                     writer.write(protocol.end({"session": sid, "reason": reason,
-                                               "events": s.events, "bytes": s.bytes}))
+                                               "events": s.events, "bytes": s.bytes,
+                                               "losses": losses}))
                     await asyncio.wait_for(writer.drain(), 2.0)
             await loop.run_in_executor(None, self.svc.tracer.release, sid)
             with contextlib.suppress(ProtocolError):  # the stream already disclosed; log it

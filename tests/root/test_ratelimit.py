@@ -30,7 +30,7 @@ def test_rate_limit_bounds_records_and_counts_every_skip(daemon_factory: Any,
     rc, out, err = w.go()
     assert rc == 0, err
     fd, n = (int(x) for x in out.split())
-    _rc, events, _err = t.finish()
+    _rc, events, trace_err = t.finish()
     status = d.request("status")["result"]
     skipped = status["kernel"]["skipped_rate"]
 
@@ -47,5 +47,7 @@ def test_rate_limit_bounds_records_and_counts_every_skip(daemon_factory: Any,
         while ts - stamps[lo] >= 0.1:
             lo += 1
         assert hi - lo + 1 <= 2 * SLICE_BUDGET, f"{hi - lo + 1} records within 100 ms"
+    # The client is told what its stream is missing when the session ends.
+    assert "syscalls skipped by the rate limit (capture.rate_limit)" in trace_err, trace_err
     # Lifecycle records are never limited: the exit is still reported.
     assert any(e["kind"] == "exit" and e["pid"] == w.pid for e in events)
