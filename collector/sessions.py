@@ -121,7 +121,7 @@ class Router:
             s.loop.call_soon_threadsafe(self._deliver, s, evs)
 
     def _deliver(self, s: Session, evs: list[tuple[Event, bytes]]) -> None:
-        """Runs on the loop: one call per session per batch, no per-event work beyond the put."""
+        """Runs on the loop: one call per session per batch; frames built, one offer."""
         if s.ended is not None:
             return
         if s.payload:
