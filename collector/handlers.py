@@ -75,6 +75,7 @@ def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
         "sessions": [{"id": s.id, "user": s.user, "events": s.events,
                       "deadline": s.deadline} for s in list(svc.router.sessions.values())],
         "kernel": svc.tracer.stats(),
+        "tls_attach_failed": svc.tracer.tls_failures(),
         "pipeline": dict(svc.pipeline.counters) | {"backlog": svc.pipeline.backlog()},
         "router": dict(svc.router.counters),
         "server": dict(svc.counters),

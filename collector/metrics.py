@@ -54,6 +54,9 @@ class PeriscopeCollector(Collector):
                                 value=len(svc.router.sessions))
         yield GaugeMetricFamily("periscope_probes_attached", "1 while probes are attached",
                                 value=int(svc.tracer.attached))
+        yield GaugeMetricFamily("periscope_tls_attach_failed",
+                                "Libraries whose TLS uprobes failed (plaintext not captured)",
+                                value=svc.tracer.tls_failures())
         yield GaugeMetricFamily("periscope_pipeline_backlog", "Records waiting for the pipeline",
                                 value=svc.pipeline.backlog())
         yield GaugeMetricFamily("periscope_stored_events", "Events in the store",

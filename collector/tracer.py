@@ -33,6 +33,7 @@ class ProbeLike(Protocol):
     def remove_cgroup(self, cgroup_id: int) -> None: ...
     def stats(self) -> dict[str, int]: ...
     def attach_tls(self, pids: list[int]) -> None: ...
+    def tls_failures(self) -> int: ...
 
 
 @dataclass
@@ -158,6 +159,10 @@ class Tracer:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return self._probe.stats() if self._probe is not None else dict(self.final_stats)
+
+    def tls_failures(self) -> int:
+        with self._lock:
+            return self._probe.tls_failures() if self._probe is not None else 0
 
     def targets(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -222,6 +222,10 @@ class TraceProbe:
         """Plaintext capture for payload-level targets that use OpenSSL."""
         self.tls.attach_for(self._tls_progs, pids)
 
+    def tls_failures(self) -> int:
+        """Libraries (per process path) whose TLS uprobes failed: their plaintext is missing."""
+        return len(self.tls.failed)
+
     def pids(self) -> dict[int, int]:
         """tgid -> cookie for every process the kernel is tracing now."""
         return {_U32.unpack(k)[0]: TARGET.unpack(v)[0]

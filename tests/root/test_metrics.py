@@ -26,6 +26,7 @@ def test_metrics_scrape_reflects_activity(daemon_factory: Any, workload: Any) ->
     text = scrape(port)
     assert "periscope_probes_attached 0.0" in text
     assert "periscope_sessions 0.0" in text
+    assert "periscope_tls_attach_failed 0.0" in text
     w = workload("import os\nfor _ in range(50):\n    os.write(1, b'.')\n")
     t = TraceStream(d, "-p", str(w.pid), "-d", "3s")
     t.wait_started()

@@ -356,3 +356,19 @@ def test_tls_attaches_to_the_file_it_parsed_once_per_inode(
     want = file_symbol_offsets(str(so), ["SSL_read"])["SSL_read"]
     assert (want, False) in [(o, r) for _p, o, r in attached]
     hooks.close()
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
+def test_tls_attach_failure_is_counted_not_silent(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A libssl without the hooked symbols gets no uprobes: the probe reports it (status
+    tls_attach_failed, /metrics periscope_tls_attach_failed), nothing is attached."""
+    so = _build_so(tmp_path, "int SSL_new(void) { return 0; }\n")
+    monkeypatch.setattr(bpfsys, "attach_uprobe", lambda *a: pytest.fail("must not attach"))
+    monkeypatch.setattr(tls, "libssl_paths", lambda pid: {str(so)})
+    probe = trace.TraceProbe(trace.ProbeOptions(), lambda _b: None)
+    assert probe.tls_failures() == 0
+    probe.tls.attach_for({}, [1])
+    assert probe.tls_failures() == 1
+    assert "SSL_read not found" in probe.tls.failed[str(so)]
+    assert not probe.tls.attached
