@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import re2
 
 from redact.protocols import resp_redact
-from redact.rules import BUILTIN, PROTOCOLS, Rule, load_rules
+from redact.rules import BUILTIN, PROTOCOLS, Rule, load_rules, secret_name_pattern
 from redact.segment import CAP, EMIT, JOINED, LINES, MASK, RESP, TRIGGER_SRC, Piece
 from redact.stream import Stream
 
@@ -21,7 +22,10 @@ _LINE = re.compile(rb"[^\n\x00]*[\n\x00]|[^\n\x00]+")
 _SET_MEM = 64 << 20  # RE2 set memory: a DFA that runs out of memory is rebuilt, slowly
 _UNANCHORED = re2._Anchor.UNANCHORED
 # Counter ids for what the engine masks itself (not regex rules).
-ENGINE_COUNTERS = ("redis_resp_credential", "gap", "oversize", "engine_error")
+ENGINE_COUNTERS = ("redis_resp_credential", "gap", "oversize", "engine_error", "secret_name")
+_SECRET_NAME = secret_name_pattern()
+FIELD_MAX = 4096  # characters of one field value kept by redact_field (the rest is cut)
+_FIELD_DEPTH = 8  # nesting redact_fields follows; deeper values are masked whole
 
 Span = tuple[int, int, int, str, str]  # start, end, priority, rule id, placeholder type
 
@@ -131,6 +135,38 @@ class Redactor:
         except Exception:  # the engine must never raise or leak; fail closed and count it
             self._counts["engine_error"] += 1
             return b"[REDACTED:error]"
+
+    def redact_text(self, text: str, protocol: str | None = None) -> str:
+        """redact() for text (a path, an argv line, a query): UTF-8 in and out, bytes that
+        are not UTF-8 kept as surrogate escapes."""
+        raw = text.encode("utf-8", "surrogateescape")
+        return self.redact(raw, protocol).decode("utf-8", "surrogateescape")
+
+    def redact_field(self, name: str, value: str) -> str:
+        """One named value (an environment variable, an audit argument, a header): masked
+        whole when the name marks a secret (the payload rules' `secret_key`, so DB_PASSWORD
+        and clientSecret are), else redacted like payload text. Cut at FIELD_MAX chars."""
+        if _SECRET_NAME.search(name) and value:
+            self._counts["secret_name"] += 1
+            return self.placeholder("secret", value.encode("utf-8", "surrogateescape")).decode()
+        return self.redact_text(value[:FIELD_MAX])
+
+    def redact_fields(self, value: Any, _name: str = "", _depth: int = 0) -> Any:
+        """A JSON-like value (dicts, lists, strings, numbers) with every string redacted by
+        redact_field under the name of the key that holds it. Never raises."""
+        if _depth > _FIELD_DEPTH:
+            return self.placeholder("oversize", b"").decode()
+        if isinstance(value, Mapping):
+            return {str(k): self.redact_fields(v, str(k), _depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.redact_fields(v, _name, _depth + 1) for v in value]
+        if isinstance(value, str):
+            return self.redact_field(_name, value)
+        if isinstance(value, (bytes, bytearray)):
+            return f"[{len(value)} bytes]"
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return self.redact_field(_name, str(value))
 
     def stream(self, protocol: str | None = None) -> Stream:
         """One direction of one connection."""

@@ -168,6 +168,14 @@ def parse_rules(doc: dict[str, Any], base: list[Rule] | None = None) -> list[Rul
     return rules
 
 
+def secret_name_pattern(path: str | Path = BUILTIN) -> re.Pattern[str]:
+    """A name that marks its value as a secret (db_password, clientSecret, X-Api-Key): the
+    `secret_key` definition the payload rules use, anchored at the end of the name."""
+    with open(path, "rb") as fh:
+        defs = tomllib.load(fh).get("defs", {})
+    return re.compile(_expand("<<secret_key>>", defs, "secret_key") + r"\Z", re.IGNORECASE)
+
+
 def load_rules(path: str | Path) -> list[Rule]:
     try:
         with open(path, "rb") as fh:
