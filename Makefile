@@ -33,7 +33,7 @@ uninstall:
 	bash vagrant/provision.sh uninstall $(if $(PURGE),--purge)
 
 demo:
-	$(PY) -m collector.demo
+	$(PY) -m collector.daemon.demo
 
 bench:
 	$(PY) -m bench

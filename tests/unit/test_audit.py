@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from collector import audit
-from collector.audit import (
+from collector.access import audit
+from collector.access.audit import (
     ANCHOR_MESSAGE_ID,
     GENESIS,
     REDACTED,
@@ -31,7 +31,7 @@ from collector.audit import (
     request_record,
     verify,
 )
-from collector.auth import Principal
+from collector.access.auth import Principal
 
 ALICE = Principal(1000, 1000, "alice", frozenset({1000}), frozenset({"alice"}), 77, "/usr/bin/x")
 

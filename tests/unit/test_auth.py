@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from collector import auth
-from collector.auth import AuthError, exe_of, peer_principal, principal_from_cred
+from collector.access import auth
+from collector.access.auth import AuthError, exe_of, peer_principal, principal_from_cred
 
 
 @pytest.mark.parametrize("use_peer_pidfd", [True, False])

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from collector.events import errno_name, open_flags, printable, sockaddr
+from collector.capture.events import errno_name, open_flags, printable, sockaddr
 
 
 def test_sockaddr_inet() -> None:

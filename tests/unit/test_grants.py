@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from collector import grants as grants_mod
-from collector.auth import Principal
-from collector.grants import Grant, GrantsError, GrantStore
+from collector.access import grants as grants_mod
+from collector.access.auth import Principal
+from collector.access.grants import Grant, GrantsError, GrantStore
 from collector.selectors import Level
 
 NOW = 1_800_000_000.0

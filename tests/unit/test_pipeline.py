@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 
-from collector.enrich import Enricher
-from collector.pipeline import Pipeline
+from collector.capture.pipeline import Pipeline
+from collector.proc.facts import Enricher
 from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, HDR, SYS, Op, Sc
 from redact import Redactor
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import orjson
 
-from collector.enrich import Enricher
-from collector.events import Clock, syscall_event
-from collector.pipeline import Pipeline
+from collector.capture.events import Clock, syscall_event
+from collector.capture.pipeline import Pipeline
+from collector.proc.facts import Enricher
 from probes.layout import SyscallRecord, decode
 from tests.unit.pipeline_corpus import IO, FakeRedactor, batches, sys_rec
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.auth import Principal
-from collector.grants import Grant
-from collector.policy import Decision, Policy, PolicyError, Request, decide
+from collector.access.auth import Principal
+from collector.access.grants import Grant
+from collector.access.policy import Decision, Policy, PolicyError, Request, decide
 from collector.selectors import (
     Level,
     SelectorError,

@@ -7,7 +7,7 @@ import time
 
 import orjson
 
-from collector.sessions import Frame, Router, Session
+from collector.serve.sessions import Frame, Router, Session
 
 
 def _events(frames: list[Frame]) -> list[object]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector.store import EventStore
+from collector.store.store import EventStore
 
 NOW = time.time() - 1000
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from collector.enrich import pids_by_comm, pids_in_cgroup
+from collector.proc.facts import pids_by_comm, pids_in_cgroup
 
 log = logging.getLogger("periscope.tracer")
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from collector.auth import Principal
+from collector.access.auth import Principal
 from collector.selectors import Level, SelectorError, parse_selector
 
 FORMAT_VERSION = 1

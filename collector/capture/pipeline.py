@@ -20,8 +20,7 @@ from typing import Any
 
 import orjson
 
-from collector.enrich import Enricher
-from collector.events import (
+from collector.capture.events import (
     IO_SYSCALLS,
     Clock,
     Event,
@@ -33,6 +32,7 @@ from collector.events import (
     printable,
     syscall_event,
 )
+from collector.proc.facts import Enricher
 from probes.layout import (
     F_DATA_OUT,
     F_PAYLOAD,

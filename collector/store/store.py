@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from collector.events import Event
+from collector.capture.events import Event
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

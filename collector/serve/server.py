@@ -12,13 +12,13 @@ from collections import Counter
 from typing import Any
 
 from collector import protocol
-from collector.access import Scope, resolve_pids, unit_cgroup
-from collector.auth import AuthError, Principal, peer_principal
+from collector.access.auth import AuthError, Principal, peer_principal
+from collector.access.gate import Scope, resolve_pids, unit_cgroup
 from collector.config import Server as ServerConfig
-from collector.handlers import HANDLERS, Services
 from collector.protocol import Fault, ProtocolError
 from collector.selectors import Level
-from collector.sessions import Session, new_session_id
+from collector.serve.handlers import HANDLERS, Services
+from collector.serve.sessions import Session, new_session_id
 
 log = logging.getLogger("periscope.server")
 LOSS_KERNEL = ("skipped_rate", "skipped_sample", "drop_ringbuf", "drop_inflight")

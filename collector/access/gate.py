@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.audit import AuditLog, AuditWriteError, redact_args, request_record
-from collector.auth import Principal
-from collector.enrich import Enricher, pids_by_comm, pids_in_cgroup
-from collector.grants import GrantStore
-from collector.policy import Decision, Policy, PolicyError, Request, decide
+from collector.access.audit import AuditLog, AuditWriteError, redact_args, request_record
+from collector.access.auth import Principal
+from collector.access.grants import GrantStore
+from collector.access.policy import Decision, Policy, PolicyError, Request, decide
+from collector.proc.facts import Enricher, pids_by_comm, pids_in_cgroup
 from collector.protocol import Fault, ProtocolError
 from collector.selectors import Level, SelectorError, TargetFacts, parse_selector
 

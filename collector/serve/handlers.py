@@ -9,16 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.access import Gate, Scope
-from collector.audit import verify
-from collector.auth import Principal
-from collector.grants import GrantStore
-from collector.pipeline import Pipeline
+from collector.access.audit import verify
+from collector.access.auth import Principal
+from collector.access.gate import Gate, Scope
+from collector.access.grants import GrantStore
+from collector.capture.pipeline import Pipeline
+from collector.capture.tracer import Tracer
 from collector.protocol import Fault, ProtocolError
 from collector.selectors import Level, SelectorError, parse_duration
-from collector.sessions import Router
-from collector.store import EventStore
-from collector.tracer import Tracer
+from collector.serve.sessions import Router
+from collector.store.store import EventStore
 
 
 @dataclass
@@ -203,7 +203,7 @@ def audit_show(svc: Services, who: Principal, scope: Scope) -> list[Any]:
 
 
 def audit_verify(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
-    from collector.audit import read_anchors
+    from collector.access.audit import read_anchors
 
     anchors = read_anchors(svc.anchors_path)
     r = verify(svc.audit_path, anchors)

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from collector.events import Event
+from collector.capture.events import Event
 from collector.protocol import event, event_line
 
 _ids = itertools.count(1)

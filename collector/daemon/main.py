@@ -13,21 +13,22 @@ import sys
 import time
 from pathlib import Path
 
-from collector import check, config, logs
-from collector.access import Gate
-from collector.audit import AuditError, AuditLog, emit_anchor, install_journal_handler
-from collector.enrich import Enricher
+from collector import config
+from collector.access.audit import AuditError, AuditLog, emit_anchor, install_journal_handler
+from collector.access.gate import Gate
+from collector.access.grants import GrantsError, GrantStore
+from collector.access.policy import Policy, PolicyError
+from collector.capture.pipeline import Pipeline
+from collector.capture.tracer import Tracer
+from collector.daemon import check, logs
+from collector.daemon.notify import notify, watchdog_interval
 from collector.errors import PeriscopeError
-from collector.grants import GrantsError, GrantStore
-from collector.handlers import Services
-from collector.listen import listen_unix
-from collector.notify import notify, watchdog_interval
-from collector.pipeline import Pipeline
-from collector.policy import Policy, PolicyError
-from collector.server import Server
-from collector.sessions import Router
-from collector.store import EventStore
-from collector.tracer import Tracer
+from collector.proc.facts import Enricher
+from collector.serve.handlers import Services
+from collector.serve.listen import listen_unix
+from collector.serve.server import Server
+from collector.serve.sessions import Router
+from collector.store.store import EventStore
 
 log = logging.getLogger("periscope.daemon")
 ANCHOR_EVERY_S = 60.0
@@ -95,7 +96,7 @@ async def serve(cfg: config.Config, started: float) -> None:
     if cfg.metrics.listen:
         from prometheus_client import start_http_server
 
-        from collector.metrics import registry
+        from collector.serve.metrics import registry
 
         host, _, port = cfg.metrics.listen.rpartition(":")
         try:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from collector.auth import Principal
+from collector.access.auth import Principal
 
 GENESIS = "0" * 64  # prev_hash of the first record
 # journald MESSAGE_ID of anchor lines: `journalctl MESSAGE_ID=334ef7b4210b4c4ea0f4d216072182cc`

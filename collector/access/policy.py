@@ -12,8 +12,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
-from collector.auth import Principal
-from collector.grants import Grant
+from collector.access.auth import Principal
+from collector.access.grants import Grant
 from collector.selectors import (
     Level,
     Selector,
