@@ -211,14 +211,7 @@ def cmd_trace(a: argparse.Namespace, sock: str) -> int:
     return 0
 
 
-LOSS_TEXT = {
-    "skipped_rate": "syscalls skipped by the rate limit (capture.rate_limit)",
-    "skipped_sample": "syscalls skipped by sampling (capture.sample_every)",
-    "drop_ringbuf": "records lost to a full ring buffer",
-    "drop_inflight": "syscalls not tracked (in-flight table full)",
-    "payload_shed": "payloads shed under load (metadata kept)",
-    "dropped_overload": "records dropped under load",
-}
+LOSS_TEXT = protocol.LOSS_TEXT  # one table, shared with the daemon
 
 
 def cmd_simple(op: str, args: dict[str, Any], a: argparse.Namespace, sock: str) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.access.auth import Principal
+from collector.errors import AuditCorruptError, AuditWriteError
 
 GENESIS = "0" * 64  # prev_hash of the first record
 # journald MESSAGE_ID of anchor lines: `journalctl MESSAGE_ID=334ef7b4210b4c4ea0f4d216072182cc`
@@ -27,18 +28,6 @@ _SECRET_KEY = re.compile(
 _SECRET_VALUE = re.compile(
     r"\A(bearer|basic)\s|-----BEGIN [A-Z ]*PRIVATE KEY|eyJ[\w-]+\.[\w-]+|AKIA[0-9A-Z]{16}"
     r"|gh[pousr]_\w{20,}|xox[abprs]-|://[^/\s:@]+:[^/\s@]+@|[A-Za-z0-9+=_-]{32,}", re.I)
-
-
-class AuditError(Exception):
-    """Base of audit failures."""
-
-
-class AuditWriteError(AuditError):
-    """The record could not be made durable: the caller must deny and disclose nothing."""
-
-
-class AuditCorruptError(AuditWriteError):
-    """The log's tail fails its own hash: refuse to extend a chain we cannot trust (fail closed)."""
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:

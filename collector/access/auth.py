@@ -12,6 +12,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from collector.errors import AuthError
+
 _UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
 # SO_PEERPIDFD (Linux >= 6.5) hands us a pidfd for the very process that called
 # connect(), closing the pid-reuse window entirely. Python may not export the
@@ -20,10 +22,6 @@ _GENERIC_ARCHES = {"x86_64", "i686", "i386", "aarch64", "armv7l", "riscv64", "s3
 SO_PEERPIDFD: int | None = getattr(socket, "SO_PEERPIDFD", None) or (
     77 if platform.machine() in _GENERIC_ARCHES else None
 )
-
-
-class AuthError(Exception):
-    """The peer's credentials could not be read; the connection must be refused."""
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.access.audit import AuditLog, AuditWriteError, redact_args, request_record
+from collector.access.audit import AuditLog, redact_args, request_record
 from collector.access.auth import Principal
+from collector.access.decide import Decision, Request, decide
 from collector.access.grants import GrantStore
-from collector.access.policy import Decision, Policy, PolicyError, Request, decide
-from collector.proc.facts import Enricher, pids_by_comm, pids_in_cgroup
-from collector.protocol import Fault, ProtocolError
+from collector.access.policy import Policy
+from collector.errors import AuditFailed, AuditWriteError, BadRequest, Denied, PolicyError
+from collector.proc.facts import Enricher
+from collector.proc.resolve import Resolver
+from collector.protocol import Op, OpKind
 from collector.selectors import Level, SelectorError, TargetFacts, parse_selector
 
 log = logging.getLogger("periscope.access")
@@ -25,7 +28,7 @@ log = logging.getLogger("periscope.access")
 class Scope:
     """A request allowed by policy; what the handler may use."""
 
-    op: str
+    op: Op
     decision: Decision
     args: dict[str, Any]
 
@@ -33,41 +36,49 @@ class Scope:
 def _str_arg(args: dict[str, Any], key: str, default: str | None = None) -> str | None:
     v = args.get(key, default)
     if v is not None and not isinstance(v, str):
-        raise ProtocolError(Fault.BAD_REQUEST, f'"{key}" must be a string')
+        raise BadRequest(f'"{key}" must be a string')
     return v
 
 
-def build_request(op: str, args: dict[str, Any]) -> Request:
-    """Turn wire args into a policy Request. Raises ProtocolError(BAD_REQUEST)."""
+def build_request(op: Op, args: dict[str, Any]) -> Request:
+    """Turn wire args into a policy Request. Raises BadRequest.
+
+    A stored query without a "level" asks for whatever the caller may see (the level is
+    a ceiling there); everything else defaults to meta.
+    """
     targets = args.get("targets", [])
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-        raise ProtocolError(Fault.BAD_REQUEST, '"targets" must be a list of selector strings')
+        raise BadRequest('"targets" must be a list of selector strings')
     if len(targets) > 64:
-        raise ProtocolError(Fault.BAD_REQUEST, "at most 64 targets per request")
+        raise BadRequest("at most 64 targets per request")
+    default = "payload" if op.kind is OpKind.STORED else "meta"
     try:
         for t in targets:
             parse_selector(t)
-        level = Level.parse(_str_arg(args, "level", "meta") or "meta")
+        level = Level.parse(_str_arg(args, "level", default) or default)
     except SelectorError as err:
-        raise ProtocolError(Fault.BAD_REQUEST, str(err)) from err
+        raise BadRequest(str(err)) from err
     duration = args.get("duration")
     if duration is not None and (isinstance(duration, bool)
                                  or not isinstance(duration, (int, float)) or duration <= 0):
-        raise ProtocolError(Fault.BAD_REQUEST, '"duration" must be a positive number of seconds')
+        raise BadRequest('"duration" must be a positive number of seconds')
     reason = _str_arg(args, "reason")
     if reason is not None and len(reason) > 500:
-        raise ProtocolError(Fault.BAD_REQUEST, '"reason" is longer than 500 characters')
-    return Request(op, tuple(targets), level, duration, reason)
+        raise BadRequest('"reason" is longer than 500 characters')
+    return Request(op.value, tuple(targets), level, duration, reason)
 
 
 class Gate:
+    """Decides and audits every request; thread-safe (requests run on executor threads)."""
+
     def __init__(self, policy: Policy, policy_path: str | None, grants: GrantStore,
-                 audit: AuditLog, enricher: Enricher) -> None:
+                 audit: AuditLog, enricher: Enricher, resolver: Resolver) -> None:
         self.policy = policy
         self.policy_path = policy_path
         self.grants = grants
         self.audit = audit
         self.enricher = enricher
+        self.resolver = resolver
         self._lock = threading.Lock()  # the enricher cache is not thread-safe
 
     def reload_policy(self) -> str:
@@ -83,93 +94,45 @@ class Gate:
         return f"loaded {self.policy_path}"
 
     def facts_for(self, targets: Iterable[str]) -> dict[str, list[TargetFacts]]:
+        """The running processes each selector names, with fresh facts (never the cache)."""
         out: dict[str, list[TargetFacts]] = {}
         with self._lock:
             for t in targets:
-                out[t] = [self._facts(pid) for pid in resolve_pids(t)]
+                out[t] = [self._facts(pid) for pid in self.resolver.pids(t)]
         return out
 
     def _facts(self, pid: int) -> TargetFacts:
         f = self.enricher.read(pid)  # fresh: access decisions never use a stale cache
         return TargetFacts(pid, f.comm, f.exe, f.cgroup, f.unit)
 
-    def check(self, who: Principal, op: str, args: dict[str, Any]) -> Scope:
-        """Decide and audit. Raises ProtocolError(DENIED|AUDIT_FAILED|BAD_REQUEST)."""
+    def check(self, who: Principal, op: Op, args: dict[str, Any]) -> Scope:
+        """Decide and audit. Raises Denied, AuditFailed or BadRequest (each audited)."""
+        if op.kind is OpKind.IDENTITY:  # anyone may ask who they are; it is still recorded
+            self.record(who, op, {}, allowed=True, reason="identity query")
+            return Scope(op, Decision(True, "identity query"), args)
         try:
             req = build_request(op, args)
-        except ProtocolError as err:
-            self.record(who, op, args, allowed=False, reason=err.message)
+        except BadRequest as err:
+            self.record(who, op, args, allowed=False, reason=str(err))
             raise
-        facts = self.facts_for(req.targets)
+        # Live ops are decided on the processes running now; stored queries on the facts
+        # stored with each row (see decide._stored), so nothing is resolved for them.
+        facts = self.facts_for(req.targets) if op.kind is OpKind.LIVE else {}
         decision = decide(self.policy, self.grants.list(), who, req, facts, time.time())
         self.record(who, op, args, allowed=decision.allowed, reason=decision.reason)
         if not decision.allowed:
-            raise ProtocolError(Fault.DENIED, decision.reason)
+            raise Denied(decision.reason)
         return Scope(op, decision, args)
 
     def record(self, who: Principal, op: str, args: dict[str, Any], *, allowed: bool,
                reason: str, session: str | None = None, events: int = 0,
                nbytes: int = 0, kind: str = "request") -> None:
         """Append one audit record; if it is not durable, nothing may be disclosed."""
-        rec = request_record(who, op, redact_args(args), allowed=allowed, reason=reason,
+        rec = request_record(who, str(op), redact_args(args), allowed=allowed, reason=reason,
                              session=session, events=events, bytes_disclosed=nbytes)
         rec["kind"] = kind
         try:
             self.audit.append(rec)
         except AuditWriteError as err:
             log.error("audit write failed, denying: %s", err)
-            raise ProtocolError(Fault.AUDIT_FAILED,
-                                "audit log is not writable; request denied (fail closed)") from err
-
-    def visibility(self, who: Principal, op: str, reason: str | None) -> Any:
-        """A per-row check for stored events: facts -> "payload" | "meta" | None."""
-        cache: dict[tuple[Any, ...], str | None] = {}
-        grants = self.grants.list()
-        now = time.time()
-
-        def visible(row: dict[str, Any]) -> str | None:
-            key = (row["pid"], row.get("comm"), row.get("unit"), row.get("exe"))
-            if key not in cache:
-                sel = f"pid:{row['pid']}"
-                facts = {sel: [TargetFacts(row["pid"], row.get("comm"), row.get("exe"), None,
-                                           row.get("unit"))]}
-                d = decide(self.policy, grants, who,
-                           Request(op, (sel,), Level.PAYLOAD, None, reason), facts, now)
-                cache[key] = str(d.level) if d.allowed and d.level is not None else None
-            return cache[key]
-
-        return visible
-
-
-def resolve_pids(selector: str) -> list[int]:
-    """Processes a selector names right now (for policy facts and tracing)."""
-    sel = parse_selector(selector)
-    if sel.kind == "pid":
-        return [int(sel.value)] if Path(f"/proc/{sel.value}").exists() else []
-    if sel.kind == "comm":
-        return pids_by_comm(sel.value)
-    if sel.kind == "cgroup":
-        return pids_in_cgroup(sel.value)
-    if sel.kind == "unit":
-        path = unit_cgroup(sel.value)
-        return pids_in_cgroup(path) if path else []
-    if sel.kind == "exe":
-        out = []
-        for p in Path("/proc").iterdir():
-            if p.name.isdigit():
-                try:
-                    if str((p / "exe").readlink()) == sel.value:
-                        out.append(int(p.name))
-                except OSError:
-                    continue  # exited, or a kernel thread
-        return out
-    return []
-
-
-def unit_cgroup(unit: str, cgroot: str = "/sys/fs/cgroup") -> str | None:
-    """cgroup path of a systemd unit (searched: units live under *.slice)."""
-    root = Path(cgroot)
-    for cand in root.rglob(unit):
-        if cand.is_dir():
-            return "/" + str(cand.relative_to(root))
-    return None
+            raise AuditFailed("audit log is not writable; request denied (fail closed)") from err

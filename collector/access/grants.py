@@ -15,15 +15,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from collector.access.auth import Principal
+from collector.errors import GrantsError
 from collector.selectors import Level, SelectorError, parse_selector
 
 FORMAT_VERSION = 1
 _PRINCIPAL = re.compile(r"@?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?\Z")
 _ID = re.compile(r"[0-9a-f]{8}\Z")
-
-
-class GrantsError(Exception):
-    """The grants file is unreadable, corrupt or cannot be written; the message says which."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Turn a raw kernel record into the redacted, enriched event that may leave the daemon.
+"""Turn a raw kernel record into the redacted event that may leave the daemon, and say
+what each capture level may see of it (`narrow`).
 
 This is the redaction boundary: every byte field of a raw record (payload, path,
 argv, exec filename) goes through the Redactor here; nothing downstream sees raw bytes.
@@ -13,6 +14,7 @@ import struct
 import time
 from typing import Any, Protocol
 
+from collector.selectors import Level
 from probes.layout import (
     F_DATA_OUT,
     F_PAYLOAD,
@@ -191,4 +193,36 @@ def fork_event(rec: ForkRecord, clock: Clock) -> Event:
 def exit_event(rec: ExitRecord, clock: Clock) -> Event:
     ev = base(rec, clock, "exit")
     ev["code"] = rec.code
+    return ev
+
+
+def data_event(ts: float, pid: int, where: int | str, direction: str, cookie: int,
+               payload: bytes) -> Event:
+    """What a stream held back, released when it closed (peer quiet, close, exit, eviction)."""
+    ev: Event = {"ts": ts, "kind": "data", "pid": pid, "tid": pid, "target": cookie,
+                 "direction": direction, "payload": printable(payload), "flushed": True}
+    ev["conn" if isinstance(where, str) else "fd"] = where  # "ssl:ID" for TLS, else the fd
+    return ev
+
+
+# Keys an event has only because payload bytes were captured for it.
+PAYLOAD_KEYS = frozenset({"payload", "captured", "held", "payload_shed"})
+
+
+def narrow(ev: Event, level: Level) -> Event | None:
+    """What `level` may see of an event: `ev` itself, a copy with less, or None.
+
+    The one rule, used by live sessions, stored queries and exporters: meta sees what a
+    meta-only capture of the same call would have produced. So no payload bytes, no
+    count of captured bytes, no sign that bytes were held back, shed or cut short, and
+    no "data" event (it is nothing but payload). Payload sees everything.
+    """
+    if level >= Level.PAYLOAD:
+        return ev
+    if ev.get("kind") == "data":
+        return None
+    if "captured" in ev:  # payload was captured: "truncated" is about those bytes too
+        return {k: v for k, v in ev.items() if k not in PAYLOAD_KEYS and k != "truncated"}
+    if "payload" in ev or "held" in ev or "payload_shed" in ev:
+        return {k: v for k, v in ev.items() if k not in PAYLOAD_KEYS}
     return ev

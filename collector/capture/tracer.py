@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from collector.proc.facts import pids_by_comm, pids_in_cgroup
+from collector.errors import BadRequest, CaptureError, NotFound
+from collector.proc.resolve import Resolver
+from collector.selectors import parse_selector
+from probes.trace import ProbeError
 
 log = logging.getLogger("periscope.tracer")
 
@@ -52,10 +54,10 @@ class Tracer:
     """Thread-safe. `probe_factory()` builds an unloaded probe (bcc lives behind it)."""
 
     def __init__(self, probe_factory: Callable[[], ProbeLike],
-                 spec_factory: Callable[[int, int], Any], sample_every: int = 0) -> None:
+                 spec_factory: Callable[[int, int], Any], resolver: Resolver) -> None:
         self._factory = probe_factory
         self._spec = spec_factory  # (cookie, payload_cap) -> probe TargetSpec
-        self.sample_every = sample_every
+        self.resolver = resolver
         self._lock = threading.RLock()
         self._probe: ProbeLike | None = None
         self._targets: dict[tuple[str, str], Target] = {}
@@ -68,11 +70,35 @@ class Tracer:
     def attached(self) -> bool:
         return self._probe is not None
 
+    def plan(self, selectors: Iterable[str]) -> list[tuple[str, str]]:
+        """The kernel filter entries (pid | comm | cgroup, value) that trace `selectors`.
+
+        A unit is filtered by its cgroup (children stay in it), an exe by the pids running
+        it now (their children inherit the target). Raises NotFound or BadRequest.
+        """
+        out: list[tuple[str, str]] = []
+        for text in selectors:
+            sel = parse_selector(text)
+            if sel.kind in ("pid", "comm", "cgroup"):
+                out.append((sel.kind, sel.value))
+            elif sel.kind == "unit":
+                path = self.resolver.unit_cgroup(sel.value)
+                if path is None:
+                    raise NotFound(f"no cgroup for unit {sel.value!r}")
+                out.append(("cgroup", path))
+            elif sel.kind == "exe":
+                out.extend(("pid", str(p)) for p in self.resolver.pids(sel))
+            else:
+                raise BadRequest("trace needs explicit targets (-p, -n, -c or -u), not '*'")
+        if not out:
+            raise NotFound("no process matches the requested targets")
+        return out
+
     def acquire(self, session: str, kind: str, value: str, payload_cap: int) -> Target:
         """Start tracing a target for a session. Returns the target (with its cookie).
 
-        Raises ProbeError (from the probe) if the probe cannot load, or LookupError
-        if the target does not exist.
+        Raises CaptureError if the probe cannot load or the target cannot be added to the
+        kernel filter, NotFound if the target does not exist.
         """
         with self._lock:
             key = (kind, value)
@@ -80,7 +106,10 @@ class Tracer:
             pids = self._resolve(kind, value)
             if self._probe is None:
                 probe = self._factory()
-                probe.load()
+                try:
+                    probe.load()
+                except (ProbeError, OSError) as err:
+                    raise CaptureError(f"cannot attach probes: {err}") from err
                 self._probe = probe
                 self.attach_count += 1
                 self.last_load_seconds = probe.load_seconds
@@ -90,21 +119,24 @@ class Tracer:
                 self._next_cookie += 1
                 self._targets[key] = target
             target.caps[session] = payload_cap
-            self._apply(target, pids)
+            try:
+                self._apply(target, pids)
+            except OSError as err:  # a full or failing BPF map, a cgroup removed meanwhile
+                raise CaptureError(f"cannot add target {kind}:{value}: {err}") from err
             return target
 
     def _resolve(self, kind: str, value: str) -> list[int]:
         if kind == "pid":
-            pid = int(value)
-            # /proc, not kill(pid, 0): we never send a target anything, not even signal 0
-            if not os.path.exists(f"/proc/{pid}"):
-                raise LookupError(f"no process with pid {pid}")
-            return [pid]
+            if not self.resolver.exists(int(value)):
+                raise NotFound(f"no process with pid {value}")
+            return [int(value)]
         if kind == "comm":
-            return pids_by_comm(value)
+            return self.resolver.pids_by_comm(value)
         if kind == "cgroup":
-            return pids_in_cgroup(value)
-        raise ValueError(f"unknown target kind {kind!r}")
+            if not self.resolver.cgroup_dir(value).is_dir():
+                raise NotFound(f"no cgroup {value!r}")
+            return self.resolver.pids_in_cgroup(value)
+        raise BadRequest(f"unknown target kind {kind!r}")
 
     def _apply(self, target: Target, pids: list[int]) -> None:
         assert self._probe is not None
@@ -112,9 +144,7 @@ class Tracer:
         if target.kind == "comm":
             self._probe.add_comm(target.value, spec)
         elif target.kind == "cgroup":
-            from probes.trace import cgroup_id
-
-            self._probe.add_cgroup(cgroup_id(target.value), spec)
+            self._probe.add_cgroup(self.resolver.cgroup_id(target.value), spec)
         for pid in pids:
             self._probe.add_pid(pid, spec)
         # Children already inherited this cookie; refresh their caps too.
@@ -148,10 +178,8 @@ class Tracer:
         if target.kind == "comm":
             self._probe.remove_comm(target.value)
         elif target.kind == "cgroup":
-            from probes.trace import cgroup_id
-
             with contextlib.suppress(OSError):  # the cgroup was already removed
-                self._probe.remove_cgroup(cgroup_id(target.value))
+                self._probe.remove_cgroup(self.resolver.cgroup_id(target.value))
         for pid, cookie in self._probe.pids().items():
             if cookie == target.cookie:
                 self._probe.remove_pid(pid)

@@ -14,19 +14,20 @@ import time
 from pathlib import Path
 
 from collector import config
-from collector.access.audit import AuditError, AuditLog, emit_anchor, install_journal_handler
+from collector.access.audit import AuditLog, emit_anchor, install_journal_handler
 from collector.access.gate import Gate
-from collector.access.grants import GrantsError, GrantStore
-from collector.access.policy import Policy, PolicyError
+from collector.access.grants import GrantStore
+from collector.access.policy import Policy
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs
 from collector.daemon.notify import notify, watchdog_interval
-from collector.errors import PeriscopeError
+from collector.errors import ConfigError, PeriscopeError
 from collector.proc.facts import Enricher
-from collector.serve.handlers import Services
+from collector.proc.resolve import Resolver
 from collector.serve.listen import listen_unix
 from collector.serve.server import Server
+from collector.serve.services import Services
 from collector.serve.sessions import Router
 from collector.store.store import EventStore
 
@@ -57,21 +58,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build(cfg: config.Config) -> tuple[Services, Pipeline]:
+def build(cfg: config.Config, procfs: str = "/proc", cgroot: str = "/sys/fs/cgroup"
+          ) -> tuple[Services, Pipeline]:
+    """Every part of the daemon, wired; nothing is started. Raises PeriscopeError."""
     from probes.trace import ProbeOptions, TargetSpec, TraceProbe
     from redact import Redactor
+    from redact.rules import RuleError
 
     paths = cfg.paths
     state = Path(paths.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    redactor = Redactor.from_file(cfg.redaction.rules) if cfg.redaction.rules \
-        else Redactor.default()
+    try:
+        redactor = Redactor.from_file(cfg.redaction.rules) if cfg.redaction.rules \
+            else Redactor.default()
+    except (RuleError, OSError) as err:
+        raise ConfigError(f"redaction.rules {cfg.redaction.rules!r}: {err}") from err
     policy = Policy.load(paths.policy) if Path(paths.policy).exists() else Policy.default()
     log.info("policy: %s", paths.policy if Path(paths.policy).exists() else "embedded default")
     grants = GrantStore(str(paths.grants))
     audit = AuditLog(str(paths.audit_log),
                      anchor=functools.partial(emit_anchor, anchor_file=str(paths.anchors)))
-    enricher = Enricher()
+    resolver = Resolver(procfs, cgroot)
+    enricher = Enricher(procfs)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
     router = Router()
     pipeline = Pipeline(redactor, [store.add_many, router], enricher, cfg.capture.queue_max)
@@ -80,10 +88,14 @@ def build(cfg: config.Config) -> tuple[Services, Pipeline]:
     capture = cfg.capture
     tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
                     lambda cookie, cap: TargetSpec(cookie, cap, capture.sample_every,
-                                                   capture.rate_limit))
-    gate = Gate(policy, paths.policy, grants, audit, Enricher())
-    svc = Services(gate, tracer, pipeline, router, store, grants, str(paths.audit_log),
-                   str(paths.anchors), cfg.capture.max_payload_bytes)
+                                                   capture.rate_limit), resolver)
+    # The gate reads facts fresh for every decision: its own enricher, never the cache
+    # the pipeline thread uses.
+    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver)
+    svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
+                   grants=grants, audit_path=str(paths.audit_log),
+                   anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
+                   session_queue=cfg.server.send_buffer_events)
     return svc, pipeline
 
 
@@ -175,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                                        ("socket_group", args.socket_group)) if v is not None}
         cfg = config.with_paths(cfg, **overrides)
         asyncio.run(serve(cfg, started))
-    except (PeriscopeError, PolicyError, GrantsError, AuditError) as err:
+    except PeriscopeError as err:
         # Bad policy, grants or audit state at start: one clear line, not a traceback.
         log.error("%s", err)
         return 2

@@ -76,28 +76,3 @@ class Enricher:
         with contextlib.suppress(OSError):  # kernel threads and exited processes have no exe
             exe = os.readlink(base / "exe")
         return ProcFacts(pid, comm, exe, uid, _user(uid), cgroup, unit_from_cgroup(cgroup), ppid)
-
-
-def pids_by_comm(comm: str, procfs: str | Path = "/proc") -> list[int]:
-    out = []
-    for entry in Path(procfs).iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().rstrip("\n") == comm:
-                out.append(int(entry.name))
-        except OSError:
-            continue  # exited while scanning
-    return out
-
-
-def pids_in_cgroup(path: str, cgroot: str = "/sys/fs/cgroup") -> list[int]:
-    """Every pid in a cgroup v2 subtree."""
-    root = Path(cgroot) / path.lstrip("/")
-    out: list[int] = []
-    for procs in root.rglob("cgroup.procs"):
-        try:
-            out.extend(int(x) for x in procs.read_text().split())
-        except OSError:
-            continue
-    return out

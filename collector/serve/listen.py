@@ -10,14 +10,9 @@ import socket
 import stat
 import tempfile
 
-from collector.errors import PeriscopeError
+from collector.errors import SocketPathError
 
 log = logging.getLogger("periscope.listen")
-
-
-class SocketPathError(PeriscopeError):
-    """The socket path is unsafe or taken."""
-
 
 def _check_existing(path: str) -> None:
     try:

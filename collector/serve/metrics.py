@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from collector.serve.handlers import thread_cpu
+from collector.serve.handlers.status import thread_cpu
 
 if TYPE_CHECKING:
-    from collector.serve.handlers import Services
+    from collector.serve.services import Services
 
 # Label values come from fixed code paths only (never from traced data), so no redaction is
 # needed for metric labels.

@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from collector.capture.events import Event
+from collector.capture.events import Event, narrow
 from collector.protocol import event, event_line
+from collector.selectors import Level
 
 _ids = itertools.count(1)
 # What a session's queue holds: the event's wire line and its payload length (for the
@@ -72,13 +73,6 @@ class Session:
         return frames
 
 
-def _meta(ev: Event) -> Event:
-    """The event a meta-level session sees: no payload bytes (nor their count)."""
-    if "payload" in ev:
-        return {k: v for k, v in ev.items() if k not in ("payload", "captured")}
-    return ev
-
-
 def new_session_id() -> str:
     return f"s{next(_ids)}-{secrets.token_hex(3)}"
 
@@ -108,7 +102,8 @@ class Router:
                     if not subs:
                         del self._by_cookie[c]
 
-    def __call__(self, events: list[Event], bodies: list[bytes] | None = None) -> None:
+    def __call__(self, events: list[Event], bodies: list[bytes] | None = None,
+                 _procs: object = None) -> None:
         """Pipeline sink (sink thread). bodies[i] is events[i] serialized (done once)."""
         if bodies is None:
             bodies = [orjson.dumps(ev) for ev in events]
@@ -126,9 +121,12 @@ class Router:
             return
         if s.payload:
             frames = [(event_line(body), len(ev.get("payload") or ())) for ev, body in evs]
-        else:  # meta level: payload stripped, so re-serialized where there was one
-            frames = [(event_line(body) if "payload" not in ev else event(_meta(ev)), 0)
-                      for ev, body in evs if ev["kind"] != "data"]
+        else:  # meta level: what narrow() leaves; re-serialized only where it hid something
+            frames = []
+            for ev, body in evs:
+                seen = narrow(ev, Level.META)
+                if seen is not None:
+                    frames.append((event_line(body) if seen is ev else event(seen), 0))
         if frames and not s.offer(frames):
             self.counters["slow_reader_dropped"] += 1
             s.end("slow_reader")

@@ -1,18 +1,27 @@
-"""Embedded SQLite (WAL) store of redacted events, with retention by age and size."""
+"""Embedded SQLite (WAL) store of redacted events: schema and its migration, batched
+writes, retention by age and size, and reads on their own connection."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from collector.capture.events import Event
+from collector.capture.events import Event, narrow
+from collector.proc.facts import ProcFacts
+from collector.selectors import Level
+from collector.store.query import Query, compile_query
 
+log = logging.getLogger("periscope.store")
+
+# user_version 1: the facts the policy matches on are stored with each row (comm, unit,
+# exe and cgroup of the process at capture), so a stored row is decided on its own facts.
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -24,7 +33,8 @@ CREATE TABLE IF NOT EXISTS events (
     unit TEXT,
     exe TEXT,
     has_payload INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    cgroup TEXT
 );
 CREATE INDEX IF NOT EXISTS events_pid_id ON events(pid);
 DROP INDEX IF EXISTS events_pid;
@@ -34,12 +44,32 @@ DROP INDEX IF EXISTS events_ts;
 # while the former (pid, ts) cost ~6 µs per row and (ts) ~1 µs. Queries read newest-first
 # by id (which follows time) and stop at the limit; retention walks ids from the oldest.
 
-COLUMNS = "INSERT INTO events(ts,pid,kind,syscall,comm,unit,exe,has_payload,body) VALUES "
-ROW = "(?,?,?,?,?,?,?,?,?)"
+COLUMNS = ("INSERT INTO events(ts,pid,kind,syscall,comm,unit,exe,cgroup,has_payload,body) "
+           "VALUES ")
+NCOLS = 10
+ROW = "(" + ",".join("?" * NCOLS) + ")"
 CHUNKS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)  # rows per INSERT: few distinct statements
 
-# (facts dict) -> "payload" | "meta" | None: what the caller may see of a row.
-Visibility = Callable[[dict[str, Any]], str | None]
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring an events.db of any earlier version to SCHEMA_VERSION, keeping every row.
+
+    Version 0 lacked the cgroup column: ALTER TABLE ADD COLUMN is a schema-only change in
+    SQLite (no table rewrite), and the rows it had stay, with no cgroup (NULL matches no
+    cgroup selector: an unknown fact grants nothing).
+    """
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        log.warning("%s: schema version %d is newer than ours (%d); using it as is",
+                    path, version, SCHEMA_VERSION)
+        return
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    with db:
+        if "cgroup" not in columns:
+            db.execute("ALTER TABLE events ADD COLUMN cgroup TEXT")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if version < SCHEMA_VERSION:
+        log.info("%s: schema migrated from version %d to %d", path, version, SCHEMA_VERSION)
 
 
 class EventStore:
@@ -56,6 +86,7 @@ class EventStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        migrate(self._db, self.path)
         self.path.chmod(0o600)
         self._last_prune = 0.0
         self._insert: dict[int, str] = {}
@@ -63,21 +94,29 @@ class EventStore:
         self.written = 0
         self.pruned = 0
 
-    def add_many(self, events: list[Event], bodies: list[bytes] | None = None) -> None:
-        """Store a batch in one transaction.
+    def add_many(self, events: list[Event], bodies: list[bytes] | None = None,
+                 procs: list[ProcFacts | None] | None = None) -> None:
+        """Store a batch in one transaction (a pipeline Sink).
 
+        `procs[i]` is the process of events[i] as it was at capture: its comm, unit, exe
+        and cgroup are stored with the row, for access decisions on stored rows.
         Rows go in as multi-row INSERTs of up to 1024 rows: sqlite3 releases the GIL around
         each sqlite3_step, and executemany() steps (and re-takes the GIL) once per row,
         which with a busy pipeline thread meant waiting up to a switch interval per row.
         """
         if bodies is None:
             bodies = list(map(orjson.dumps, events))
+        if procs is None:
+            procs = [None] * len(events)
         params: list[Any] = []
         extend = params.extend
-        for ev, body in zip(events, bodies, strict=True):
-            get = ev.get
-            extend((ev["ts"], ev["pid"], ev["kind"], get("syscall"), get("comm"), get("unit"),
-                    get("exe"), "payload" in ev, body))
+        for ev, body, proc in zip(events, bodies, procs, strict=True):
+            if proc is not None:
+                extend((ev["ts"], ev["pid"], ev["kind"], ev.get("syscall"), proc.comm, proc.unit,
+                        proc.exe, proc.cgroup, "payload" in ev, body))
+            else:  # no facts were read: what the event says of itself
+                extend((ev["ts"], ev["pid"], ev["kind"], ev.get("syscall"), ev.get("comm"),
+                        ev.get("unit"), None, None, "payload" in ev, body))
         n = len(events)
         with self._lock:
             at = 0
@@ -86,7 +125,7 @@ class EventStore:
                 if sql is None:
                     sql = self._insert[size] = COLUMNS + ",".join([ROW] * size)
                 while n - at >= size:
-                    self._db.execute(sql, params[at * 9:(at + size) * 9])
+                    self._db.execute(sql, params[at * NCOLS:(at + size) * NCOLS])
                     at += size
             self._db.commit()
             self.written += n
@@ -119,42 +158,20 @@ class EventStore:
             self._db.execute("PRAGMA incremental_vacuum")
         self._db.commit()
 
-    def query(self, visible: Visibility, *, pid: int | None = None, kind: str | None = None,
-              since: float | None = None, errors_only: bool = False,
-              limit: int = 1000) -> Iterator[Event]:
-        """Newest-last events the caller may see; payload stripped where only meta is allowed."""
-        where: list[str] = ["1=1"]
-        params: list[Any] = []
-        if pid is not None:
-            where.append("pid = ?")
-            params.append(pid)
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        sql = (f"SELECT comm, unit, exe, pid, body FROM events WHERE {' AND '.join(where)}"
-               " ORDER BY id DESC LIMIT ?")
+    def query(self, q: Query) -> list[Event]:
+        """The newest q.limit events the caller may see, oldest first, each narrowed to
+        the level it is seen at. Visibility, filters and LIMIT all run in SQL."""
+        sql, params = compile_query(q)
         with self._read_lock:  # its own connection: a long query never holds up ingest (WAL)
             if self._reader is None:
                 self._reader = sqlite3.connect(str(self.path), check_same_thread=False)
-            rows = self._reader.execute(sql, (*params, limit * 4 if errors_only else limit)
-                                        ).fetchall()
+            rows = self._reader.execute(sql, params).fetchall()
         out = []
-        for comm, unit, exe, rpid, body in rows:
-            level = visible({"pid": rpid, "comm": comm, "unit": unit, "exe": exe})
-            if level is None:
-                continue
-            ev = orjson.loads(body)
-            if errors_only and "errno" not in ev:
-                continue
-            if level != "payload":
-                ev.pop("payload", None)
-            out.append(ev)
-            if len(out) >= limit:
-                break
-        return reversed(out)
+        for lvl, body in reversed(rows):
+            ev = narrow(orjson.loads(body), Level(lvl))
+            if ev is not None:  # the SQL already left out what a level sees nothing of
+                out.append(ev)
+        return out
 
     def count(self) -> int:
         """Rows in the store, kept as a tally (COUNT(*) scanned the table under the lock)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,17 @@ def add(s: GrantStore, principal: str = "alice", duration: float = 3600, now: fl
     return s.add(principal, target, Level.PAYLOAD, duration, "INC-1234", "root", now=now)
 
 
+def test_ids_are_fresh_and_never_reused(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    ids = [add(s).id for _ in range(50)]
+    assert len(set(ids)) == 50 and all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids)
+    assert sorted(g.id for g in store(tmp_path).list(now=NOW)) == sorted(ids)
+
+
 def test_add_persists_and_survives_restart(tmp_path: Path) -> None:
     s = store(tmp_path)
     g = add(s)
-    assert len(g.id) == 8 and int(g.id, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{8}", g.id)
     assert (g.principal, g.target, g.level, g.expires) == (
         "alice", "unit:checkout.service", Level.PAYLOAD, NOW + 3600)
     assert stat.S_IMODE(os.stat(s.path).st_mode) == 0o600

@@ -1,4 +1,4 @@
-"""Policy parsing and the pure decide() table."""
+"""Policy parsing and the pure decide() table (live targets and stored-query visibility)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.access.auth import Principal
+from collector.access.decide import Decision, Request, decide
 from collector.access.grants import Grant
-from collector.access.policy import Decision, Policy, PolicyError, Request, decide
+from collector.access.policy import Policy, PolicyError
+from collector.protocol import OPS, Op, OpKind
 from collector.selectors import (
     Level,
     SelectorError,
     TargetFacts,
+    View,
     format_duration,
     parse_duration,
     parse_selector,
@@ -77,6 +80,7 @@ class Case:
     targets: tuple[str, ...] | None = None
     duration: float | None = None
     notes: tuple[str, ...] = ()  # substrings, each found in some note
+    views: tuple[tuple[Level, tuple[str, ...]], ...] | None = None  # stored queries
 
 
 R = Request
@@ -105,7 +109,7 @@ CASES = [
          level=META, targets=("pid:7",),
          notes=("level lowered from payload to meta: role viewer allows at most meta",)),
     Case("viewer query everything", ALICE, R("events", (), PAYLOAD), True, policy=CUSTOM,
-         level=META, targets=("*",)),
+         level=META, targets=(), views=((META, ("*",)),)),
     Case("viewer op missing", ALICE, R("conns"), False, "not allowed", policy=CUSTOM),
     Case("trace needs targets", ROOT, R("trace"), False, "needs at least one target"),
     Case("bad selector", ROOT, R("trace", ("pid:abc",)), False, "pid must be a positive integer"),
@@ -115,8 +119,35 @@ CASES = [
     Case("unit role covers cgroup inside it", DAVE,
          R("events", ("cgroup:/system.slice/checkout.service/worker",), PAYLOAD), True,
          policy=CUSTOM, targets=("cgroup:/system.slice/checkout.service/worker",)),
-    Case("cgroup prefix is per component", DAVE, R("events", ("cgroup:/system.slice/payroll",)),
+    Case("cgroup prefix is per component", DAVE, R("trace", ("cgroup:/system.slice/payroll",)),
          False, "no permitted target", policy=CUSTOM),
+    # Stored queries: decided from the selectors alone (rows carry their own facts), the
+    # requested targets stay filters, and each level gets the selectors allowed at it.
+    Case("stored: requested targets are filters, role targets the views", DAVE,
+         R("events", ("cgroup:/system.slice/payroll", "comm:nginx"), PAYLOAD), True,
+         policy=CUSTOM, level=PAYLOAD, targets=("cgroup:/system.slice/payroll", "comm:nginx"),
+         views=((PAYLOAD, ("unit:checkout.service", "cgroup:/system.slice/pay")),)),
+    Case("stored: payload grant over a meta role", ALICE, R("events", (), PAYLOAD, reason="x"),
+         True, policy=CUSTOM, grants=(grant("alice", "unit:checkout.service"),), level=PAYLOAD,
+         views=((PAYLOAD, ("unit:checkout.service",)), (META, ("*",)))),
+    Case("stored: the requested level is a ceiling", ALICE, R("events", (), META),
+         True, policy=CUSTOM, grants=(grant("alice", "unit:checkout.service"),), level=META,
+         views=((META, ("*",)),)),
+    Case("stored: a selector seen with payload is not repeated at meta", ALICE,
+         R("errors", (), PAYLOAD), True, grants=(grant("alice", "comm:a", PAYLOAD),
+                                                 grant("alice", "comm:a", META, gid="0000abce"),
+                                                 grant("alice", "comm:b", META, gid="0000abcf")),
+         views=((PAYLOAD, ("comm:a",)), (META, ("comm:b",)))),
+    Case("stored: meta grant lowers the level", ALICE, R("events", (), PAYLOAD), True,
+         grants=(grant("alice", "exe:/usr/bin/x", META),), level=META,
+         views=((META, ("exe:/usr/bin/x",)),), notes=("level lowered from payload to meta",)),
+    Case("stored: a bad filter is refused", ROOT, R("events", ("pid:0",)), False,
+         "pid must be a positive integer"),
+    Case("stored: a reason is still required", BOB, R("events", ()), False, "reason is required"),
+    Case("stored: a role with no targets sees nothing", ALICE, R("events"), False,
+         "no permitted target", policy=Policy.from_toml(
+             '[roles.r]\nops = ["events"]\nmax_level = "meta"\ntargets = []\n'
+             '[users]\nalice = "r"\n')),
     Case("target not granted", DAVE, R("trace", ("comm:nginx",)), False,
          "no permitted target for dave", policy=CUSTOM, facts={"comm:nginx": [NGINX_B]}),
     Case("reason-dropped role is explained", BOB, R("trace", ("pid:1",)), False,
@@ -184,6 +215,12 @@ def test_decide(case: Case) -> None:
         assert d.deadline == pytest.approx(NOW + case.duration)
     for note in case.notes:
         assert any(note in n for n in d.narrowed), d.narrowed
+    if case.views is not None:
+        assert d.visibility is not None
+        assert d.visibility.views == tuple(
+            View(lv, tuple(parse_selector(t) for t in sels)) for lv, sels in case.views)
+    elif case.request.op in OPS and Op(case.request.op).kind is not OpKind.STORED:
+        assert d.visibility is None
     if not d.allowed:
         assert d.targets == () and d.level is None and d.deadline is None
 
@@ -292,7 +329,7 @@ WORLD = [TargetFacts(1, "x", "/bin/x", "/system.slice/a.service"),
          TargetFacts(2, "y", "/bin/x", "/system.slice/b.service/w"),
          TargetFacts(3, "x", "/bin/y", "/user.slice/user-1.slice")]
 U = who("u", "u", "g")
-TOPS = ["trace", "events", "http", "snapshot"]
+TOPS = ["trace", "events", "http", "snapshot", "errors"]
 
 
 @st.composite
@@ -325,11 +362,22 @@ def test_decide_never_exceeds_rules(scenario: tuple[Policy, list[Grant], Request
     if not d.allowed:
         assert d.targets == () and d.level is None
         return
-    assert d.level is not None and d.level <= req.level and d.targets
+    assert d.level is not None and d.level <= req.level
     auths = [(r.targets, r.max_level, NOW + r.max_duration) for r in policy.roles_for(U)
              if req.op in r.ops and (req.reason or not r.require_reason)]
     auths += [((parse_selector(g.target),), g.level, g.expires) for g in grants
               if g.applies_to(U) and g.active(NOW)]
+    if Op(req.op).kind is OpKind.STORED:
+        # The targets stay filters, and each process of the world is seen at exactly the
+        # best level any role or grant of the caller gives it, capped by the request.
+        assert d.targets == req.targets and d.visibility is not None
+        for p in WORLD:
+            best = max((lv for sels, lv, _u in auths if any(s.matches(p) for s in sels)),
+                       default=None)
+            want = None if best is None else min(best, req.level)
+            assert d.visibility.level_for(p) == want, (p, d)
+        return
+    assert d.targets
     if req.op == "trace":
         assert d.deadline is not None and d.duration is not None and d.duration > 0
         assert req.duration is None or d.duration <= req.duration

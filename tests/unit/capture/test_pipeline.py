@@ -9,11 +9,11 @@ from pathlib import Path
 import orjson
 
 from collector.capture.pipeline import Pipeline
-from collector.proc.facts import Enricher
+from collector.proc.facts import Enricher, ProcFacts
 from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, HDR, SYS, Op, Sc
 from redact import Redactor
 
-FAKE_PROC = Path(__file__).parents[1] / "data" / "proc"
+FAKE_PROC = Path(__file__).parents[2] / "data" / "proc"
 
 
 def rec(nr: Sc, fd: int, ret: int, data: bytes = b"", flags: int = 0, pid: int = 4242,
@@ -77,11 +77,15 @@ def test_sinks_get_every_event_in_order_on_their_own_thread() -> None:
     got: list[int] = []
     threads: set[str] = set()
 
-    def sink(evs: list[dict[str, object]], bodies: list[bytes]) -> None:
+    def sink(evs: list[dict[str, object]], bodies: list[bytes],
+             procs: list[ProcFacts | None]) -> None:
         threads.add(threading.current_thread().name)
         got.extend(int(str(e["ret"])) for e in evs)
         # serialized once for every sink: each body is exactly its event
         assert [orjson.loads(b) for b in bodies] == evs
+        # and each event comes with the facts of its process, as read at capture
+        assert [(f.pid, f.comm, f.exe, f.cgroup) if f else None for f in procs] == [
+            (4242, "fakesrv", None, "/system.slice/shop.service")] * len(evs)
 
     p = Pipeline(Redactor.default(), [sink], Enricher(procfs=FAKE_PROC))
     p.start()
@@ -97,7 +101,8 @@ def test_slow_sinks_back_up_into_counted_overload_never_silent_loss() -> None:
     gate = threading.Event()
     delivered: list[dict[str, object]] = []
 
-    def slow(evs: list[dict[str, object]], _bodies: list[bytes]) -> None:
+    def slow(evs: list[dict[str, object]], _bodies: list[bytes],
+             _procs: list[ProcFacts | None]) -> None:
         gate.wait(10)
         delivered.extend(evs)
 
