@@ -1,4 +1,4 @@
-"""Process snapshots: one process's state read from procfs (never ptrace, never its memory),
+"""Process snapshots: one process's state read from procfs (never attached to, never its memory),
 redacted, as schema-versioned JSON (docs/events.md "Snapshot") and a short text summary.
 
     from collector.snapshot import collect, render_summary, write_snapshot

@@ -79,7 +79,7 @@ def collect(
     _between: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """A schema-versioned, JSON-ready, redacted snapshot of process `pid`, read from procfs
-    only (no ptrace, no memory reads). Raises NoSuchProcess if the pid does not exist.
+    only (no debugger attach, no memory reads). Raises NoSuchProcess if the pid does not exist.
 
     A section that fails (permission, a file this kernel lacks) is listed in `failed` and
     the rest are still read. If the process exits mid-way, the sections read so far are

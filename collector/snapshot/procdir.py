@@ -27,7 +27,7 @@ class ProcDir:
     A /proc/PID directory fd stays bound to the process it was opened for: once that
     process is gone, reads through it fail with ESRCH/ENOENT. Opening each file by path
     instead could, after the pid is reused, read another process the caller may not be
-    allowed to see. Only regular procfs reads and readlinks: never ptrace, never
+    allowed to see. Only regular procfs reads and readlinks: never a debugger attach, never
     /proc/PID/mem.
     """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -283,3 +284,26 @@ def test_reads_never_follow_the_pid_to_another_directory(fake_proc: Path,
 
     snap = collect(PID, redactor, procfs=str(fake_proc), _between=between)
     assert snap["exited"] and "environ" not in snap
+
+
+READ_ONLY = re.compile(
+    r"(stat|status|cmdline|environ|cgroup|limits|io|smaps_rollup|maps|fd|task|ns"
+    r"|net/(tcp|tcp6|udp|udp6|unix|netlink)|task/\d+/stat|fd/\d+|fdinfo/\d+|ns/\w+"
+    r"|exe|cwd|root)")
+
+
+def test_reads_only_the_listed_procfs_files(redactor: Redactor,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never /proc/PID/mem, pagemap or anything that is not in the documented list."""
+    touched: list[str] = []
+    for method in ("read", "readlink", "listdir", "stat"):
+        real = getattr(ProcDir, method)
+
+        def spy(self: ProcDir, name: str, *a: Any, _real: Any = real) -> Any:
+            touched.append(name)
+            return _real(self, name, *a)
+
+        monkeypatch.setattr(ProcDir, method, spy)
+    collect(PID, redactor, procfs=str(PROC))
+    assert touched and all(READ_ONLY.fullmatch(n) for n in touched), sorted(set(touched))
+    assert {"environ", "maps", "fd", "fdinfo/3", "net/tcp", "task/5151/stat"} <= set(touched)
