@@ -68,7 +68,7 @@ def fds(ctx: Ctx) -> dict[str, Any]:
     for fd in nums[:MAX_FDS]:
         try:
             entry = classify(ctx, fd, ctx.proc.readlink(f"fd/{fd}"))
-            info = parse_fdinfo(ctx.proc.text(f"fdinfo/{fd}", 4096))
+            info = parse_fdinfo(ctx.proc.head(f"fdinfo/{fd}"))
         except OSError as err:
             if err.errno not in GONE_ERRNOS:
                 raise

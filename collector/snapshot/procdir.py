@@ -80,6 +80,16 @@ class ProcDir:
         surrogate escapes, so redaction sees them and clean() shows them."""
         return self.read(name, limit)[0].decode("utf-8", "surrogateescape")
 
+    def head(self, name: str, size: int = 4096) -> str:
+        """The start of a file in one read(): enough for stat and fdinfo, whose fields
+        of interest come first, at half the syscalls of reading to EOF (1,000 fds)."""
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK,
+                     dir_fd=self.fd)
+        try:
+            return os.read(fd, size).decode("utf-8", "surrogateescape")
+        finally:
+            os.close(fd)
+
     def readlink(self, name: str) -> str:
         return os.readlink(name, dir_fd=self.fd)
 
@@ -97,11 +107,11 @@ class ProcDir:
     def state(self) -> str | None:
         """The process state letter (R, S, D, Z, ...), or None once it is gone."""
         try:
-            raw = self.read("stat", 4096)[0]
+            raw = self.head("stat")
         except OSError:
             return None
-        end = raw.rfind(b")")
-        return raw[end + 2:end + 3].decode("ascii", "replace") if end >= 0 else None
+        end = raw.rfind(")")
+        return raw[end + 2:end + 3] if end >= 0 else None
 
     def alive(self) -> bool:
         """Still running: not gone, not a zombie (a zombie's fds, maps and environ read as

@@ -66,7 +66,7 @@ def boot_time(procfs: str) -> float:
 
 
 def identity(ctx: Ctx) -> dict[str, Any]:
-    st = parse_stat(ctx.proc.text("stat", 4096))
+    st = parse_stat(ctx.proc.head("stat"))
     status = parse_status(ctx.proc.text("status", 64 << 10))
     raw, cut = ctx.proc.read("cmdline", MAX_CMDLINE)
     argv = [a.decode("utf-8", "surrogateescape") for a in split_nul(raw)]
@@ -100,7 +100,7 @@ def identity(ctx: Ctx) -> dict[str, Any]:
 
 def parents(ctx: Ctx) -> list[dict[str, Any]]:
     """The chain of parents up to pid 1: pid, comm and user of each."""
-    me = parse_stat(ctx.proc.text("stat", 4096))
+    me = parse_stat(ctx.proc.head("stat"))
     chain: list[dict[str, Any]] = []
     seen = {ctx.pid}
     ppid, child_start = me.ppid, me.starttime
@@ -108,7 +108,7 @@ def parents(ctx: Ctx) -> list[dict[str, Any]]:
         seen.add(ppid)
         try:
             with ProcDir(ctx.procfs, ppid) as p:
-                st = parse_stat(p.text("stat", 4096))
+                st = parse_stat(p.head("stat"))
                 uid = _ids(parse_status(p.text("status", 64 << 10)).get("Uid"))
         except (SnapshotError, OSError):
             # The parent exited while we walked up (its children get reparented): the
@@ -158,7 +158,7 @@ def namespaces(ctx: Ctx) -> dict[str, Any]:
 
 
 def cpu(ctx: Ctx) -> dict[str, Any]:
-    st = parse_stat(ctx.proc.text("stat", 4096))
+    st = parse_stat(ctx.proc.head("stat"))
     status = parse_status(ctx.proc.text("status", 64 << 10))
     vol, invol = status.get("voluntary_ctxt_switches"), status.get("nonvoluntary_ctxt_switches")
     return {"user_s": ctx.seconds(st.utime), "system_s": ctx.seconds(st.stime),
@@ -174,7 +174,7 @@ def threads(ctx: Ctx) -> dict[str, Any]:
     vanished = 0
     for tid in tids[:MAX_THREADS]:
         try:
-            st = parse_stat(ctx.proc.text(f"task/{tid}/stat", 4096))
+            st = parse_stat(ctx.proc.head(f"task/{tid}/stat"))
         except OSError as err:
             if err.errno not in GONE_ERRNOS:
                 raise

@@ -296,7 +296,7 @@ def test_reads_only_the_listed_procfs_files(redactor: Redactor,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Never /proc/PID/mem, pagemap or anything that is not in the documented list."""
     touched: list[str] = []
-    for method in ("read", "readlink", "listdir", "stat"):
+    for method in ("read", "head", "readlink", "listdir", "stat"):
         real = getattr(ProcDir, method)
 
         def spy(self: ProcDir, name: str, *a: Any, _real: Any = real) -> Any:
