@@ -61,7 +61,7 @@ class Ctx:
         hit = self._cache.get(raw)
         if hit is None:
             hit = clean(self.redactor.redact_text(raw))
-            if len(self._cache) < 65536:
+            if len(raw) <= 512 and len(self._cache) < 65536:  # bounded: hostile paths
                 self._cache[raw] = hit
         return hit
 

@@ -51,7 +51,8 @@ def classify(ctx: Ctx, fd: int, target: str) -> dict[str, Any]:
     else:
         try:
             # stat through the fd link: the open file itself, never a path lookup that
-            # could land elsewhere (the path may be in another mount namespace)
+            # could land elsewhere (the path may be in another mount namespace). Like
+            # `ls -l /proc/PID/fd`, it can wait on a hung network filesystem.
             mode = ctx.proc.stat(f"fd/{fd}").st_mode
             entry["type"] = next((name for test, name in _STAT_TYPES if test(mode)), "file")
         except OSError:

@@ -39,7 +39,7 @@ def _size(n: Any) -> str:
 
 def _counts(d: Any) -> str:
     if not isinstance(d, dict) or not d:
-        return ""
+        return "none"
     return ", ".join(f"{v} {_s(k)}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
 
 
@@ -58,8 +58,11 @@ def _identity(snap: dict[str, Any]) -> Iterable[str]:
         up = f", up {format_duration(snap.get('taken_at', started) - started)} (since {stamp})"
     yield _row("identity", f"user {_s(ident.get('user'))} (uid {ident.get('uid')}), "
                            f"state {_s(ident.get('state'))}{up}")
+    refused = ident.get("unreadable") or []
     for key in ("exe", "cmdline", "cwd"):
-        yield _row("", f"{key:<8}{_s(ident.get(key))}")
+        value = ident.get(key)
+        shown = "(permission denied)" if key in refused else "-" if value is None else _s(value)
+        yield _row("", f"{key:<8}{shown}")
     if ident.get("root") not in (None, "/"):
         yield _row("", f"{'root':<8}{_s(ident.get('root'))}")
     parents = snap.get("parents")

@@ -199,10 +199,12 @@ def memory(ctx: Ctx) -> dict[str, Any]:
     }
     try:
         r = parse_smaps_rollup(ctx.proc.text("smaps_rollup", 64 << 10))
-    except (PermissionError, FileNotFoundError) as err:
-        if isinstance(err, FileNotFoundError) and not ctx.proc.alive():
+    except OSError as err:
+        refused = err.errno in (errno.EACCES, errno.EPERM)
+        if not refused and not (err.errno in GONE_ERRNOS and ctx.proc.alive()):
             raise
-        out["unreadable"] = ["smaps_rollup"]  # refused, or a kernel older than 4.14
+        # refused, a kernel thread (no address space: ESRCH), or a kernel before 4.14
+        out["unreadable"] = ["smaps_rollup"]
         return out
     out.update({
         "pss": r.get("pss"), "pss_anon": r.get("pss_anon"), "pss_file": r.get("pss_file"),

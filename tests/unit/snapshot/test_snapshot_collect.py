@@ -307,3 +307,24 @@ def test_reads_only_the_listed_procfs_files(redactor: Redactor,
     collect(PID, redactor, procfs=str(PROC))
     assert touched and all(READ_ONLY.fullmatch(n) for n in touched), sorted(set(touched))
     assert {"environ", "maps", "fd", "fdinfo/3", "net/tcp", "task/5151/stat"} <= set(touched)
+
+
+def test_refused_links_and_a_process_without_address_space(
+        redactor: Redactor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """exe/cwd refused: the identity still comes, saying which; a kernel thread's
+    smaps_rollup and environ fail with ESRCH although it lives."""
+    real = ProcDir.readlink
+
+    def readlink(self: ProcDir, name: str) -> str:
+        if name in ("exe", "cwd"):
+            raise PermissionError(errno.EACCES, "denied")
+        return real(self, name)
+
+    monkeypatch.setattr(ProcDir, "readlink", readlink)
+    _refuse(monkeypatch, {"smaps_rollup", "environ"}, errno.ESRCH)
+    snap = collect(PID, redactor, procfs=str(PROC))
+    ident = snap["identity"]
+    assert (ident["exe"], ident["cwd"], ident["unreadable"]) == (None, None, ["exe", "cwd"])
+    assert snap["memory"]["unreadable"] == ["smaps_rollup"] and "pss" not in snap["memory"]
+    assert snap["failed"] == {"environ": "not available"} and not snap["exited"]
+    assert "exe     (permission denied)" in render_summary(snap)
