@@ -82,7 +82,8 @@ class ProcDir:
 
     def head(self, name: str, size: int = 4096) -> str:
         """The start of a file in one read(): enough for stat and fdinfo, whose fields
-        of interest come first, at half the syscalls of reading to EOF (1,000 fds)."""
+        of interest come first. Half the syscalls of read(), which goes on to EOF: it
+        shows with 1,000 fds."""
         fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK,
                      dir_fd=self.fd)
         try:
