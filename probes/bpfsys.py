@@ -249,3 +249,14 @@ def attach_cpu_clock(prog_fd: int, cpu: int, freq: int) -> int:
     attr = _perf_attr(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, sample=freq,
                       flags=PERF_ATTR_FREQ | PERF_ATTR_DISABLED)
     return _perf_open_attach(attr, prog_fd, f"cpu-clock on CPU {cpu}", cpu)
+
+
+def prog_run_stats(fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a program: the kernel counts them only while
+    kernel.bpf_stats_enabled is 1 (bench use; it costs two clock reads per run)."""
+    info = ctypes.create_string_buffer(216)  # struct bpf_prog_info up to recursion_misses
+    attr = ctypes.create_string_buffer(struct.pack("<IIQ", fd, len(info), ctypes.addressof(info)))
+    if _bpf(BPF_OBJ_GET_INFO_BY_FD, attr) < 0:
+        _raise(f"BPF_OBJ_GET_INFO_BY_FD({fd})")
+    run_time_ns, run_cnt = struct.unpack_from("<QQ", info, 192)
+    return run_time_ns, run_cnt

@@ -143,6 +143,10 @@ class Profiler:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def run_stats(self) -> tuple[int, int]:
+        """(ns, runs) the program has spent and run (kernel.bpf_stats_enabled=1 only)."""
+        return bpfsys.prog_run_stats(self._prog)
+
     def stats(self) -> dict[str, int]:
         table = self._maps["profile_stats"]
         out = {}
