@@ -1,6 +1,7 @@
 /* profile.bpf.c's contract with probes/profile.py: the counts key and the stats indices.
  *
- * Mirrored in probes/profile.py (SAMPLE_KEY, ProfileStat); the root test reads both.
+ * Mirrored in probes/profile.py (SAMPLE_KEY, ProfileStat); Profiler.load() checks the
+ * key size against the kernel's.
  */
 #ifndef PERISCOPE_PROFILE_H
 #define PERISCOPE_PROFILE_H

@@ -100,6 +100,9 @@ class Profiler:
                 if m["type"] in bpfsys.PERCPU_TYPES:
                     vsz = bpfsys.percpu_value_size(vsz, self._ncpus)
                 self._maps[m["name"]] = bpfsys.Map(m["fd"], m["key_size"], vsz, m["name"])
+            if self._maps["counts"].key_size != SAMPLE_KEY.size:  # profile.h vs SAMPLE_KEY
+                raise ValueError(f"counts key is {self._maps['counts'].key_size} bytes, "
+                                 f"SAMPLE_KEY {SAMPLE_KEY.size}")
         except (OSError, ValueError) as err:
             self.close()
             raise ProbeError(f"loading profile.bpf.c failed: {err}") from err
