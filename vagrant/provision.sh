@@ -32,6 +32,10 @@ RUNTIME_PACKAGES=(python3-bpfcc python3-venv python3-pip python3-setuptools pyth
 # workloads the root and vm tiers start.
 DEV_PACKAGES=(python3-dev strace bpftrace make gcc libc6-dev curl ca-certificates openssl
     redis-server nginx-light postgresql procps iproute2 util-linux)
+# Only the host's test run needs these (not the VM guest image, which gets the lists
+# above): headless chromium opens the profile's flame graph in the root tier; binutils
+# (objcopy, strip) and xz-utils build the MiniDebugInfo file of a unit test.
+HOST_TEST_PACKAGES=(chromium binutils xz-utils)
 
 # `packages` needs no root: the VM tier bakes this list into its guest image.
 if [ "${1:-}" = packages ]; then
@@ -64,7 +68,7 @@ apt_install() {
 }
 
 install_packages() {
-    apt_install "${RUNTIME_PACKAGES[@]}" "${DEV_PACKAGES[@]}"
+    apt_install "${RUNTIME_PACKAGES[@]}" "${DEV_PACKAGES[@]}" "${HOST_TEST_PACKAGES[@]}"
 }
 
 headers_ok() {
