@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # periscope's one install path: used by the README, .ci/run, vagrant/ and the VM tier.
 #
-#   provision.sh            install system packages, kernel headers, mounts and the dev venv
+#   provision.sh            install system packages (the test list), kernel headers, mounts
+#                           and the dev venv
 #   provision.sh demo       only what the daemon and the demo need (no test servers, no dev
 #                           tools), then start periscoped (embedded defaults) and trace a demo
-#   provision.sh test       everything, then run the full test suite (what .ci/run calls)
+#   provision.sh test       everything (plus the host-only test packages), then run the full
+#                           test suite (what .ci/run calls)
 #   provision.sh install    install periscoped for production: /opt/periscope/venv, the systemd
 #                           unit, /etc/periscope defaults (never overwriting edits), group
 #                           periscope, and the client on PATH (/usr/local/bin/periscope)
 #   provision.sh uninstall [--purge]
 #                           remove that again; state and audit log stay unless --purge
-#   provision.sh packages [runtime|demo|test]
-#                           print a package list (default: all of them); needs no root
+#   provision.sh packages [runtime|demo|test|host]
+#                           print a package list (default: test, the VM image's); no root
 #
 # Idempotent: every step checks before it acts. Needs root. Offline works when
 # the packages are already installed (and pip has a local index or wheelhouse).
@@ -40,6 +42,7 @@ RUNTIME_PACKAGES=(python3-bpfcc python3-venv python3-pip python3-setuptools pyth
 # http.client, so nothing today; a demo that needs more adds it here.
 DEMO_PACKAGES=()
 # TEST: what development and the test suite add, one line per purpose; extend here.
+# The VM tier bakes RUNTIME + DEMO + TEST into its guest image.
 TEST_PACKAGES=(
     python3-dev make gcc libc6-dev            # toolchain: bench workloads, C probes' unit tests
     strace bpftrace                           # differential tests against other tracers
@@ -47,20 +50,26 @@ TEST_PACKAGES=(
     curl ca-certificates openssl              # clients and TLS material the tests use
     procps iproute2 util-linux                # tools the tests and the VM tier call
 )
+# HOST_TEST: only the host's test run (`provision.sh test`), not the VM guest image:
+# headless chromium opens the profile's flame graph in the root tier; binutils
+# (objcopy, strip) and xz-utils build the MiniDebugInfo file of a unit test.
+HOST_TEST_PACKAGES=(chromium binutils xz-utils)
 
+# packages LIST: runtime, demo, test (the default: what the VM image bakes, and what the
+# bare command installs) or host (test + HOST_TEST: what `provision.sh test` installs).
 packages() {
-    case "${1:-all}" in
+    case "${1:-test}" in
         runtime) printf '%s\n' "${RUNTIME_PACKAGES[@]}" ;;
         demo) printf '%s\n' "${RUNTIME_PACKAGES[@]}" "${DEMO_PACKAGES[@]}" ;;
-        test|all) printf '%s\n' "${RUNTIME_PACKAGES[@]}" "${DEMO_PACKAGES[@]}" \
-            "${TEST_PACKAGES[@]}" ;;
-        *) die "usage: provision.sh packages [runtime|demo|test]" ;;
+        test) printf '%s\n' "${RUNTIME_PACKAGES[@]}" "${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}" ;;
+        host) packages test; printf '%s\n' "${HOST_TEST_PACKAGES[@]}" ;;
+        *) die "usage: provision.sh packages [runtime|demo|test|host]" ;;
     esac
 }
 
-# `packages` needs no root: the VM tier bakes the whole list into its guest image.
+# `packages` needs no root: the VM tier bakes the test list into its guest image.
 if [ "${1:-}" = packages ]; then
-    packages "${2:-all}"
+    packages "${2:-test}"
     exit 0
 fi
 
@@ -157,18 +166,14 @@ make_venv() {
     "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "venv cannot import bcc (python3-bpfcc)"
 }
 
-# provision [demo]: packages, headers, mounts and the venv; only the demo's share of
-# them with "demo".
+# provision LIST: the packages of LIST (demo, test or host), kernel headers, mounts and
+# the venv (with the runtime dependencies only, for the demo).
 provision() {
     check_distro
-    if [ "${1:-}" = demo ]; then
-        install_packages demo
-    else
-        install_packages test
-    fi
+    install_packages "$1"
     install_headers
     mount_fs
-    if [ "${1:-}" = demo ]; then make_venv runtime; else make_venv; fi
+    if [ "$1" = demo ]; then make_venv runtime; else make_venv; fi
 }
 
 # --- production install (make install / make uninstall) -------------------------------------
@@ -349,16 +354,16 @@ uninstall_app() {
 main() {
     local cmd=${1:-}
     case "$cmd" in
-        -h|--help) sed -n '2,17p' "$0"; return 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; return 0 ;;
         ""|install-deps|demo|test|install|uninstall) ;;
         *) die "unknown command '$cmd' (try --help)" ;;
     esac
     [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*): loading eBPF programs needs CAP_BPF/CAP_PERFMON"
     case "$cmd" in
-        ""|install-deps) provision ;;
+        ""|install-deps) provision test ;;
         # The demo runs from the venv directly: `make` is a test-only package.
         demo) provision demo; cd "$REPO"; exec "$VENV/bin/python" -m collector.demo ;;
-        test) provision; shift; cd "$REPO"; exec make test ;;
+        test) provision host; shift; cd "$REPO"; exec make test ;;
         install) install_app ;;
         uninstall) shift; uninstall_app "$@" ;;
     esac

@@ -15,22 +15,23 @@ TEST_ONLY = {"postgresql", "redis-server", "nginx-light", "bpftrace", "strace", 
 
 
 def packages(which: str) -> list[str]:
-    r = subprocess.run(["bash", str(PROVISION), "packages", which], capture_output=True,
-                       text=True, check=True)
+    r = subprocess.run(["bash", str(PROVISION), "packages", *([which] if which else [])],
+                       capture_output=True, text=True, check=True)
     return r.stdout.split()
 
 
 def test_package_lists_nest() -> None:
-    runtime, demo, test, every = (packages(w) for w in ("runtime", "demo", "test", "all"))
-    assert runtime and set(runtime) <= set(demo) <= set(test)
-    assert test == every, "the VM image bakes `packages` (all): it must hold the test list"
-    assert len(test) == len(set(test)), "a package is listed twice"
+    runtime, demo, test, host = (packages(w) for w in ("runtime", "demo", "test", "host"))
+    assert runtime and set(runtime) <= set(demo) <= set(test) < set(host)
+    assert packages("") == test, "the VM image bakes `packages`: it must be the test list"
+    assert len(host) == len(set(host)), "a package is listed twice"
     assert "python3-bpfcc" in runtime
 
 
 def test_demo_installs_nothing_only_tests_use() -> None:
     assert not TEST_ONLY & set(packages("demo"))
     assert {"postgresql", "redis-server", "bpftrace", "strace"} <= set(packages("test"))
+    assert "chromium" in packages("host") and "chromium" not in packages("test")
 
 
 def test_unknown_list_is_refused() -> None:
