@@ -28,9 +28,10 @@ say()  { printf '\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf 'NOTICE: %s\n' "$*" >&2; }
 die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 
-# Three lists, each a superset's part: `install` takes RUNTIME, `demo` RUNTIME + DEMO,
-# the dev venv and `test` all three. Keep the demo's path short: anything only a test
-# uses (a server it starts, a tracer it compares with, a compiler) goes in TEST.
+# Four lists, each adding to the one before: `install` takes RUNTIME, `demo` adds DEMO,
+# the bare command (the dev setup, and the VM image) adds TEST, `test` adds HOST_TEST.
+# Keep the demo's path short: anything only a test uses (a server it starts, a tracer
+# it compares with, a compiler) goes in TEST.
 #
 # RUNTIME: what the daemon needs on a production host: bcc from the distro (the PyPI
 # "bcc" is another project), venv support, the distro's pip and setuptools (the
@@ -154,9 +155,9 @@ make_venv() {
     local stamp="$VENV/.periscope-deps" want have
     want=$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)
     have=$(cat "$stamp" 2>/dev/null || true)
-    # --no-build-isolation: build with the distro's setuptools instead of downloading one.
-    local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check
-        --no-build-isolation)
+    # With build isolation (unlike `install`): an editable install needs setuptools >= 64,
+    # newer than Ubuntu 22.04's.
+    local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
     if [ "${1:-}" = runtime ]; then
         if [ "$have" != "$want" ] && [ "$have" != "$want runtime" ]; then
             say "installing periscope and its runtime dependencies into $VENV"
