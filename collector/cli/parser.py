@@ -30,7 +30,6 @@ def selector(kind: str) -> Callable[[str], str]:
             return str(parse_selector(f"{kind}:{text}"))
         except SelectorError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
-    parse.__name__ = kind  # argparse names the type in some messages
     return parse
 
 
