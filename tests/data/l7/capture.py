@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dns_server import DnsServer  # noqa: E402
-from proxy import TcpRelay, UdpRelay  # noqa: E402
+from dns_server import DnsServer
+from proxy import TcpRelay, UdpRelay
 
 HERE = Path(__file__).resolve().parent
 SECRET = "s3cr3t-Hunter2-tok"  # every scenario sends it somewhere; no record may show it
@@ -214,9 +214,10 @@ def cap_http_nginx_pipelined() -> None:
                 "User-Agent: pipeline-test\r\n\r\n",
                 "GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
                 "GET /nothere HTTP/1.1\r\nHost: localhost\r\n\r\n",
-                "GET /fail HTTP/1.1\r\nHost: localhost\r\n\r\n",
                 "HEAD /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
-                "GET /nocontent HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"]
+                "GET /nocontent HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                # nginx closes the connection after a 500: it goes last
+                "GET /fail HTTP/1.1\r\nHost: localhost\r\n\r\n"]
         with socket.create_connection(("127.0.0.1", relay.port)) as s:
             s.sendall("".join(reqs).encode())  # all six in one write: pipelined
             while s.recv(65536):
@@ -242,9 +243,9 @@ def cap_http_nginx_pipelined() -> None:
         {"method": "GET", "path": "/index.html?api_key=[REDACTED:secret]", "status": 200},
         {"method": "GET", "path": "/a.txt", "status": 200},
         {"method": "GET", "path": "/nothere", "status": 404, "error": True},
-        {"method": "GET", "path": "/fail", "status": 500, "error": True},
         {"method": "HEAD", "path": "/a.txt", "status": 200},
         {"method": "GET", "path": "/nocontent", "status": 204},
+        {"method": "GET", "path": "/fail", "status": 500, "error": True},
         {"method": "GET", "path": "/a.txt", "status": 304},
     ], "nginx: six pipelined requests in one write (incl. HEAD, 204, 404, 500); then a "
        "conditional GET written in five pieces, answered 304")
@@ -296,14 +297,15 @@ def cap_pg_psql() -> None:
                  "-d", "postgres"], input=sql.encode())
         conns = relay.finish()
     save("pgsql_psql", conns, [
-        {"query": "SELECT 1", "status": "SELECT 1"},
-        {"query": "CREATE TABLE users (id int, name text, email text)", "status": "CREATE TABLE"},
-        {"query": "INSERT INTO users VALUES (?, ?, ?), (?, ?, ?)", "status": "INSERT 0 2"},
-        {"query": "SELECT name FROM users WHERE id = ?", "status": "SELECT 1"},
-        {"query": "SELECT * FROM missing_table", "status": "42P01", "error": True},
-        {"query": "ALTER USER postgres PASSWORD ?", "status": "ALTER ROLE"},
-        {"query": "SELECT generate_series(?, ?)", "status": "SELECT 500"},
-        {"query": "UPDATE users SET name = ? WHERE id = ?", "status": "UPDATE 1"},
+        {"query": "SELECT ?", "status": "SELECT 1"},
+        {"query": "CREATE TABLE users (id int, name text, email text);",
+         "status": "CREATE TABLE"},
+        {"query": "INSERT INTO users VALUES (?, ?, ?), (?, ?, ?);", "status": "INSERT 0 2"},
+        {"query": "SELECT name FROM users WHERE id = ?;", "status": "SELECT 1"},
+        {"query": "SELECT * FROM missing_table;", "status": "42P01", "error": True},
+        {"query": "ALTER USER postgres PASSWORD ?;", "status": "ALTER ROLE"},
+        {"query": "SELECT generate_series(?, ?);", "status": "SELECT 500"},
+        {"query": "UPDATE users SET name = ? WHERE id = ?;", "status": "UPDATE 1"},
     ], "psql (SSLRequest refused, startup, simple query protocol): -c, then a script on "
        "stdin; one connection each")
 
@@ -371,13 +373,18 @@ def cap_redis_cli() -> None:
             while s.recv(65536):
                 pass
         conns = relay.finish()
-    first = [("AUTH [REDACTED:password]", "ERR"), ("SET user:1 alice", "OK"),
+    # redis-cli asks COMMAND DOCS first (for hints), --pipe ends with ECHO <20 random bytes>
+    # ("ECHO *": the test matches a trailing * as a prefix)
+    first = [("COMMAND DOCS", "array"), ("AUTH [REDACTED:password]", "ERR"),
+             ("SET user:1 alice", "OK"),
              ("GET user:1", "bulk"), ("GET nokey", "nil"), ("INCR counter", "integer"),
              ("LPUSH l a b c", "integer"), ("LRANGE l 0 -1", "array"),
              ("HSET h f v", "integer"), ("HGETALL h", "array"), ("GET l", "WRONGTYPE"),
              ("PING", "PONG")]
-    pipe = [(f"SET key:{i} v{i}", "OK") for i in range(20)] + [("GET key:7", "bulk")]
-    resp3 = [("HELLO 3", "map"), ("HSET h2 a 1", "integer"), ("HGETALL h2", "map"),
+    pipe = [(f"SET key:{i} v{i}", "OK") for i in range(20)] + [("GET key:7", "bulk"),
+                                                                 ("ECHO *", "bulk")]
+    resp3 = [("HELLO 3", "map"), ("COMMAND DOCS", "map"), ("HSET h2 a 1", "integer"),
+             ("HGETALL h2", "map"),
              ("SMEMBERS nos", "set"), ("GET user:1", "bulk")]
     inline = [("PING", "PONG"), ("SET inline:1 hello", "OK"), ("GET inline:1", "bulk"),
               ("BOGUS", "ERR"), ("QUIT", "OK")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -36,10 +37,8 @@ def _pump(src: socket.socket, dst: socket.socket, rec: Recording, conn: int, d: 
     except OSError:
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 class TcpRelay:
