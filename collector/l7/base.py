@@ -22,8 +22,8 @@ HEAD_MAX = 64 * 1024  # a framing region (headers, a RESP line) longer than this
 class Side:
     """One direction's unparsed bytes. `pos` is the stream offset of buf[0]."""
 
-    __slots__ = ("buf", "eat", "eaten", "lost", "offs", "pos", "req", "skip", "then", "ts",
-                 "tss")
+    __slots__ = ("buf", "eat", "eaten", "lost", "mark", "offs", "pos", "req", "skip", "then",
+                 "ts", "tss")
 
     def __init__(self, req: bool) -> None:
         self.req = req  # True: the client->server direction
@@ -31,6 +31,7 @@ class Side:
         self.pos = 0
         self.skip = 0  # bytes of the current message still to come, not needed (dropped)
         self.lost = False  # out of sync: waiting for sync() to accept a chunk
+        self.mark = 0  # requests seen when it was lost (a response side waits for a new one)
         self.eat = False  # a body delimited by close: every byte belongs to it
         self.eaten = 0
         self.then: Callable[[float], None] | None = None  # run when the skip completes
@@ -94,6 +95,7 @@ class Parser:
         self.pending: deque[Pending] = deque()
         self.dormant = False  # e.g. TLS negotiated: nothing more to parse on this connection
         self.cutting = False  # step() may frame an incomplete message (a gap follows it)
+        self.requests = 0  # requests framed so far (parsers count them)
 
     # -- protocol hooks ------------------------------------------------------------------
     def step(self, side: Side) -> bool:
@@ -129,7 +131,9 @@ class Parser:
             if not data:
                 return
         if side.lost:
-            at = self.sync(side, data)
+            # A response side resyncs only after a new request: until then a chunk is most
+            # likely the middle of the reply we lost, and would misframe as new replies.
+            at = self.sync(side, data) if side.req or self.requests != side.mark else None
             if at is None:
                 self.stats["bytes_unsynced"] += len(data)
                 side.pos += len(data)
@@ -191,6 +195,7 @@ class Parser:
         self.lost(side)
         side.reset()
         side.lost = True
+        side.mark = self.requests
 
     def pump(self, side: Side) -> None:
         while side.buf and not side.skip and not side.lost and not side.eat \

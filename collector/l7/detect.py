@@ -96,21 +96,24 @@ def _redis(data: bytes) -> tuple[str, bool] | str:
         if not rest:
             return MORE
         return ("redis", True) if rest[:1] == b"$" else NO
-    word, sep, _ = data.partition(b" ")
-    word = word.split(b"\r\n", 1)[0]
-    if word.upper() in _REDIS_INLINE and (sep or b"\r\n" in data):
-        return ("redis", True)
-    if not sep and b"\r\n" not in data and len(data) < 10 and any(
-            w.startswith(data.upper()) for w in _REDIS_INLINE):
-        return MORE
+    # inline command: a whole line whose first word is a command (and not an HTTP request)
+    eol = data.find(b"\r\n")
+    line = data if eol < 0 else data[:eol]
+    word = line.split(b" ", 1)[0].upper()
+    if word in _REDIS_INLINE or any(w.startswith(word) for w in _REDIS_INLINE):
+        if eol < 0:
+            return MORE if len(data) < SNIFF_BYTES else NO
+        if word in _REDIS_INLINE and not line[-9:-1].startswith(b" HTTP/1."):
+            return ("redis", True)
     if data.startswith((b"-ERR ", b"-NOAUTH ", b"-WRONGTYPE ", b"+PONG\r\n")):
         return ("redis", False)
     return NO
 
 
-def dns_message(data: bytes) -> bool | None:
-    """None if `data` is not a plausible DNS message; else True for a query (QR = 0)."""
-    if len(data) < 17:
+def dns_message(data: bytes, cut: bool = False) -> bool | None:
+    """None if `data` is not a plausible DNS message; else True for a query (QR = 0).
+    With `cut`, data may end anywhere after the header (a prefix of the message)."""
+    if len(data) < (12 if cut else 17):
         return None
     _id, flags, qd, an, ns, ar = struct.unpack_from(">HHHHHH", data)
     if qd != 1 or (flags >> 11) & 0xF not in (0, 2, 4, 5) or an > 512 or ns > 512 \
@@ -119,11 +122,11 @@ def dns_message(data: bytes) -> bool | None:
     pos = 12
     while True:
         if pos >= len(data):
-            return None
+            return True if cut and not flags & 0x8000 else (False if cut else None)
         n = data[pos]
         if n == 0:
             break
-        if n > 63 or pos + 1 + n > len(data):
+        if n > 63 or pos + 1 + n > len(data) and not cut:
             return None
         label = data[pos + 1:pos + 1 + n]
         if not all(c == 45 or c == 95 or c == 42 or 48 <= c <= 57 or 65 <= c <= 90
@@ -131,7 +134,7 @@ def dns_message(data: bytes) -> bool | None:
             return None
         pos += 1 + n
     if pos + 5 > len(data):
-        return None
+        return (not flags & 0x8000) if cut else None
     (qclass,) = struct.unpack_from(">H", data, pos + 3)
     if qclass not in (1, 3, 4, 254, 255) and not (flags & 0x8000 == 0 and qclass >= 512):
         return None
@@ -142,13 +145,16 @@ def dns_message(data: bytes) -> bool | None:
 
 
 def _dns_tcp(data: bytes) -> tuple[str, bool] | str:
-    if len(data) < 19:
+    if len(data) < 14:
         return MORE if len(data) < 2 or data[0] < 2 else NO  # length < 512: typical query
     (length,) = struct.unpack_from(">H", data)
     if length < 17:
         return NO
-    q = dns_message(data[2:2 + length])
-    return NO if q is None else ("dns", q)
+    cut = len(data) < 2 + length
+    q = dns_message(data[2:2 + length], cut)
+    if q is None:
+        return NO
+    return MORE if cut and len(data) < SNIFF_BYTES else ("dns", q)
 
 
 _SNIFFERS = (_http, _pg, _mysql, _redis, _dns_tcp)

@@ -9,7 +9,7 @@ the oldest when more than PENDING_MAX are in flight).
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 import struct
 from collections import Counter, OrderedDict
 
@@ -60,9 +60,9 @@ def _name(msg: bytes, pos: int) -> tuple[str, int]:
 def _rdata(msg: bytes, rtype: int, pos: int, size: int) -> str:
     rd = msg[pos:pos + size]
     if rtype == 1 and size == 4:
-        return socket.inet_ntop(socket.AF_INET, rd)
+        return str(ipaddress.IPv4Address(rd))
     if rtype == 28 and size == 16:
-        return socket.inet_ntop(socket.AF_INET6, rd)
+        return str(ipaddress.IPv6Address(rd))
     if rtype in (2, 5, 12, 39):
         return _name(msg, pos)[0]
     if rtype == 15 and size >= 3:
@@ -139,6 +139,7 @@ class DnsParser(Parser):
                 self.stats["dns_retransmit"] += 1
                 p = self.queries.pop(qid)
             self.queries[qid] = p
+            self.requests += 1
             if len(self.queries) > PENDING_MAX:
                 _, old = self.queries.popitem(last=False)
                 old.partial = True

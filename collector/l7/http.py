@@ -97,6 +97,7 @@ class HttpParser(Parser):
             p.text["path"] = printable(m[2])
             p.headers = kept
             self.pending.append(p)
+            self.requests += 1
             if chunked:
                 p.req_bytes = hlen
                 st.state, st.p = _CHUNK, p
@@ -198,6 +199,7 @@ class HttpParser(Parser):
             if target:  # a target the gap may have cut loses its last token
                 p.text["path"] = clip(printable(target), cut=not sp)
             self.pending.append(p)
+            self.requests += 1
             return
         if not self.pending:
             return

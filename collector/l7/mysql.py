@@ -123,6 +123,7 @@ class MysqlParser(Parser):
         elif cmd == COM_INIT_DB:
             r.text["query"] = "USE " + clip(printable(buf[5:end]), cut=end < n)
         self.pending.append(r)
+        self.requests += 1
         side.consume(n)
         return True
 

@@ -132,12 +132,14 @@ class PgParser(Parser):
             p.text["query"] = _query(raw, done)
             unit.recs.append(p)
             self.units.append(unit)
+            self.requests += 1
             self.acc, self.mark = 0, None
         elif t in b"PBESH":
             ext = self.building
             if ext is None:
                 ext = self.building = _Unit(simple=False)
                 self.units.append(ext)
+                self.requests += 1
             if t == ord("P"):
                 name, pos, _ = _cstr(body)
                 raw, _, done = _cstr(body, pos)
@@ -235,6 +237,7 @@ class PgParser(Parser):
                 p.text["query"] = _query(raw, done)
                 unit.recs.append(p)
                 self.units.append(unit)
+                self.requests += 1
             if self.building is not None:  # its Sync may be lost: do not wait for it
                 self.building.synced = True
                 self.building = None

@@ -62,6 +62,7 @@ class RedisParser(Parser):
                 return True
             self.args, self.left, self.cmd = [], count, p
             self.pending.append(p)
+            self.requests += 1
             return True
         if eol < 0:
             return self._short(side)
@@ -99,6 +100,7 @@ class RedisParser(Parser):
             p = Pending(ts=side.ts_at(0), req_bytes=eol + 1)
             p.text["command"] = " ".join(clip(printable(w), ARG_MAX) for w in words[:ARGS_MAX])
             self.pending.append(p)
+            self.requests += 1
         side.consume(eol + 1)
         return True
 
