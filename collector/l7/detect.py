@@ -126,7 +126,7 @@ def dns_message(data: bytes, cut: bool = False) -> bool | None:
         n = data[pos]
         if n == 0:
             break
-        if n > 63 or pos + 1 + n > len(data) and not cut:
+        if n > 63 or (pos + 1 + n > len(data) and not cut):
             return None
         label = data[pos + 1:pos + 1 + n]
         if not all(c == 45 or c == 95 or c == 42 or 48 <= c <= 57 or 65 <= c <= 90

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +32,7 @@ def resplit(cuts: list[int]) -> Any:
         for d, ts, data in runs:
             points = sorted({c % (len(data) + 1) for c in cuts[k:k + 4]} | {0, len(data)})
             k += 4
-            for a, b in zip(points, points[1:]):
+            for a, b in itertools.pairwise(points):
                 if b > a:
                     yield "feed", d, data[a:b], ts
     return steps
