@@ -35,20 +35,23 @@ class _State:
         self.p: Pending | None = None  # the message whose chunked body is being framed
 
 
-def _headers(head: bytes) -> tuple[dict[bytes, bytes], list[tuple[str, str]]]:
-    """(framing headers, kept headers) of a head without its first line."""
+_HEADER = re.compile(rb"\r\n(content-length|transfer-encoding|expect|host|user-agent|"
+                     rb"content-type)[ \t]*:[ \t]*([^\r\n]*)", re.I)
+
+
+def _headers(buf: bytearray, start: int, end: int
+             ) -> tuple[dict[bytes, bytes], list[tuple[str, str]]]:
+    """(framing headers, kept headers) of the head in buf[start:end] (first line excluded):
+    one regex scan for the six names we use, the other headers are never looked at."""
     framing: dict[bytes, bytes] = {}
     kept: list[tuple[str, str]] = []
-    for line in head.split(b"\r\n"):
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        name = name.strip().lower()
-        value = value.strip()
-        if name in (b"content-length", b"transfer-encoding", b"expect"):
-            framing[name] = value.lower()
-        elif name in KEPT:
+    for m in _HEADER.finditer(buf, start, end):
+        name = m[1].lower()
+        value = m[2].rstrip()
+        if name in KEPT:
             kept.append((KEPT[name], printable(value)))
+        else:
+            framing[name] = value.lower()
     return framing, kept
 
 
@@ -73,8 +76,7 @@ class HttpParser(Parser):
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             return False
-        first_end = buf.find(b"\r\n")
-        framing, kept = _headers(bytes(buf[first_end + 2:end]))
+        framing, kept = _headers(buf, buf.find(b"\r\n"), end + 2)
         hlen = end + 4
         clen = framing.get(b"content-length", b"0")
         chunked = b"chunked" in framing.get(b"transfer-encoding", b"")
