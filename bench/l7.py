@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from collector.l7 import DETECT_BUDGET, L7Conn
@@ -47,6 +48,10 @@ def _replay(transport: str, conns: list[Chunks], redact: Callable[[str, str], st
                 n += len(conn.feed(d, data[:cap], ts)) + len(conn.gap(d, len(data) - cap, ts))
         n += len(conn.close(ts))
     return n
+
+
+def _identity(text: str, _protocol: str) -> str:
+    return text
 
 
 def _measure(fn: Callable[[], int], seconds: float) -> tuple[float, int]:
@@ -82,12 +87,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{'no redact µs':>13}")
     for name, (transport, conns) in goldens.items():
         clean: set[tuple[str, str]] = set()
-        full, n = _measure(lambda t=transport, c=conns, s=clean: _replay(t, c, redact, s, None),
+        full, n = _measure(partial(_replay, transport, conns, redact, clean, None), a.seconds)
+        capped, _ = _measure(partial(_replay, transport, conns, redact, clean, 256), a.seconds)
+        bare, _ = _measure(partial(_replay, transport, conns, _identity, set(), None),
                            a.seconds)
-        capped, _ = _measure(lambda t=transport, c=conns, s=clean: _replay(t, c, redact, s, 256),
-                             a.seconds)
-        bare, _ = _measure(lambda t=transport, c=conns: _replay(t, c, lambda x, _p: x, set(),
-                                                              None), a.seconds)
         print(f"{name:24} {n:7d} {full * 1e6:8.1f} {capped * 1e6:13.1f} {bare * 1e6:13.1f}")
 
     print(f"\ndetection on unrecognised traffic (budget {DETECT_BUDGET} B), µs per payload")
