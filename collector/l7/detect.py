@@ -24,7 +24,9 @@ _REDIS_INLINE = frozenset(
     b"PING GET SET DEL AUTH HELLO INFO QUIT SELECT EXISTS INCR DECR EXPIRE TTL KEYS SCAN "
     b"MGET MSET HGET HSET HGETALL LPUSH RPUSH LPOP RPOP LRANGE SADD SMEMBERS ZADD ZRANGE "
     b"PUBLISH SUBSCRIBE MULTI EXEC CLIENT CONFIG COMMAND ECHO FLUSHALL FLUSHDB DBSIZE".split())
+_REDIS_PREFIXES = frozenset(w[:i] for w in _REDIS_INLINE for i in range(1, len(w) + 1))
 _HTTP_PREFIXES = tuple(m + b" " for m in METHODS)
+_METHOD_FIRST = frozenset(m[0] for m in METHODS)
 
 
 def _text_like(b: bytes) -> bool:
@@ -37,6 +39,8 @@ def _http(data: bytes) -> tuple[str, bool] | str:
             return MORE
         ok = data[7:8] in (b"0", b"1") and data[8:9] == b" " and data[9:12].isdigit()
         return ("http", False) if ok else NO
+    if data[0] not in _METHOD_FIRST:
+        return MORE if b"HTTP/1.".startswith(data) else NO
     for m in _HTTP_PREFIXES:
         if data.startswith(m):
             return ("http", True) if (len(data) > len(m) and data[len(m)] in b"/*hH") \
@@ -100,7 +104,7 @@ def _redis(data: bytes) -> tuple[str, bool] | str:
     eol = data.find(b"\r\n")
     line = data if eol < 0 else data[:eol]
     word = line.split(b" ", 1)[0].upper()
-    if word in _REDIS_INLINE or any(w.startswith(word) for w in _REDIS_INLINE):
+    if word in _REDIS_PREFIXES:
         if eol < 0:
             return MORE if len(data) < SNIFF_BYTES else NO
         if word in _REDIS_INLINE and not line[-9:-1].startswith(b" HTTP/1."):
