@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -52,7 +52,7 @@ class Handoff(Generic[T]):
                 return 0
             took = n if n <= room else room
             # A copy: the caller may reuse its list; the items themselves are not copied.
-            self._chunks.append((tag, list(items[:took])))
+            self._chunks.append((tag, list(items) if took == n else list(items[:took])))
             self._held = before + took
             # Wake the worker only when it waits for this: the first item, or a full batch.
             if before < self._want <= before + took:
@@ -111,3 +111,19 @@ class Handoff(Generic[T]):
             self._held = 0
             self._cv.notify_all()
             return gone
+
+
+class Counts(Counter[str]):
+    """Counters that several threads add to (the caller's, the worker's, the SDK's).
+
+    Every add() holds one lock, so no update is lost; every key exists from the start, so
+    a scrape iterating the counters never sees the dict change size under it.
+    """
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        super().__init__(dict.fromkeys(keys, 0))
+        self._lock = threading.Lock()
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self[key] += n

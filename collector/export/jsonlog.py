@@ -16,7 +16,6 @@ import os
 import stat
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -25,13 +24,15 @@ import orjson
 from collector.config import JsonLogExport
 from collector.events import Event
 from collector.export import ExportError
-from collector.export.handoff import Handoff
+from collector.export.handoff import Counts, Handoff
 
 log = logging.getLogger("periscope.export.jsonlog")
 
 BATCH_LINES = 1024
 LINGER_S = 0.5                     # a quiet trickle still reaches the file within this
 JOURNAL_IDENTIFIER = "periscope-events"
+COUNTERS = ("jsonlog_written", "jsonlog_failed", "jsonlog_dropped", "jsonlog_dropped_queue_full",
+            "jsonlog_dropped_write_error", "jsonlog_dropped_shutdown")
 # Journal fields per event: every scalar except the payload, which is only in MESSAGE.
 _JOURNAL_SKIP = frozenset({"payload"})
 
@@ -189,7 +190,7 @@ class JsonLogSink:
 
     def __init__(self, writer: LineWriter, queue_size: int) -> None:
         self.writer = writer
-        self.counters: Counter[str] = Counter()
+        self.counters = Counts(COUNTERS)
         self._queue: Handoff[Any] = Handoff(queue_size)
         self._thread = threading.Thread(target=self._run, name="jsonlog", daemon=True)
         self._last_error = 0.0
@@ -204,8 +205,8 @@ class JsonLogSink:
             self._drop("shutdown" if self._queue.closed else "queue_full", len(items) - took)
 
     def _drop(self, reason: str, n: int) -> None:
-        self.counters["jsonlog_dropped"] += n
-        self.counters[f"jsonlog_dropped_{reason}"] += n
+        self.counters.add("jsonlog_dropped", n)
+        self.counters.add(f"jsonlog_dropped_{reason}", n)
 
     def backlog(self) -> int:
         return len(self._queue)
@@ -226,8 +227,8 @@ class JsonLogSink:
             self.writer.write(items)
         except OSError as err:
             done = err.done if isinstance(err, PartialWrite) else 0
-            self.counters["jsonlog_written"] += done
-            self.counters["jsonlog_failed"] += 1
+            self.counters.add("jsonlog_written", done)
+            self.counters.add("jsonlog_failed", 1)
             self._drop("write_error", len(items) - done)
             now = time.monotonic()
             if now - self._last_error > 60:  # a full disk fails every batch: say it rarely
@@ -235,7 +236,7 @@ class JsonLogSink:
                 log.error("JSON log write failed (%s); lines are dropped and counted "
                           "(jsonlog_dropped)", errno.errorcode.get(err.errno or 0, err))
             return
-        self.counters["jsonlog_written"] += len(items)
+        self.counters.add("jsonlog_written", len(items))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Write what is queued within timeout_s; the rest is dropped and counted."""

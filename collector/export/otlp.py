@@ -20,7 +20,6 @@ import random
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -35,7 +34,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from collector.config import OtlpExport
 from collector.events import Event
-from collector.export.handoff import Handoff
+from collector.export.handoff import Counts, Handoff
 from collector.export.red import RedMetrics
 from collector.export.sdk import Builder, check_record, meter_provider
 from collector.export.semconv import L7Record, RawData
@@ -48,6 +47,10 @@ _SIGNALS = {LOGS: "logs", SPANS: "spans"}
 MAX_RETRIES = 3                    # after the exporter's own retries within timeout_s
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
 _SUCCESS = (SpanExportResult.SUCCESS, LogRecordExportResult.SUCCESS)
+COUNTERS = ("export_sent", "export_failed", "export_dropped", "export_rejected",
+            "export_dropped_queue_full", "export_dropped_retries", "export_dropped_shutdown",
+            "export_metrics_only", "export_sent_logs", "export_sent_spans",
+            "export_sent_metrics", "export_failed_metrics", "export_errors")
 
 
 class BatchExporter(Protocol):
@@ -75,7 +78,7 @@ class OtlpExporter:
                  backoff_s: tuple[float, float] = (BACKOFF_FIRST_S, BACKOFF_MAX_S)) -> None:
         self.cfg = cfg
         self.retries, self.backoff_s = retries, backoff_s
-        self.counters: Counter[str] = Counter()
+        self.counters = Counts(COUNTERS)
         self.host = host or socket.gethostname()
         self._build = Builder(self.host, session_of)
         self._inbox: Handoff[Mapping[str, Any]] = Handoff(cfg.queue_size)
@@ -124,8 +127,8 @@ class OtlpExporter:
             self._drop("shutdown" if self._inbox.closed else "queue_full", len(items) - took)
 
     def _drop(self, reason: str, n: int) -> None:
-        self.counters["export_dropped"] += n
-        self.counters[f"export_dropped_{reason}"] += n
+        self.counters.add("export_dropped", n)
+        self.counters.add(f"export_dropped_{reason}", n)
 
     def _settle(self, n: int) -> None:
         with self._built_lock:
@@ -159,7 +162,7 @@ class OtlpExporter:
                             self._l7(item, spans)
                     except (RawData, TypeError, ValueError, KeyError) as err:
                         self._settle(1)
-                        self.counters["export_rejected"] += 1
+                        self.counters.add("export_rejected", 1)
                         if self.counters["export_rejected"] == 1:
                             log.error("OTLP export refused a record (counted as "
                                       "export_rejected from now on): %s", err)
@@ -175,7 +178,7 @@ class OtlpExporter:
         else:
             check_record(rec)
             self._settle(1)
-            self.counters["export_metrics_only"] += 1
+            self.counters.add("export_metrics_only", 1)
         if self._red is not None:
             self._red.record(rec)
 
@@ -199,13 +202,13 @@ class OtlpExporter:
                 self._drop("shutdown", n)
                 return
             if self._export(exporter, batch):
-                self.counters["export_sent"] += n
-                self.counters[f"export_sent_{signal}"] += n
+                self.counters.add("export_sent", n)
+                self.counters.add(f"export_sent_{signal}", n)
                 if self._failing:
                     self._failing = False
                     log.warning("OTLP export to %s works again", self.cfg.endpoint)
                 return
-            self.counters["export_failed"] += 1
+            self.counters.add("export_failed", 1)
             if not self._failing:  # once per outage, not per batch: the counters say the rest
                 self._failing = True
                 log.warning("OTLP export to %s is failing; retrying with backoff, new items "
@@ -222,7 +225,7 @@ class OtlpExporter:
         try:
             return exporter.export(batch) in _SUCCESS
         except Exception:  # the SDK's exporters report, not raise; a bug must not kill us
-            self.counters["export_errors"] += 1
+            self.counters.add("export_errors", 1)
             if self.counters["export_errors"] == 1:
                 log.exception("OTLP exporter raised (counted as export_errors from now on)")
             return False

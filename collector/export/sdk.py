@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from collector.export.handoff import Counts
 from collector.export.semconv import (
     RawData,
     log_fields,
@@ -113,7 +114,7 @@ class CountingMetricExporter(MetricExporter):
     Metrics are cumulative: a failed export loses nothing, the next one carries the totals.
     """
 
-    def __init__(self, inner: MetricExporter, counters: Counter[str]) -> None:
+    def __init__(self, inner: MetricExporter, counters: Counts) -> None:
         super().__init__()
         self.inner = inner
         self.counters = counters
@@ -126,10 +127,10 @@ class CountingMetricExporter(MetricExporter):
             log.exception("OTLP metric export raised")
             result = MetricExportResult.FAILURE
         if result is MetricExportResult.SUCCESS:
-            self.counters["export_sent_metrics"] += 1
+            self.counters.add("export_sent_metrics", 1)
         else:
-            self.counters["export_failed"] += 1
-            self.counters["export_failed_metrics"] += 1
+            self.counters.add("export_failed", 1)
+            self.counters.add("export_failed_metrics", 1)
         return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -139,7 +140,7 @@ class CountingMetricExporter(MetricExporter):
         self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
-def meter_provider(host: str, exporter: MetricExporter, counters: Counter[str],
+def meter_provider(host: str, exporter: MetricExporter, counters: Counts,
                    interval_s: float, timeout_s: float) -> MeterProvider:
     """A MeterProvider exporting every interval_s through `exporter`, results counted."""
     reader = PeriodicExportingMetricReader(CountingMetricExporter(exporter, counters),

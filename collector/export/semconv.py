@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple, TypedDict
 
+import orjson
+
 from collector.events import Event
 
 
@@ -51,11 +53,12 @@ class L7Record(TypedDict, total=False):
 # OTLP AnyValue/attribute ints are int64.
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
-# Resource attributes: who emitted it (pid, comm, unit, exe) -- not per-record attributes.
-_RESOURCE_KEYS = frozenset({"pid", "comm", "unit", "exe"})
-# Long or free-text fields: in the log body only, not duplicated as attributes.
-_BODY_ONLY = frozenset({"payload", "argv", "path", "filename", "ts"})
-_ATTR_RENAME = {"tid": "thread.id", "code": "periscope.exit_code"}
+# Log attributes: the few facts a backend filters on. Each attribute costs the official
+# encoder ~2-5 µs per record, so the rest stay in the body (bench/export.py measures it).
+_LOG_ATTRS = (("kind", "periscope.kind"), ("syscall", "periscope.syscall"),
+              ("fd", "periscope.fd"), ("conn", "periscope.conn"),
+              ("errno", "periscope.errno"), ("target", "periscope.target"),
+              ("tid", "thread.id"))
 
 
 class LogFields(NamedTuple):
@@ -63,7 +66,7 @@ class LogFields(NamedTuple):
     severity_number: int      # opentelemetry._logs.SeverityNumber values
     severity_text: str
     event_name: str
-    body: dict[str, Any]
+    body: str                 # the redacted event as JSON: what the store and clients get
     attributes: dict[str, Any]
 
 
@@ -87,13 +90,16 @@ def ts_ns(ts: float) -> int:
 
 
 def _value(key: str, v: Any) -> Any:
-    """An exportable value: bytes refused, ints clamped to their decimal text beyond int64."""
+    """An exportable value: bytes refused, ints beyond int64 as their decimal text."""
+    t = type(v)
+    if t is str or t is float or t is bool:
+        return v
+    if t is int:
+        return v if _I64_MIN <= v <= _I64_MAX else str(v)
+    if t is list or t is tuple:
+        return [_value(key, x) for x in v]
     if isinstance(v, bytes | bytearray | memoryview):
         raise RawData(f"field {key!r} holds bytes: only redacted, JSON-ready data is exported")
-    if isinstance(v, int) and not isinstance(v, bool) and not _I64_MIN <= v <= _I64_MAX:
-        return str(v)
-    if isinstance(v, list | tuple):
-        return [_value(key, x) for x in v]
     return v
 
 
@@ -127,17 +133,22 @@ def resource_attributes(item: Mapping[str, Any], host: str,
 
 
 def log_fields(ev: Event) -> LogFields:
-    """One redacted event -> an OTLP log: the event as body, its scalar facts as attributes."""
-    body = _checked(ev, "event")
-    kind = str(body.get("kind", "unknown"))
+    """One redacted event -> an OTLP log: its JSON as body, a few facts as attributes."""
+    if not isinstance(ev, Mapping):
+        raise RawData(f"event must be a redacted dict, got {type(ev).__name__}")
+    try:  # the same bytes the pipeline hands the store and the clients
+        body = orjson.dumps(ev).decode()
+    except TypeError as err:  # bytes (raw data), or anything else that is not JSON
+        raise RawData(f"event is not JSON-ready redacted data: {err}") from err
     attrs: dict[str, Any] = {}
-    for k, v in body.items():
-        if k in _RESOURCE_KEYS or k in _BODY_ONLY or isinstance(v, list | dict):
-            continue
-        attrs[_ATTR_RENAME.get(k, f"periscope.{k}")] = v
-    warn = "errno" in body or (kind == "exit" and body.get("code", 0) != 0)
+    for key, name in _LOG_ATTRS:
+        v = ev.get(key)
+        if v is not None:
+            attrs[name] = _value(key, v)
+    kind = str(ev.get("kind", "unknown"))
+    warn = "errno" in ev or (kind == "exit" and ev.get("code", 0) != 0)
     number, text = SEVERITY_WARN if warn else SEVERITY_INFO
-    ts = body.get("ts")
+    ts = ev.get("ts")
     return LogFields(ts_ns(ts) if isinstance(ts, int | float) else 0, number, text,
                      f"periscope.{kind}", body, attrs)
 
@@ -204,10 +215,12 @@ def span_fields(rec: Mapping[str, Any]) -> SpanFields:
         error_type = "_OTHER"
     if error_type is not None and error:
         attrs["error.type"] = error_type
-    for key in ("conn", "req_bytes", "resp_bytes", "partial", "target"):
-        if key in r:
-            attrs[f"periscope.{key}"] = r[key]
-    attrs["periscope.proto"] = proto
+    # Few attributes on purpose: the official encoder costs µs per attribute per span
+    # (bench/export.py). Sizes, target and protocol are in RED metrics and the store.
+    if "conn" in r:
+        attrs["periscope.conn"] = r["conn"]
+    if r.get("partial"):
+        attrs["periscope.partial"] = True
     return SpanFields(name, kind, start, end, attrs, error, error_type if error else None)
 
 
@@ -231,11 +244,6 @@ def _http(r: dict[str, Any], attrs: dict[str, Any], status: Any) -> tuple[str, s
     if isinstance(status, int) or (isinstance(status, str) and status.isdigit()):
         code = int(status)
         attrs["http.response.status_code"] = code
-    attrs["network.protocol.name"] = "http"
-    if "req_bytes" in r:
-        attrs["http.request.size"] = r["req_bytes"]
-    if "resp_bytes" in r:
-        attrs["http.response.size"] = r["resp_bytes"]
     return name, (str(code) if code is not None else None)
 
 

@@ -60,3 +60,21 @@ def test_discard_returns_what_was_queued() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         Handoff(0)
+
+
+def test_counts_lose_no_update_across_threads_and_never_grow() -> None:
+    from collector.export.handoff import Counts
+    c = Counts(("a", "b"))
+    assert dict(c) == {"a": 0, "b": 0}  # a scrape sees every key from the start
+
+    def work() -> None:
+        for _ in range(20_000):
+            c.add("a")
+            c.add("b", 2)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert c == {"a": 80_000, "b": 160_000}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from collector.export.semconv import (
@@ -44,25 +45,26 @@ def test_log_severity(over: dict[str, Any], severity: tuple[int, str]) -> None:
     assert (f.severity_number, f.severity_text) == severity
 
 
-def test_log_attributes_are_the_scalar_facts_not_the_text_or_the_process() -> None:
+def test_log_body_is_the_pipeline_json_and_attributes_a_few_facts() -> None:
     ev = samples.event(0)
     ev.update({"argv": "app --user [REDACTED]", "path": "/x"})
     f = log_fields(ev)
-    assert f.body == ev
-    assert "periscope.payload" not in f.attributes and "periscope.argv" not in f.attributes
-    assert "periscope.pid" not in f.attributes  # a resource attribute: process.pid
-    assert f.attributes["periscope.fd"] == 7 and f.attributes["thread.id"] == 101
+    assert f.body == orjson.dumps(ev).decode()  # byte for byte what the store gets
+    assert f.attributes == {"periscope.kind": "syscall", "periscope.syscall": "write",
+                            "periscope.fd": 7, "periscope.target": 1, "thread.id": 101}
     assert f.event_name == "periscope.syscall"
+    f = log_fields(samples.failed_open())
+    assert f.attributes["periscope.errno"] == "ENOENT"
 
 
-def test_values_beyond_int64_travel_as_text() -> None:
-    f = log_fields(samples.event(0, ret=1 << 64))
-    assert f.body["ret"] == str(1 << 64) and f.attributes["periscope.ret"] == str(1 << 64)
+def test_attribute_ints_beyond_int64_travel_as_text() -> None:
+    f = log_fields(samples.event(0, fd=1 << 63))
+    assert f.attributes["periscope.fd"] == str(1 << 63)
 
 
 @pytest.mark.parametrize("bad", [b"raw", bytearray(b"raw"), [b"raw"]])
 def test_bytes_are_refused(bad: object) -> None:
-    with pytest.raises(RawData, match="payload"):
+    with pytest.raises(RawData, match="not JSON-ready"):
         log_fields(samples.event(0, payload=bad))
     with pytest.raises(RawData):
         span_fields(samples.http(0, path=bad))
