@@ -153,7 +153,13 @@ class OtlpExporter:
                 self._built += sum(len(items) for _tag, items in chunks)
             logs: list[Any] = []
             spans: list[Any] = []
+            # The sender is behind (a slow or dead endpoint): building records that would
+            # be dropped at the outbox is wasted CPU, so drop them now (RED still counts).
+            behind = len(self._outbox) >= self._outbox.cap
             for tag, items in chunks:
+                if behind and (tag == _EVENT or SPANS in self._exporters):
+                    self._shed(tag, items)
+                    continue
                 for item in items:
                     try:
                         if tag == _EVENT:
@@ -171,6 +177,14 @@ class OtlpExporter:
                     self._settle(len(batch))
                     self._drop("shutdown" if self._outbox.closed else "queue_full", len(batch))
         self._outbox.close()
+
+    def _shed(self, tag: int, items: list[Any]) -> None:
+        if tag == _L7 and self._red is not None:
+            for rec in items:
+                if isinstance(rec, Mapping):
+                    self._red.record(rec)
+        self._settle(len(items))
+        self._drop("queue_full", len(items))
 
     def _l7(self, rec: Mapping[str, Any], spans: list[Any]) -> None:
         if SPANS in self._exporters:

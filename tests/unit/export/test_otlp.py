@@ -302,6 +302,33 @@ def test_red_metrics_per_target_with_a_label_cap(rx: Receiver) -> None:
     assert ex.counters["export_sent_metrics"] >= 1
 
 
+def test_red_metrics_count_every_record_while_the_span_endpoint_is_dead(rx: Receiver) -> None:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from collector.export.otlp import SPANS
+    with BlackHole() as hole:
+        cfg = otlp_cfg(hole.endpoint, metrics=True, logs=False, queue_size=500, batch_size=50,
+                       metrics_interval_s=3600)
+        ex = started(cfg, exporters={SPANS: OTLPSpanExporter(endpoint=f"{hole.endpoint}/v1/traces",
+                                                            timeout=60)},
+                     metric_exporter=OTLPMetricExporter(endpoint=f"{rx.endpoint}/v1/metrics"))
+        for b in range(100):
+            ex.requests([samples.http(b * 50 + i, error=i == 0) for i in range(50)])
+            # Let the converter take them (not a timing assertion): records refused at a
+            # full inbox never reach RED, and this test is about the sender being stuck.
+            deadline = time.monotonic() + 10
+            while len(ex._inbox) and time.monotonic() < deadline:
+                time.sleep(0.001)
+        ex.close(1.0)
+    assert ex.counters["export_sent"] == 0 and ex.counters["export_dropped"] > 4000
+    requests = {attrs_of(p)["periscope.proto"]: int(p["asInt"]) for m in rx.metrics()
+                if m["name"] == "periscope.l7.requests" for p in m["sum"]["dataPoints"]}
+    errors = [int(p["asInt"]) for m in rx.metrics() if m["name"] == "periscope.l7.errors"
+              for p in m["sum"]["dataPoints"]]
+    assert requests == {"http": 5000} and errors == [100]
+
+
 def attrs_of(point: dict[str, Any]) -> dict[str, str]:
     return {a["key"]: a["value"]["stringValue"] for a in point["attributes"]}
 
