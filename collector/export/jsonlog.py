@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -35,6 +36,7 @@ COUNTERS = ("jsonlog_written", "jsonlog_failed", "jsonlog_dropped", "jsonlog_dro
             "jsonlog_dropped_write_error", "jsonlog_dropped_shutdown")
 # Journal fields per event: every scalar except the payload, which is only in MESSAGE.
 _JOURNAL_SKIP = frozenset({"payload"})
+_FIELD = re.compile(r"^[a-z0-9_]{1,50}$")  # a journal field name once upper-cased
 
 
 class PartialWrite(OSError):
@@ -170,10 +172,13 @@ class Journal:
     def write(self, items: Sequence[Any]) -> None:
         for done, ev in enumerate(items):
             fields = {f"PERISCOPE_{k.upper()}": str(v) for k, v in ev.items()
-                      if k not in _JOURNAL_SKIP and not isinstance(v, list | dict)}
+                      if k not in _JOURNAL_SKIP and _FIELD.match(k)
+                      and not isinstance(v, list | dict)}
             try:
+                # CODE_FUNC given: send() then skips extracting the caller's stack frame.
                 self._send(orjson.dumps(ev).decode(), PRIORITY=4 if "errno" in ev else 6,
-                           SYSLOG_IDENTIFIER=JOURNAL_IDENTIFIER, **fields)
+                           SYSLOG_IDENTIFIER=JOURNAL_IDENTIFIER, CODE_FUNC="Journal.write",
+                           **fields)
             except OSError as err:
                 raise PartialWrite(err, done) from err
 
@@ -220,7 +225,13 @@ class JsonLogSink:
             if chunks is None:
                 return
             for _tag, items in chunks:
-                self._write(items)
+                try:
+                    self._write(items)
+                except Exception:  # a bug must not stop the writer: count, say it once
+                    self.counters.add("jsonlog_failed", 1)
+                    self._drop("write_error", len(items))
+                    if self.counters["jsonlog_failed"] == 1:
+                        log.exception("JSON log writer failed")
 
     def _write(self, items: list[Any]) -> None:
         try:

@@ -166,17 +166,20 @@ class OtlpExporter:
                             logs.append(self._build.log(item))
                         else:
                             self._l7(item, spans)
-                    except (RawData, TypeError, ValueError, KeyError) as err:
-                        self._settle(1)
-                        self.counters.add("export_rejected", 1)
-                        if self.counters["export_rejected"] == 1:
-                            log.error("OTLP export refused a record (counted as "
-                                      "export_rejected from now on): %s", err)
+                    except Exception as err:  # RawData, or a bug: the thread must go on
+                        self._reject(err)
             for tag, batch in ((LOGS, logs), (SPANS, spans)):
                 if batch and not self._outbox.offer([batch], tag):
                     self._settle(len(batch))
                     self._drop("shutdown" if self._outbox.closed else "queue_full", len(batch))
         self._outbox.close()
+
+    def _reject(self, err: Exception) -> None:
+        self._settle(1)
+        self.counters.add("export_rejected", 1)
+        if self.counters["export_rejected"] == 1:  # once: the counter says the rest
+            log.error("OTLP export refused a record (counted as export_rejected from now "
+                      "on): %s", err, exc_info=not isinstance(err, RawData))
 
     def _shed(self, tag: int, items: list[Any]) -> None:
         if tag == _L7 and self._red is not None:
