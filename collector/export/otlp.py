@@ -131,6 +131,8 @@ class OtlpExporter:
         self.counters.add(f"export_dropped_{reason}", n)
 
     def _settle(self, n: int) -> None:
+        """Items leave the backlog; callers count where they went first, so a reader sees
+        sent + dropped + rejected + backlog() >= offered, never less."""
         with self._built_lock:
             self._built -= n
 
@@ -170,13 +172,13 @@ class OtlpExporter:
                         self._reject(err)
             for tag, batch in ((LOGS, logs), (SPANS, spans)):
                 if batch and not self._outbox.offer([batch], tag):
-                    self._settle(len(batch))
                     self._drop("shutdown" if self._outbox.closed else "queue_full", len(batch))
+                    self._settle(len(batch))
         self._outbox.close()
 
     def _reject(self, err: Exception) -> None:
-        self._settle(1)
         self.counters.add("export_rejected", 1)
+        self._settle(1)
         if self.counters["export_rejected"] == 1:  # once: the counter says the rest
             log.error("OTLP export refused a record (counted as export_rejected from now "
                       "on): %s", err, exc_info=not isinstance(err, RawData))
@@ -186,16 +188,16 @@ class OtlpExporter:
             for rec in items:
                 if isinstance(rec, Mapping):
                     self._red.record(rec)
-        self._settle(len(items))
         self._drop("queue_full", len(items))
+        self._settle(len(items))
 
     def _l7(self, rec: Mapping[str, Any], spans: list[Any]) -> None:
         if SPANS in self._exporters:
             spans.append(self._build.span(rec))  # refuses raw data before RED counts it
         else:
             check_record(rec)
-            self._settle(1)
             self.counters.add("export_metrics_only", 1)
+            self._settle(1)
         if self._red is not None:
             self._red.record(rec)
 
@@ -251,28 +253,32 @@ class OtlpExporter:
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what is queued within timeout_s; whatever is left is dropped and counted.
 
-        A request still in flight then ends within the exporter's timeout_s, on its own
-        (daemon) thread, and is counted when it does.
+        RED metrics get their last export first (they are final once the converter is
+        done), so a stuck span endpoint cannot starve them. A request still in flight at
+        the deadline ends within the exporter's timeout_s on its own (daemon) thread and
+        is counted when it does.
         """
         deadline = time.monotonic() + timeout_s
         self._inbox.close()
-        started = all(t.ident is not None for t in self._threads)
+        convert, send = self._threads
+        started = convert.ident is not None
         if started:
-            for t in self._threads:
-                t.join(max(0.0, deadline - time.monotonic()))
-        if not started or any(t.is_alive() for t in self._threads):
+            convert.join(max(0.0, deadline - time.monotonic()))
+        if self._meters is not None:
+            left = max(0.0, deadline - time.monotonic())
+            self._meters.shutdown(timeout_millis=max(500.0, left * 500))
+        if started:
+            send.join(max(0.0, deadline - time.monotonic()))
+        if not started or convert.is_alive() or send.is_alive():
             self._give_up.set()  # stop backoff waits
             for _tag, items in self._inbox.discard():
                 self._drop("shutdown", len(items))
             for _tag, batches in self._outbox.discard():
                 for batch in batches:
-                    self._settle(len(batch))
                     self._drop("shutdown", len(batch))
+                    self._settle(len(batch))
         for exporter in self._exporters.values():
             try:
                 exporter.shutdown()  # also aborts the exporter's own retry waits
             except Exception:
                 log.exception("OTLP exporter shutdown failed")
-        if self._meters is not None:  # a last export of the RED totals
-            left = max(0.0, deadline - time.monotonic())
-            self._meters.shutdown(timeout_millis=max(100.0, left * 1000))

@@ -236,6 +236,7 @@ def test_black_hole_endpoint_costs_the_caller_nothing_and_memory_stays_bounded()
         assert ex.backlog() <= bound
 
         ex.close(0.5)  # bounded even though the request in flight never ends
+        ex._threads[0].join(10)  # the converter ends once its inbox is closed and empty
         assert ex.counters["export_dropped_shutdown"] > 0
         # Everything is accounted for: only the batch in flight is still unsettled.
         assert 0 < ex.backlog() <= cfg.batch_size
