@@ -14,6 +14,7 @@ import os
 import platform
 import struct
 from pathlib import Path
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -181,6 +182,17 @@ def percpu_value_size(value_size: int, ncpus: int) -> int:
 
 
 # -- perf events ------------------------------------------------------------------
+def manifest_maps(entries: list[dict[str, Any]], ncpus: int) -> dict[str, Map]:
+    """The loader manifest's map entries as Maps by name (per-CPU values ncpus wide)."""
+    out = {}
+    for m in entries:
+        vsz = m["value_size"]
+        if m["type"] in PERCPU_TYPES:
+            vsz = percpu_value_size(vsz, ncpus)
+        out[m["name"]] = Map(m["fd"], m["key_size"], vsz, m["name"])
+    return out
+
+
 def _perf_attr(ptype: int, config: int, config1: int = 0, config2: int = 0,
                sample: int = 1, flags: int = 0) -> bytes:
     # type, size, config, sample_period|sample_freq, sample_type, read_format, flags

@@ -95,11 +95,7 @@ class Profiler:
                 raise ValueError(f"{len(man['progs'])} programs, want 1")
             self._prog = man["progs"][0]["fd"]
             self._ncpus = bpfsys.possible_cpus()
-            for m in man["maps"]:
-                vsz = m["value_size"]
-                if m["type"] in bpfsys.PERCPU_TYPES:
-                    vsz = bpfsys.percpu_value_size(vsz, self._ncpus)
-                self._maps[m["name"]] = bpfsys.Map(m["fd"], m["key_size"], vsz, m["name"])
+            self._maps.update(bpfsys.manifest_maps(man["maps"], self._ncpus))
             if self._maps["counts"].key_size != SAMPLE_KEY.size:  # profile.h vs SAMPLE_KEY
                 raise ValueError(f"counts key is {self._maps['counts'].key_size} bytes, "
                                  f"SAMPLE_KEY {SAMPLE_KEY.size}")

@@ -84,11 +84,7 @@ class TraceProbe:
         self._fds = [p["fd"] for p in man["progs"]] + [m["fd"] for m in man["maps"]]
         try:  # on any failure, nothing stays attached or open
             self._ncpus = bpfsys.possible_cpus()
-            for m in man["maps"]:
-                vsz = m["value_size"]
-                if m["type"] in bpfsys.PERCPU_TYPES:
-                    vsz = bpfsys.percpu_value_size(vsz, self._ncpus)
-                self._maps[m["name"]] = bpfsys.Map(m["fd"], m["key_size"], vsz, m["name"])
+            self._maps.update(bpfsys.manifest_maps(man["maps"], self._ncpus))
             for p in man["progs"]:
                 if p["kind"] == "tracepoint":
                     cat, event = p["tp"].split(":", 1)
