@@ -24,14 +24,18 @@ vm:
 ## test-vm: only the VM tier (QEMU guest, Debian 12's 6.1 kernel, the installed unit)
 test-vm: vm
 
-## install: periscoped into /opt/periscope/venv + systemd unit + /etc/periscope (root)
+## install: periscoped into /opt/periscope/venv + systemd unit + /etc/periscope, and the
+##          client on PATH as /usr/local/bin/periscope (root)
 install:
 	bash vagrant/provision.sh install
 
-## uninstall: remove it again; keeps /var/lib/periscope unless PURGE=1
+## uninstall: remove it again (the /usr/local/bin link only if it still points at our
+##            venv); keeps /var/lib/periscope unless PURGE=1
 uninstall:
 	bash vagrant/provision.sh uninstall $(if $(PURGE),--purge)
 
+## demo: start periscoped if none runs, trace a demo HTTP workload live (root; what
+##       `provision.sh demo` runs after installing only what the demo needs)
 demo:
 	$(PY) -m collector.daemon.demo
 

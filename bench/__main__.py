@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only overhead,tcp,ingest,daemon,redaction]: run the benchmarks.
+"""python -m bench [--quick] [--only overhead,tcp,ingest,daemon,redaction,l7]: run the benchmarks.
 
 Every part measures its conditions side by side in this one invocation and prints
 ratios; raw samples go to bench/results/results.json and the plot to bench/overhead.png.
@@ -19,7 +19,7 @@ import orjson
 from bench import daemon_cost, harness, ingest, overhead
 from bench.plot import plot
 
-PARTS = ("overhead", "tcp", "ingest", "daemon", "redaction")
+PARTS = ("overhead", "tcp", "ingest", "daemon", "redaction", "l7")
 
 
 def machine() -> str:
@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
 
         quick = ["--runs", "1", "--seconds", "0.5"] if a.quick else []
         subprocess.run([sys.executable, "-m", "bench.redaction", *quick], check=False,
+                       env={**os.environ, "PYTHONPATH": str(harness.REPO)})
+    if "l7" in parts:
+        print("\n== L7 parsers (bench/l7.py) ==", flush=True)
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "bench.l7", "--seconds",
+                        "0.5" if a.quick else "1.5"], check=False,
                        env={**os.environ, "PYTHONPATH": str(harness.REPO)})
     harness.RESULTS.mkdir(parents=True, exist_ok=True)
     out = harness.RESULTS / "results.json"

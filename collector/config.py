@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from collector.errors import ConfigError
 
@@ -79,6 +83,44 @@ class Redaction:
 
 
 @dataclass(frozen=True)
+class OtlpExport:
+    """[export.otlp]: redacted events as OTLP logs, L7 records as spans, RED metrics."""
+    enabled: bool
+    endpoint: str                   # base URL; /v1/logs, /v1/traces, /v1/metrics appended
+    protocol: str
+    compression: str
+    timeout_s: float
+    queue_size: int
+    batch_size: int
+    flush_interval_s: float
+    logs: bool
+    spans: bool
+    metrics: bool
+    metrics_interval_s: float
+    max_targets: int
+    headers: dict[str, str] = field(hash=False)
+
+    def url(self, signal: str) -> str:
+        """The OTLP/HTTP URL of one signal ("logs", "traces", "metrics")."""
+        return f"{self.endpoint.rstrip('/')}/v1/{signal}"
+
+
+@dataclass(frozen=True)
+class JsonLogExport:
+    """[export.jsonlog]: redacted events as JSON lines to a rotated file or to journald."""
+    path: str                       # "" = off, "journald", or an absolute file path
+    max_bytes: int
+    keep: int
+    queue_size: int
+
+
+@dataclass(frozen=True)
+class Export:
+    otlp: OtlpExport
+    jsonlog: JsonLogExport
+
+
+@dataclass(frozen=True)
 class Config:
     paths: Paths
     capture: Capture
@@ -86,13 +128,18 @@ class Config:
     server: Server
     metrics: Metrics
     redaction: Redaction
+    export: Export
     source: str = field(default="<embedded>", compare=False)
 
 
+# Tables of settings; a dotted name is a table nested in a group (see _GROUPS).
 _SECTIONS: dict[str, type] = {
     "paths": Paths, "capture": Capture, "store": Store,
     "server": Server, "metrics": Metrics, "redaction": Redaction,
+    "export.otlp": OtlpExport, "export.jsonlog": JsonLogExport,
 }
+# Tables that only hold tables: [export] holds [export.otlp] and [export.jsonlog].
+_GROUPS: dict[str, type] = {"export": Export}
 
 # key -> (min, max) for numeric settings
 _RANGES: dict[str, tuple[float, float]] = {
@@ -110,10 +157,65 @@ _RANGES: dict[str, tuple[float, float]] = {
     "server.max_conns_per_uid": (1, 1 << 16),
     "server.max_conns": (1, 1 << 20),
     "server.send_buffer_events": (16, 1 << 20),
+    "export.otlp.timeout_s": (0.1, 300),
+    "export.otlp.queue_size": (16, 1 << 20),
+    "export.otlp.batch_size": (1, 1 << 16),
+    "export.otlp.flush_interval_s": (0.05, 60),
+    "export.otlp.metrics_interval_s": (0.1, 3600),
+    "export.otlp.max_targets": (1, 10_000),
+    "export.jsonlog.max_bytes": (4096, 1 << 40),
+    "export.jsonlog.keep": (0, 1000),
+    "export.jsonlog.queue_size": (16, 1 << 20),
 }
 
+# key -> the values it may take
+_CHOICES: dict[str, tuple[str, ...]] = {
+    # OTLP/gRPC is not shipped: grpcio costs +14 MB RSS and 18 MB on disk for a transport
+    # the OpenTelemetry Collector's OTLP/HTTP receiver makes unnecessary.
+    "export.otlp.protocol": ("http/protobuf",),
+    "export.otlp.compression": ("none", "gzip"),
+}
 
-_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str, "int": int, "float": (int, float), "bool": bool, "dict[str, str]": dict,
+}
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+
+
+def _check_endpoint(value: str) -> str | None:
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError as err:
+        return f"is not a URL ({err})"
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:4318"
+    if url.query or url.fragment:
+        return "must not have a query or fragment (the signal paths /v1/... are appended)"
+    return None
+
+
+def _check_headers(value: dict[str, Any]) -> str | None:
+    for name, v in value.items():
+        if not _TOKEN.match(name):
+            return f"has an invalid header name {name!r}"
+        if not isinstance(v, str) or any(c in v for c in "\r\n\0"):
+            return f"header {name!r} must be a string without CR, LF or NUL"
+    return None
+
+
+def _check_log_path(value: str) -> str | None:
+    if value in ("", "journald") or value.startswith("/"):
+        return None
+    return 'must be "" (off), "journald" or an absolute file path'
+
+
+# key -> check(value) returning what is wrong with it, or None
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "export.otlp.endpoint": _check_endpoint,
+    "export.otlp.headers": _check_headers,
+    "export.jsonlog.path": _check_log_path,
+}
 
 
 def embedded_text() -> str:
@@ -127,37 +229,71 @@ def _parse(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: invalid TOML: {err}") from err
 
 
+def _table(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """The table at a dotted section name ({} where absent)."""
+    for part in name.split("."):
+        data = data.get(part, {})
+    return data
+
+
+def _value(section: dict[str, Any], name: str, f: Any, source: str) -> Any:
+    key = f"{name}.{f.name}"
+    if f.name not in section:
+        raise ConfigError(f"{source}: missing key {key}")
+    value: Any = section[f.name]
+    want = str(f.type)
+    if (want != "bool" and isinstance(value, bool)) or not isinstance(value, _TYPES[want]):
+        shown = "a table of strings" if want == "dict[str, str]" else want
+        raise ConfigError(f"{source}: {key} must be {shown}, got {type(value).__name__}")
+    lo_hi = _RANGES.get(key)
+    if lo_hi and not lo_hi[0] <= section[f.name] <= lo_hi[1]:
+        raise ConfigError(f"{source}: {key}={value} is outside [{lo_hi[0]}, {lo_hi[1]}]")
+    choices = _CHOICES.get(key)
+    if choices and value not in choices:
+        raise ConfigError(f"{source}: {key}={value!r} is not one of: {', '.join(choices)}")
+    check = _CHECKS.get(key)
+    problem = check(value) if check else None
+    if problem:  # never echo a table: header values are credentials
+        shown = key if isinstance(value, dict) else f"{key}={value!r}"
+        raise ConfigError(f"{source}: {shown} {problem}")
+    return dict(value) if isinstance(value, dict) else value
+
+
 def _build(data: dict[str, Any], source: str) -> Config:
     built: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
-        section = data.get(name, {})
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            key = f"{name}.{f.name}"
-            if f.name not in section:
-                raise ConfigError(f"{source}: missing key {key}")
-            value: Any = section[f.name]
-            if isinstance(value, bool) or not isinstance(value, _TYPES[str(f.type)]):
-                raise ConfigError(f"{source}: {key} must be {f.type}, got {type(value).__name__}")
-            lo_hi = _RANGES.get(key)
-            if lo_hi and not lo_hi[0] <= section[f.name] <= lo_hi[1]:
-                raise ConfigError(f"{source}: {key}={value} is outside [{lo_hi[0]}, {lo_hi[1]}]")
-            kwargs[f.name] = value
-        built[name] = cls(**kwargs)
+        section = _table(data, name)
+        built[name] = cls(**{f.name: _value(section, name, f, source) for f in fields(cls)})
+    for group, cls in _GROUPS.items():
+        built[group] = cls(**{f.name: built.pop(f"{group}.{f.name}") for f in fields(cls)})
+    otlp: OtlpExport = built["export"].otlp
+    if otlp.batch_size > otlp.queue_size:
+        raise ConfigError(f"{source}: export.otlp.batch_size={otlp.batch_size} must not exceed "
+                          f"export.otlp.queue_size={otlp.queue_size}")
     return Config(**built, source=source)
 
 
+def _merge(merged: dict[str, Any], name: str, section: Any, source: str) -> None:
+    """Overlay one table of the file onto the defaults, refusing names we do not know."""
+    if name not in _SECTIONS and name not in _GROUPS:
+        raise ConfigError(f"{source}: unknown section [{name}]")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    if name in _GROUPS:
+        for sub, table in section.items():
+            _merge(merged, f"{name}.{sub}", table, source)
+        return
+    target = _table(merged, name)
+    for key, value in section.items():
+        if key not in target:
+            raise ConfigError(f"{source}: unknown key {name}.{key}")
+        target[key] = value  # a table-valued key (headers) is replaced whole, not merged
+
+
 def _overlay(base: dict[str, Any], over: dict[str, Any], source: str) -> dict[str, Any]:
-    merged = {k: dict(v) for k, v in base.items()}
+    merged = copy.deepcopy(base)
     for name, section in over.items():
-        if name not in _SECTIONS:
-            raise ConfigError(f"{source}: unknown section [{name}]")
-        if not isinstance(section, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
-        for key, value in section.items():
-            if key not in merged[name]:
-                raise ConfigError(f"{source}: unknown key {name}.{key}")
-            merged[name][key] = value
+        _merge(merged, name, section, source)
     return merged
 
 

@@ -138,16 +138,23 @@ def to_wire(err: BaseException) -> dict[str, Any]:
     return {"code": int(fault), "name": fault.name, "message": message}
 
 
-# Counters of records skipped, shed or dropped on the way to a session: a trace's "end"
-# message carries how much each grew during the session. (name, where it is counted,
-# what it means): the server reads the names, the client prints the text.
+# Every counter that means "something was not delivered": (name, where it is counted, what
+# it means). A trace's "end" message carries how much each kernel and pipeline counter
+# grew during the session; `status` reports them all. The server reads the names here,
+# the client the text.
 LOSSES: tuple[tuple[str, str, str], ...] = (
     ("skipped_rate", "kernel", "syscalls skipped by the rate limit (capture.rate_limit)"),
     ("skipped_sample", "kernel", "syscalls skipped by sampling (capture.sample_every)"),
     ("drop_ringbuf", "kernel", "records lost to a full ring buffer"),
     ("drop_inflight", "kernel", "syscalls not tracked (in-flight table full)"),
+    ("target_full", "kernel", "processes not traced (target table full)"),
     ("payload_shed", "pipeline", "payloads shed under load (metadata kept)"),
     ("dropped_overload", "pipeline", "records dropped under load"),
+    ("pipeline_errors", "pipeline", "record batches that failed in the pipeline"),
+    ("sink_errors", "pipeline", "batches the store or a session failed to take"),
+    ("slow_reader_dropped", "router", "sessions ended because their client read too slowly"),
+    ("tls_attach_failed", "tracer",
+     "TLS libraries that could not be probed (no TLS payload from them)"),
 )
 LOSS_TEXT: MappingProxyType[str, str] = MappingProxyType(
     {name: text for name, _where, text in LOSSES})

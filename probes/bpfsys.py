@@ -14,6 +14,7 @@ import os
 import platform
 import struct
 from pathlib import Path
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -37,7 +38,11 @@ PERCPU_TYPES = (BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYP
 BPF_ANY = 0
 
 # perf_event_open
+PERF_TYPE_SOFTWARE = 1
 PERF_TYPE_TRACEPOINT = 2
+PERF_COUNT_SW_CPU_CLOCK = 0
+PERF_ATTR_DISABLED = 1 << 0                 # perf_event_attr flag bits
+PERF_ATTR_FREQ = 1 << 10                    # sample_freq (Hz) instead of sample_period
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 PERF_EVENT_IOC_ENABLE = 0x2400              # _IO('$', 0)
 PERF_EVENT_IOC_SET_BPF = 0x40042408         # _IOW('$', 8, __u32)
@@ -149,18 +154,27 @@ def map_info(fd: int) -> dict[str, int]:
             "max_entries": nmax, "flags": flags}
 
 
+def cpu_list(text: str) -> list[int]:
+    """CPU ids of a sysfs cpu list ("0-3,5" → [0, 1, 2, 3, 5])."""
+    out: list[int] = []
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
     """Number of possible CPUs ("0-3,5" → 5): the per-CPU map value stride count.
 
     The kernel copies one value per possible CPU (num_possible_cpus(), the mask's
     weight), not per CPU id up to the highest: a sparse mask has fewer.
     """
-    text = Path(path).read_text().strip()
-    n = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        n += int(hi or lo) - int(lo) + 1
-    return n
+    return len(cpu_list(Path(path).read_text()))
+
+
+def online_cpus(path: str = "/sys/devices/system/cpu/online") -> list[int]:
+    return cpu_list(Path(path).read_text())
 
 
 def percpu_value_size(value_size: int, ncpus: int) -> int:
@@ -168,19 +182,32 @@ def percpu_value_size(value_size: int, ncpus: int) -> int:
 
 
 # -- perf events ------------------------------------------------------------------
-def _perf_attr(ptype: int, config: int, config1: int = 0, config2: int = 0) -> bytes:
-    # type, size, config, sample_period, sample_type, read_format, flags (bitfield),
-    # wakeup_events, bp_type, config1, config2; the rest zero.
-    head = struct.pack("<IIQQQQQIIQQ", ptype, PERF_ATTR_SIZE, config, 1, 0, 0, 0, 1, 0,
+def manifest_maps(entries: list[dict[str, Any]], ncpus: int) -> dict[str, Map]:
+    """The loader manifest's map entries as Maps by name (per-CPU values ncpus wide)."""
+    out = {}
+    for m in entries:
+        vsz = m["value_size"]
+        if m["type"] in PERCPU_TYPES:
+            vsz = percpu_value_size(vsz, ncpus)
+        out[m["name"]] = Map(m["fd"], m["key_size"], vsz, m["name"])
+    return out
+
+
+def _perf_attr(ptype: int, config: int, config1: int = 0, config2: int = 0,
+               sample: int = 1, flags: int = 0) -> bytes:
+    # type, size, config, sample_period|sample_freq, sample_type, read_format, flags
+    # (bitfield), wakeup_events, bp_type, config1, config2; the rest zero.
+    head = struct.pack("<IIQQQQQIIQQ", ptype, PERF_ATTR_SIZE, config, sample, 0, 0, flags, 1, 0,
                        config1, config2)
     return head + bytes(PERF_ATTR_SIZE - len(head))
 
 
-def _perf_open_attach(attr: bytes, prog_fd: int, what: str) -> int:
+def _perf_open_attach(attr: bytes, prog_fd: int, what: str, cpu: int = 0) -> int:
     buf = ctypes.create_string_buffer(attr, len(attr))
     # pid -1, cpu 0: for tracepoints and uprobes the program hangs off the event's
-    # trace_event_call and runs on every CPU (what libbpf and bcc do).
-    fd = int(_libc.syscall(_NR["perf_event_open"], buf, -1, 0, -1, PERF_FLAG_FD_CLOEXEC))
+    # trace_event_call and runs on every CPU (what libbpf and bcc do). A sampling event
+    # is per CPU: one per online CPU, every task on it.
+    fd = int(_libc.syscall(_NR["perf_event_open"], buf, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC))
     if fd < 0:
         _raise(f"perf_event_open({what})")
     try:
@@ -225,3 +252,23 @@ def attach_uprobe(prog_fd: int, path: str, offset: int, retprobe: bool) -> int:
                       config1=ctypes.addressof(cpath), config2=offset)
     what = f"{'uretprobe' if retprobe else 'uprobe'} {path}+{offset:#x}"
     return _perf_open_attach(attr, prog_fd, what)
+
+
+def attach_cpu_clock(prog_fd: int, cpu: int, freq: int) -> int:
+    """Attach a BPF_PROG_TYPE_PERF_EVENT program to the software CPU clock of one CPU,
+    sampling every task there about freq times a second; returns the perf event fd
+    (close = detach). CPU-wide events need CAP_PERFMON (or perf_event_paranoid <= 0)."""
+    attr = _perf_attr(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, sample=freq,
+                      flags=PERF_ATTR_FREQ | PERF_ATTR_DISABLED)
+    return _perf_open_attach(attr, prog_fd, f"cpu-clock on CPU {cpu}", cpu)
+
+
+def prog_run_stats(fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a program: the kernel counts them only while
+    kernel.bpf_stats_enabled is 1 (bench use; it costs two clock reads per run)."""
+    info = ctypes.create_string_buffer(216)  # struct bpf_prog_info up to recursion_misses
+    attr = ctypes.create_string_buffer(struct.pack("<IIQ", fd, len(info), ctypes.addressof(info)))
+    if _bpf(BPF_OBJ_GET_INFO_BY_FD, attr) < 0:
+        _raise(f"BPF_OBJ_GET_INFO_BY_FD({fd})")
+    run_time_ns, run_cnt = struct.unpack_from("<QQ", info, 192)
+    return run_time_ns, run_cnt

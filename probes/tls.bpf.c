@@ -46,13 +46,16 @@ static __always_inline int tls_exit(struct pt_regs *ctx, u16 nr)
 		return 0;
 	struct tls_call call = *c;
 	tls_calls.delete(&id);
-	s64 ret = (s64)PT_REGS_RC(ctx);
-	if (call.nbytes_ptr) {   /* _ex: 1 on success, the count is written to *nbytes */
+	/* All four return int: the upper half of the register is not a sign (a failed
+	 * SSL_read's -1 read as s64 is 4294967295, which copied stale buffer bytes). */
+	s64 ret = (int)PT_REGS_RC(ctx);
+	if (call.nbytes_ptr) {   /* _ex: 1 on success with the count in *nbytes, else 0 */
 		u64 n = 0;
-		if (ret == 1 && bpf_probe_read_user(&n, sizeof(n), (void *)call.nbytes_ptr) == 0)
+		if (ret == 1 && bpf_probe_read_user(&n, sizeof(n), (void *)call.nbytes_ptr) == 0
+		    && n <= 0x7fffffff)
 			ret = (s64)n;
-		else if (ret <= 0)
-			ret = -1;
+		else
+			ret = ret == 1 ? -1 : 0;   /* unreadable count: no bytes are trusted */
 	}
 	int zero = 0;
 	struct sys_event *e = scratch.lookup(&zero);
@@ -66,6 +69,7 @@ static __always_inline int tls_exit(struct pt_regs *ctx, u16 nr)
 	e->arg = call.ssl;
 	e->data_len = 0;
 	e->aux = 0;
+	/* Only bytes the call returned: ret > 0 and at most ret (copy_payload caps at avail). */
 	if (ret > 0)
 		copy_payload(e, call.buf, ret, call.payload_cap, ret);
 	submit_sys(e, OP_TLS, call.cookie, id);

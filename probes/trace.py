@@ -9,14 +9,9 @@ bpf(2) and reads the ring buffer from its mmap (probes/ringbuf.py).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +21,7 @@ from typing import Any
 
 from probes import bpfsys
 from probes.layout import TARGET, Stat
-from probes.loader import PROBE_DIR, SOURCE, TLS_SOURCE, parse_manifest
+from probes.loader import PROBE_DIR, SOURCE, TLS_SOURCE, ProbeError, spawn_loader
 from probes.ringbuf import RingReader
 from probes.tls import TlsHooks
 
@@ -37,14 +32,9 @@ log = logging.getLogger("periscope.probe")
 
 BATCH_MAX = 1024  # records per batch handed to the pipeline
 READER_JOIN_TIMEOUT = 5.0  # seconds close() waits for the reader thread
-LOADER_TIMEOUT = 300.0  # seconds; a compile under QEMU TCG takes tens of seconds
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _COMM_LEN = 16
-
-
-class ProbeError(RuntimeError):
-    """The probe could not be compiled, loaded or attached."""
 
 
 @dataclass(frozen=True)
@@ -62,64 +52,12 @@ class TargetSpec:
     rate_limit: int = 0    # 0: none; N: at most ~N syscalls/s for the target (kernel-side)
 
 
-# The helper's bootstrap: our tree first on sys.path (not the cwd, not user site-packages).
-_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from probes.loader import main; " \
-        "sys.exit(main())"
-
-
 def run_loader(options: ProbeOptions, root: Path = PROBE_DIR.parent) -> dict[str, Any]:
-    """Run the loader helper (probes/loader.py under root); returns its parsed manifest
-    (with an "fd" in every entry). Raises ProbeError with the compiler's message."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    # -I: no cwd, PYTHONPATH or user site-packages on the helper's sys.path (we put our
-    # tree first ourselves); bcc comes from the system site-packages.
-    cmd = [sys.executable, "-I", "-c", _BOOT, str(root), "--fd", str(theirs.fileno()),
-           "--max-payload", str(options.max_payload),
-           "--ringbuf-pages", str(options.ringbuf_pages)]
-    proc: subprocess.Popen[bytes] | None = None
-    with ours, tempfile.TemporaryFile() as err:
-        try:
-            with theirs:
-                proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=err)
-            ours.settimeout(LOADER_TIMEOUT)
-            try:
-                raw, fds, flags, _addr = socket.recv_fds(ours, 1 << 20, 253)
-            except TimeoutError as e:
-                raise ProbeError(f"the probe loader did not answer in {LOADER_TIMEOUT:.0f}s") \
-                    from e
-            with contextlib.suppress(OSError):
-                ours.send(b"ok")
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
-        except OSError as e:
-            raise ProbeError(f"running the probe loader failed: {e}") from e
-        finally:
-            if proc is not None and proc.returncode is None:  # no zombie, no stray compiler
-                proc.kill()
-                proc.wait()
-        err.seek(0)
-        tail = err.read()[-4000:].decode(errors="replace").strip()
-        if not raw:
-            raise ProbeError(f"the probe loader exited ({rc}) without an answer"
-                             + (f": {tail}" if tail else ""))
-        try:
-            if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
-                raise ValueError("message or fds truncated")
-            man = parse_manifest(raw, fds)
-        except ValueError as e:
-            for fd in fds:
-                os.close(fd)
-            raise ProbeError(f"bad answer from the probe loader: {e}") from e
-        if "error" in man:
-            for fd in fds:
-                os.close(fd)
-            raise ProbeError(str(man["error"]) + (f"\n{tail}" if tail else ""))
-        return man
+    """Run the loader helper (probes/loader.py under root) for trace.bpf.c; returns its
+    parsed manifest (with an "fd" in every entry). Raises ProbeError with the compiler's
+    message."""
+    return spawn_loader("trace", ["--max-payload", str(options.max_payload),
+                                  "--ringbuf-pages", str(options.ringbuf_pages)], root=root)
 
 
 class TraceProbe:
@@ -146,11 +84,7 @@ class TraceProbe:
         self._fds = [p["fd"] for p in man["progs"]] + [m["fd"] for m in man["maps"]]
         try:  # on any failure, nothing stays attached or open
             self._ncpus = bpfsys.possible_cpus()
-            for m in man["maps"]:
-                vsz = m["value_size"]
-                if m["type"] in bpfsys.PERCPU_TYPES:
-                    vsz = bpfsys.percpu_value_size(vsz, self._ncpus)
-                self._maps[m["name"]] = bpfsys.Map(m["fd"], m["key_size"], vsz, m["name"])
+            self._maps.update(bpfsys.manifest_maps(man["maps"], self._ncpus))
             for p in man["progs"]:
                 if p["kind"] == "tracepoint":
                     cat, event = p["tp"].split(":", 1)

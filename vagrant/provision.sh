@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # periscope's one install path: used by the README, .ci/run, vagrant/ and the VM tier.
 #
-#   provision.sh            install system packages, kernel headers, mounts and the dev venv
-#   provision.sh demo       ... then start periscoped (embedded defaults) and trace a demo workload
-#   provision.sh test       ... then run the full test suite (what .ci/run calls)
+#   provision.sh            install system packages (the test list), kernel headers, mounts
+#                           and the dev venv
+#   provision.sh demo       only what the daemon and the demo need (no test servers, no dev
+#                           tools), then start periscoped (embedded defaults) and trace a demo
+#   provision.sh test       everything (plus the host-only test packages), then run the full
+#                           test suite (what .ci/run calls)
 #   provision.sh install    install periscoped for production: /opt/periscope/venv, the systemd
-#                           unit, /etc/periscope defaults (never overwriting edits), group periscope
+#                           unit, /etc/periscope defaults (never overwriting edits), group
+#                           periscope, and the client on PATH (/usr/local/bin/periscope)
 #   provision.sh uninstall [--purge]
 #                           remove that again; state and audit log stay unless --purge
+#   provision.sh packages [runtime|demo|test|host]
+#                           print a package list (default: test, the VM image's); no root
 #
 # Idempotent: every step checks before it acts. Needs root. Offline works when
 # the packages are already installed (and pip has a local index or wheelhouse).
@@ -22,24 +28,51 @@ say()  { printf '\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf 'NOTICE: %s\n' "$*" >&2; }
 die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 
-# What the daemon needs on a production host: bcc from the distro (the PyPI
+# Four lists, each adding to the one before: `install` takes RUNTIME, `demo` adds DEMO,
+# the bare command (the dev setup, and the VM image) adds TEST, `test` adds HOST_TEST.
+# Keep the demo's path short: anything only a test uses (a server it starts, a tracer
+# it compares with, a compiler) goes in TEST.
+#
+# RUNTIME: what the daemon needs on a production host: bcc from the distro (the PyPI
 # "bcc" is another project), venv support, the distro's pip and setuptools (the
 # production venv borrows them instead of bootstrapping its own), python3-systemd
 # (audit anchors as structured journal fields), bpftool for the operator.
 RUNTIME_PACKAGES=(python3-bpfcc python3-venv python3-pip python3-setuptools python3-wheel
     python3-systemd bpftool)
-# What development and the test suite add: toolchain, tracers, and the
-# workloads the root and vm tiers start.
-DEV_PACKAGES=(python3-dev strace bpftrace make gcc libc6-dev curl ca-certificates openssl
-    redis-server nginx-light postgresql procps iproute2 util-linux)
+# DEMO: what `provision.sh demo` adds. Its workload is Python's own http.server and
+# http.client, so nothing today; a demo that needs more adds it here.
+DEMO_PACKAGES=()
+# TEST: what development and the test suite add, one line per purpose; extend here.
+# The VM tier bakes RUNTIME + DEMO + TEST into its guest image.
+TEST_PACKAGES=(
+    python3-dev make gcc libc6-dev            # toolchain: bench workloads, C probes' unit tests
+    strace bpftrace                           # differential tests against other tracers
+    redis-server nginx-light postgresql       # workloads the root tier traces
+    curl ca-certificates openssl              # clients and TLS material the tests use
+    procps iproute2 util-linux                # tools the tests and the VM tier call
+)
+# HOST_TEST: only the host's test run (`provision.sh test`), not the VM guest image:
+# headless chromium opens the profile's flame graph in the root tier; binutils
+# (objcopy, strip) and xz-utils build the MiniDebugInfo file of a unit test.
+HOST_TEST_PACKAGES=(chromium binutils xz-utils)
 
-# `packages` needs no root: the VM tier bakes this list into its guest image.
+# packages LIST: runtime, demo, test (the default: what the VM image bakes, and what the
+# bare command installs) or host (test + HOST_TEST: what `provision.sh test` installs).
+packages() {
+    case "${1:-test}" in
+        runtime) printf '%s\n' "${RUNTIME_PACKAGES[@]}" ;;
+        demo) printf '%s\n' "${RUNTIME_PACKAGES[@]}" "${DEMO_PACKAGES[@]}" ;;
+        test) printf '%s\n' "${RUNTIME_PACKAGES[@]}" "${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}" ;;
+        host) packages test; printf '%s\n' "${HOST_TEST_PACKAGES[@]}" ;;
+        *) die "usage: provision.sh packages [runtime|demo|test|host]" ;;
+    esac
+}
+
+# `packages` needs no root: the VM tier bakes the test list into its guest image.
 if [ "${1:-}" = packages ]; then
-    printf '%s\n' "${RUNTIME_PACKAGES[@]}" "${DEV_PACKAGES[@]}"
+    packages "${2:-test}"
     exit 0
 fi
-
-[ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*): loading eBPF programs needs CAP_BPF/CAP_PERFMON"
 
 check_distro() {
     [ -r /etc/os-release ] || die "cannot read /etc/os-release; supported: Debian 12, Ubuntu 22.04/24.04"
@@ -64,7 +97,9 @@ apt_install() {
 }
 
 install_packages() {
-    apt_install "${RUNTIME_PACKAGES[@]}" "${DEV_PACKAGES[@]}"
+    local list
+    mapfile -t list < <(packages "$1")
+    apt_install "${list[@]}"
 }
 
 headers_ok() {
@@ -107,28 +142,44 @@ mount_fs() {
         || note "could not mount debugfs at /sys/kernel/debug"
 }
 
+# make_venv [runtime]: the repository's venv, editable. With "runtime" (the demo) only
+# the daemon's dependencies, without the dev tools (linters, test runner, plotting).
+# The stamp is the pyproject hash, plus " runtime" when only those are installed.
 make_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
-        say "creating venv $VENV (sees the distro's bcc)"
-        "$PY" -m venv --system-site-packages "$VENV"
+        say "creating venv $VENV (sees the distro's bcc, pip and setuptools)"
+        # --without-pip, as for the production venv: bootstrapping a private pip took
+        # 8-23 s here, a third of the demo's setup; the distro's pip does the job.
+        "$PY" -m venv --system-site-packages --without-pip "$VENV"
     fi
-    local stamp="$VENV/.periscope-deps"
-    local want
+    local stamp="$VENV/.periscope-deps" want have
     want=$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)
-    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    have=$(cat "$stamp" 2>/dev/null || true)
+    # With build isolation (unlike `install`): an editable install needs setuptools >= 64,
+    # newer than Ubuntu 22.04's.
+    local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+    if [ "${1:-}" = runtime ]; then
+        if [ "$have" != "$want" ] && [ "$have" != "$want runtime" ]; then
+            say "installing periscope and its runtime dependencies into $VENV"
+            "${pip[@]}" -e "$REPO"
+            echo "$want runtime" >"$stamp"
+        fi
+    elif [ "$have" != "$want" ]; then
         say "installing periscope and its Python dependencies into $VENV"
-        "$VENV/bin/pip" install -q --disable-pip-version-check -e "${REPO}[dev]"
+        "${pip[@]}" -e "${REPO}[dev]"
         echo "$want" >"$stamp"
     fi
     "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "venv cannot import bcc (python3-bpfcc)"
 }
 
+# provision LIST: the packages of LIST (demo, test or host), kernel headers, mounts and
+# the venv (with the runtime dependencies only, for the demo).
 provision() {
     check_distro
-    install_packages
+    install_packages "$1"
     install_headers
     mount_fs
-    make_venv
+    if [ "$1" = demo ]; then make_venv runtime; else make_venv; fi
 }
 
 # --- production install (make install / make uninstall) -------------------------------------
@@ -141,10 +192,37 @@ UNIT=periscoped.service
 UNIT_DIR=/usr/local/lib/systemd/system      # local installs; /etc/systemd/system stays the admin's
 SYSUSERS=/usr/local/lib/sysusers.d/periscope.conf
 SYSCTL=/usr/local/lib/sysctl.d/60-periscope.conf
+# The client on every user's PATH; the daemon stays in the venv (the unit names it).
+CLIENT_LINK=${PERISCOPE_CLIENT_LINK:-/usr/local/bin/periscope}
 # Default config files shipped in the repository, installed into /etc/periscope.
 CONFFILES=(periscope.toml policy.toml)
 
 have_systemd() { [ -d /run/systemd/system ]; }
+
+# link_client: CLIENT_LINK -> the venv's periscope. A link of ours (or a dangling one)
+# is replaced; a file, or a link to another periscope that exists, is left alone.
+link_client() {
+    local target=$APP_VENV/bin/periscope current
+    current=$(readlink "$CLIENT_LINK" 2>/dev/null || true)
+    if [ "$current" = "$target" ]; then
+        return 0
+    elif [ -L "$CLIENT_LINK" ] && [ -e "$CLIENT_LINK" ]; then
+        note "kept $CLIENT_LINK -> $current (not ours); the client is $target"
+    elif [ -e "$CLIENT_LINK" ]; then
+        note "kept $CLIENT_LINK (not a link of ours); the client is $target"
+    else
+        mkdir -p "$(dirname "$CLIENT_LINK")"
+        ln -sfn "$target" "$CLIENT_LINK"
+        say "linked $CLIENT_LINK -> $target"
+    fi
+}
+
+# unlink_client: remove CLIENT_LINK only if it still points at our venv.
+unlink_client() {
+    if [ "$(readlink "$CLIENT_LINK" 2>/dev/null || true)" = "$APP_VENV/bin/periscope" ]; then
+        rm -f "$CLIENT_LINK"
+    fi
+}
 
 # install_conffile NAME: dpkg-style. A missing file is installed; a file that
 # still equals the previously shipped default is upgraded; a locally edited
@@ -193,6 +271,7 @@ install_app() {
         --no-build-isolation --upgrade "$REPO"
     "$APP_VENV/bin/python" -c 'import bcc' 2>/dev/null || die "$APP_VENV cannot import bcc (python3-bpfcc)"
     [ -x "$APP_VENV/bin/periscoped" ] || die "$APP_VENV/bin/periscoped missing after pip install"
+    link_client
     if ! "$APP_VENV/bin/periscoped" --check >/dev/null 2>&1; then
         note "periscoped --check reports a problem on this host; see: sudo $APP_VENV/bin/periscoped --check"
     fi
@@ -247,6 +326,7 @@ uninstall_app() {
         systemctl disable --now "$UNIT" >/dev/null 2>&1 || true
     fi
     rm -f "$UNIT_DIR/$UNIT" "$SYSUSERS"
+    unlink_client
     if [ -e "$SYSCTL" ]; then
         rm -f "$SYSCTL"
         note "removed $SYSCTL; kernel.perf_event_paranoid stays $(cat /proc/sys/kernel/perf_event_paranoid)" \
@@ -277,13 +357,25 @@ uninstall_app() {
     fi
 }
 
-cmd=${1:-}
-case "$cmd" in
-    ""|install-deps) provision ;;
-    demo) provision; cd "$REPO"; exec make demo ;;
-    test) provision; shift; cd "$REPO"; exec make test ;;
-    install) install_app ;;
-    uninstall) shift; uninstall_app "$@" ;;
-    -h|--help) sed -n '2,13p' "$0" ;;
-    *) die "unknown command '$cmd' (try --help)" ;;
-esac
+main() {
+    local cmd=${1:-}
+    case "$cmd" in
+        -h|--help) sed -n '2,19p' "$0"; return 0 ;;
+        ""|install-deps|demo|test|install|uninstall) ;;
+        *) die "unknown command '$cmd' (try --help)" ;;
+    esac
+    [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*): loading eBPF programs needs CAP_BPF/CAP_PERFMON"
+    case "$cmd" in
+        ""|install-deps) provision test ;;
+        # The demo runs from the venv directly: `make` is a test-only package.
+        demo) provision demo; cd "$REPO"; exec "$VENV/bin/python" -m collector.daemon.demo ;;
+        test) provision host; shift; cd "$REPO"; exec make test ;;
+        install) install_app ;;
+        uninstall) shift; uninstall_app "$@" ;;
+    esac
+}
+
+# Sourced (by a test of its functions), define them and stop here.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

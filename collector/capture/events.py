@@ -131,7 +131,7 @@ def syscall_event(rec: SyscallRecord, clock: Clock, redactor: RedactorLike) -> E
     ev = base(rec, clock, "tls" if tls else "syscall")
     ev["syscall"] = syscall_name(rec.nr)
     ev["ret"] = rec.ret
-    err = errno_name(rec.ret)
+    err = None if tls else errno_name(rec.ret)  # SSL_read's -1 is not an errno
     if err:
         ev["errno"] = err
     ev["latency_us"] = round(rec.latency_ns / 1000, 3)

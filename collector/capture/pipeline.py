@@ -219,7 +219,7 @@ class Pipeline:
             name, kind, sized = io[nr]
             ev: Event = {"ts": round(ktime / 1e9 + offset, 6), "kind": kind, "pid": tgid,
                          "tid": tid, "target": cookie, "syscall": name, "ret": ret}
-            if -4096 < ret < 0:
+            if -4096 < ret < 0 and kind == "syscall":  # SSL_read's -1 is not an errno
                 ev["errno"] = errnames.get(-ret) or f"E{-ret}"
             # == round(lat / 1000, 3): an integer count of ns has at most 3 decimals in µs
             ev["latency_us"] = latency_ns / 1000

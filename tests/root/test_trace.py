@@ -279,7 +279,7 @@ def test_trace_errors_are_clear(daemon: Daemon) -> None:
     r = daemon.cli("trace", "-p", "999999", "-d", "2s")
     assert r.returncode == 2 and "NOT_FOUND" in r.stderr, r.stderr
     r = daemon.cli("trace", "-p", "abc")
-    assert r.returncode == 2 and "PID must be a positive integer" in r.stderr
+    assert r.returncode == 2 and "pid must be a positive integer" in r.stderr
     r = daemon.cli("trace", "-d", "5x", "-p", "1")
     assert "bad duration" in r.stderr
     r = daemon.cli("trace")

@@ -372,3 +372,24 @@ def test_tls_attach_failure_is_counted_not_silent(tmp_path: Path,
     assert probe.tls_failures() == 1
     assert "SSL_read not found" in probe.tls.failed[str(so)]
     assert not probe.tls.attached
+
+
+def test_profile_manifest_takes_perf_event_programs_and_its_own_maps() -> None:
+    from probes.loader import PROBES, PROFILE_MAPS
+
+    man = {"progs": [{"name": "profile_sample", "kind": "perf_event", "tp": ""}],
+           "maps": [{"name": n, "type": 1, "key_size": 4, "value_size": 8, "max_entries": 8}
+                    for n in PROFILE_MAPS]}
+    fds = list(range(20, 21 + len(PROFILE_MAPS)))
+    got = parse_manifest(json.dumps(man).encode(), fds, PROBES["profile"].user_maps)
+    assert got["progs"][0]["fd"] == 20 and got["maps"][-1]["fd"] == fds[-1]
+    with pytest.raises(ValueError, match="missing"):  # trace's maps are not profile's
+        parse_manifest(json.dumps(man).encode(), fds)
+    assert PROBES["profile"].prog_kind("profile_sample") == ("perf_event", "")
+    assert PROBES["trace"].prog_kind("tls_read_enter") == ("uprobe", "")
+
+
+def test_cpu_lists() -> None:
+    assert bpfsys.cpu_list("0-3,5\n") == [0, 1, 2, 3, 5]
+    assert bpfsys.cpu_list("0") == [0]
+    assert bpfsys.cpu_list("") == []

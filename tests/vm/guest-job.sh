@@ -78,7 +78,8 @@ bash vagrant/provision.sh
 step "make install"
 make install
 systemctl is-enabled periscoped.service
-ls -l /opt/periscope/venv/bin/periscoped /usr/local/lib/systemd/system/periscoped.service
+ls -l /opt/periscope/venv/bin/periscoped /usr/local/lib/systemd/system/periscoped.service \
+    /usr/local/bin/periscope
 ls -la /etc/periscope
 getent group periscope
 

@@ -7,12 +7,13 @@ Inside the VM-tier guest only (see conftest.py). The daemon is the one
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from vmlib import SOCKET, client
+from vmlib import SOCKET, client, run
 
 pytestmark = [pytest.mark.vm, pytest.mark.usefixtures("daemon")]
 
@@ -31,6 +32,15 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 def trace(user: str, pid: int, *extra: str) -> subprocess.CompletedProcess[str]:
     return client("trace", "-p", str(pid), "-d", "5s", "--json", *extra, user=user, timeout=180)
+
+
+def test_client_is_on_path() -> None:
+    # A member of group periscope types `periscope`, not the venv's path.
+    res = run("sh", "-c", "command -v periscope", user="alice")
+    assert res.stdout.strip() == "/usr/local/bin/periscope", res.stdout + res.stderr
+    assert os.readlink("/usr/local/bin/periscope") == "/opt/periscope/venv/bin/periscope"
+    res = client("whoami", user="alice")
+    assert res.returncode == 0 and res.stdout.startswith("alice (uid "), res.stdout + res.stderr
 
 
 def test_status_as_root() -> None:

@@ -7,7 +7,9 @@ import subprocess
 import time
 
 IN_VM = os.environ.get("PERISCOPE_IN_VM") == "1"
-CLIENT = "/opt/periscope/venv/bin/periscope"
+# The plain command, as an engineer types it: found on PATH through the link `make install`
+# puts in /usr/local/bin (test_client_is_on_path checks where it resolves).
+CLIENT = "periscope"
 SOCKET = "/run/periscope/periscope.sock"
 UNIT = "periscoped.service"
 

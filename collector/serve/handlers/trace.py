@@ -38,7 +38,7 @@ def loss_counters(svc: Services) -> dict[str, int]:
     kernel = svc.tracer.stats()
     pipe = svc.pipeline.counters
     return {name: (kernel if where == "kernel" else pipe).get(name, 0)
-            for name, where, _text in protocol.LOSSES}
+            for name, where, _text in protocol.LOSSES if where in ("kernel", "pipeline")}
 
 
 def _open(svc: Services, sid: str, scope: Scope) -> set[int]:

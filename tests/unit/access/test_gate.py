@@ -48,7 +48,7 @@ EVE = Principal(1002, 1002, "eve", frozenset({1002}), frozenset({"eve"}), 12, No
 @pytest.fixture
 def gate(tmp_path: Path) -> Gate:
     proc = tmp_path / "proc"
-    shutil.copytree(DATA_PROC, proc)  # pid 4242: comm fakesrv in shop.service
+    shutil.copytree(DATA_PROC, proc, symlinks=True)  # pid 4242: comm fakesrv in shop.service
     (tmp_path / "cg/system.slice/shop.service").mkdir(parents=True)
     (tmp_path / "cg/system.slice/shop.service/cgroup.procs").write_text("4242\n")
     policy_file = tmp_path / "policy.toml"

@@ -17,7 +17,7 @@ DATA_PROC = Path(__file__).parents[2] / "data" / "proc"
 @pytest.fixture
 def host(tmp_path: Path) -> Resolver:
     proc = tmp_path / "proc"
-    shutil.copytree(DATA_PROC, proc)
+    shutil.copytree(DATA_PROC, proc, symlinks=True)
     for pid, comm, exe in ((100, "nginx", "/usr/sbin/nginx"), (101, "nginx", "/usr/sbin/nginx"),
                            (102, "bash", "/usr/bin/bash"), (103, "kthreadd", None)):
         (proc / str(pid)).mkdir()

@@ -122,7 +122,7 @@ class Host:
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[Host]:
     proc = tmp_path / "proc"
-    shutil.copytree(DATA_PROC, proc)
+    shutil.copytree(DATA_PROC, proc, symlinks=True)
     other = proc / "5000"  # a second process, outside shop.service
     other.mkdir()
     (other / "comm").write_text("other\n")

@@ -1,0 +1,131 @@
+"""Every example the client's --help shows, in one table (a root test runs each of them)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Example(NamedTuple):
+    """One command line as typed (with {placeholders}) and what it shows."""
+
+    line: str
+    says: str
+
+
+# What the placeholders read as in --help. The root test substitutes real ones
+# (a pid it started, a user it created, a grant it added, ...).
+SAMPLE: dict[str, str] = {
+    "pid": "181",
+    "comm": "nginx",
+    "unit": "checkout.service",
+    "cgroup": "/system.slice/checkout.service",
+    "user": "alice",
+    "group": "oncall",
+    "grant": "3f9c01ab",
+    "reason": "INC-1234",
+    "time": "2026-11-29T10:00",
+}
+
+# command (as typed, sub-commands joined by a space) -> its examples, bcc style.
+EXAMPLES: dict[str, tuple[Example, ...]] = {
+    "trace": (
+        Example("periscope trace -p {pid}",
+                "PID {pid}, live, meta level (no bytes)"),
+        Example("periscope trace -n {comm} -d 30s",
+                "processes named {comm}, for 30 s"),
+        Example("periscope trace -u {unit} --json",
+                "a systemd unit, as JSON lines"),
+        Example("periscope trace -c {cgroup} -d 1m",
+                "a cgroup v2 subtree, for a minute"),
+        Example("periscope trace -p {pid} --level payload --reason {reason} -d 5m",
+                "plus redacted payload bytes (needs a reason)"),
+    ),
+    "events": (
+        Example("periscope events -p {pid} --limit 50",
+                "the last 50 stored events of PID {pid}"),
+        Example("periscope events -n {comm} --since 15m --json",
+                "{comm}'s events of the last 15 min, JSON"),
+    ),
+    "errors": (
+        Example("periscope errors --since 1h",
+                "failed syscalls of the last hour"),
+        Example("periscope errors -u {unit} --since {time}",
+                "a unit's failed syscalls since a local time"),
+    ),
+    "conns": (
+        Example("periscope conns -p {pid}",
+                "connects/accepts of PID {pid}, with peers"),
+    ),
+    "http": (
+        Example("periscope http -u {unit} --since 2h --limit 20",
+                "a unit's last 20 HTTP messages (redacted)"),
+    ),
+    "top": (
+        Example("periscope top --since 10m",
+                "busiest PID/syscall pairs, last 10 min"),
+        Example("periscope top -c {cgroup} --limit 500",
+                "the same over a cgroup's last 500 syscalls"),
+    ),
+    "snapshot": (
+        Example("periscope snapshot {pid}",
+                "PID {pid} now: facts and open sockets"),
+    ),
+    "status": (
+        Example("periscope status",
+                "health, targets, sessions, losses"),
+        Example("periscope status --json",
+                "every counter, as one JSON object"),
+    ),
+    "whoami": (
+        Example("periscope whoami",
+                "who the daemon says you are"),
+    ),
+    "grant add": (
+        Example("periscope grant add {user} --target unit:{unit} --level payload --for 2h"
+                " --reason {reason}",
+                "{user} may trace a unit with payload, 2 h"),
+        Example("periscope grant add @{group} --target comm:{comm} --for 30m --reason {reason}",
+                "group {group} may trace {comm} (meta), 30 min"),
+    ),
+    "grant list": (
+        Example("periscope grant list", "active grants and when they end"),
+    ),
+    "grant revoke": (
+        Example("periscope grant revoke {grant}",
+                "end grant {grant} and its sessions now"),
+    ),
+    "audit show": (
+        Example("periscope audit show --limit 20",
+                "who asked for what, allowed or denied"),
+    ),
+    "audit verify": (
+        Example("periscope audit verify",
+                "check the hash chain; exit 1 if broken"),
+    ),
+}
+
+_COMMENT_COLUMN = 46
+
+
+def render(example: Example, values: dict[str, str] | None = None) -> tuple[str, str]:
+    """The example's line and explanation with placeholders filled (SAMPLE by default)."""
+    v = SAMPLE if values is None else values
+    return example.line.format(**v), example.says.format(**v)
+
+
+def for_command(command: str) -> list[Example]:
+    """A command's examples; for a group ("grant"), those of all its sub-commands."""
+    return [ex for cmd, exs in EXAMPLES.items()
+            if cmd == command or cmd.startswith(command + " ") for ex in exs]
+
+
+def epilog(examples: list[Example]) -> str:
+    """The examples as --help shows them: the line, then `# what it shows`."""
+    out = ["examples:"]
+    for ex in examples:
+        line, says = render(ex)
+        if len(line) + 2 < _COMMENT_COLUMN:
+            out.append(f"  {line.ljust(_COMMENT_COLUMN - 2)}# {says}")
+        else:
+            out += [f"  {line}", f"  {'':<{_COMMENT_COLUMN - 2}}# {says}"]
+    return "\n".join(out)

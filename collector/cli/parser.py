@@ -1,0 +1,237 @@
+"""The client's flags: bcc vocabulary, values validated at parse time, examples in every --help."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import textwrap
+import time
+from collections.abc import Callable
+
+from collector.cli import examples
+from collector.selectors import SelectorError, parse_duration, parse_selector
+
+DEFAULT_SOCKET = "/run/periscope/periscope.sock"
+MAX_LIMIT = 10000  # what the server accepts for "limit"
+
+EXIT_STATUS = """exit status:
+  0  done
+  1  audit verify: the audit log was changed or truncated
+  2  an error; the message on stderr says which
+  3  a trace session was ended early (grant revoked, daemon stopping, client too slow)"""
+
+
+# -- value types: each returns the normalised value or raises ArgumentTypeError -------
+def selector(kind: str) -> Callable[[str], str]:
+    """A flag value as a target selector string ("pid:181"), checked by parse_selector."""
+    def parse(text: str) -> str:
+        try:
+            return str(parse_selector(f"{kind}:{text}"))
+        except SelectorError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
+
+
+def duration(text: str) -> int:
+    """'30s', '10m', '2h', '1h30m' -> seconds."""
+    try:
+        return parse_duration(text)
+    except SelectorError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def pid(text: str) -> int:
+    return int(selector("pid")(text)[len("pid:"):])
+
+
+def since(text: str, now: float | None = None) -> float:
+    """'15m' (that long ago) or an ISO time ('2026-11-29T10:00', local unless it has a zone)
+    -> a unix timestamp."""
+    now = time.time() if now is None else now
+    try:
+        return now - parse_duration(text)
+    except SelectorError:
+        pass
+    try:
+        ts = dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad time {text!r}: expected how long ago (15m, 2h, 1d) or an ISO time "
+            "(2026-11-29T10:00, local time unless it has a zone)") from None
+    if ts > now:
+        raise argparse.ArgumentTypeError(f"{text!r} is in the future")
+    return ts
+
+
+def limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, "
+                                         f"got {text!r}")
+    return n
+
+
+def target(text: str) -> str:
+    """A grant's target: any selector (unit:, cgroup:, comm:, exe:, pid:)."""
+    try:
+        return str(parse_selector(text))
+    except SelectorError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+# -- the parser ------------------------------------------------------------------------
+Adder = Callable[..., argparse.ArgumentParser]
+
+
+def _targets(p: argparse.ArgumentParser, live: bool) -> None:
+    """-p/-n/-u/-c, repeatable, all into one ordered list of selector strings."""
+    g = p.add_argument_group("targets (repeatable; any of them matches)" if live else
+                             "filters (repeatable; a row matching any of them is shown)")
+    what, kids = ("trace", " and the children it forks") if live else ("only", "")
+    g.add_argument("-p", "--pid", dest="targets", action="append", type=selector("pid"),
+                   metavar="PID", help=f"{what} this process{kids}")
+    g.add_argument("-n", "--name", dest="targets", action="append", type=selector("comm"),
+                   metavar="NAME", help=f"{what} processes whose comm is NAME (1-15 bytes)")
+    g.add_argument("-u", "--unit", dest="targets", action="append", type=selector("unit"),
+                   metavar="UNIT", help=f"{what} the processes of a systemd unit, e.g. "
+                   "nginx.service")
+    g.add_argument("-c", "--cgroup", dest="targets", action="append", type=selector("cgroup"),
+                   metavar="CGROUP", help=f"{what} a cgroup v2 subtree: an absolute path "
+                   "like /system.slice/nginx.service")
+
+
+def _reason(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--reason", required=required, metavar="TEXT",
+                   help="why (a ticket id); recorded in the audit log" + (
+                       "" if required else "; roles with payload access usually require it"))
+
+
+def _trace(add: Adder) -> None:
+    t = add("trace", "stream live events of processes",
+            "Trace processes live: syscalls, files, connections, exec/fork/exit, and with "
+            "--level payload a redacted prefix of the bytes they move. The session is the "
+            "intersection of the request with what you may do; it stops at its deadline, at "
+            "Ctrl-C, or when its grant is revoked.")
+    _targets(t, live=True)
+    t.add_argument("-d", "--duration", "--for", type=duration, metavar="DURATION",
+                   help="stop after this long, e.g. 30s, 10m, 1h30m (default: your role's "
+                   "longest session)")
+    t.add_argument("--level", choices=("meta", "payload"), default="meta",
+                   help="meta: syscalls, sizes, paths, peers; payload: plus redacted bytes "
+                   "(default %(default)s)")
+    _reason(t)
+
+
+QUERIES = {
+    "events": ("stored events", "Events the daemon stored from earlier trace sessions, "
+               "newest last, only those you may see."),
+    "errors": ("stored failed syscalls", "Stored syscalls that failed (with an errno), "
+               "newest last."),
+    "conns": ("stored connects and accepts", "Stored connect/accept calls with their peers, "
+              "newest last."),
+    "http": ("stored HTTP requests and responses", "Stored reads and writes whose redacted "
+             "payload starts an HTTP/1 request or response (captured at payload level)."),
+    "top": ("busiest PID/syscall pairs", "Stored syscalls counted per PID and syscall: count, "
+            "errors, bytes and total latency, busiest first."),
+}
+
+
+def _query(add: Adder, name: str) -> None:
+    short, description = QUERIES[name]
+    q = add(name, short, description)
+    _targets(q, live=False)
+    q.add_argument("--since", type=since, metavar="TIME",
+                   help="only events after TIME: how long ago (15m, 2h, 1d) or an ISO time "
+                   "(2026-11-29T10:00, local)")
+    q.add_argument("--limit", type=limit, default=100, metavar="N",
+                   help=("aggregate over the N newest stored syscalls" if name == "top" else
+                         "at most N events, the newest") + f" (1-{MAX_LIMIT}, default "
+                   "%(default)s)")
+    _reason(q)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="periscope", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill("Trace processes live and query what was traced, through "
+                                  "periscoped. Everything you see is redacted, scoped by "
+                                  "policy and grants, and audited.", 79),
+        epilog=examples.epilog([exs[0] for exs in examples.EXAMPLES.values()]) + "\n\n"
+        "periscope COMMAND --help shows each command's options and more examples.\n\n"
+        + EXIT_STATUS)
+    p.add_argument("--socket", default=os.environ.get("PERISCOPE_SOCKET", DEFAULT_SOCKET),
+                   metavar="PATH", help="the daemon's socket (env PERISCOPE_SOCKET; default "
+                   "%(default)s)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                           help="what to do (periscope COMMAND --help for details)")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true",
+                        help="JSON lines (one object per line) instead of human output")
+
+    def adder(parent: argparse._SubParsersAction[argparse.ArgumentParser],
+              prefix: str) -> Adder:
+        def add(name: str, short: str, description: str,
+                leaf: bool = True) -> argparse.ArgumentParser:
+            command = f"{prefix}{name}"
+            sp = parent.add_parser(
+                name, help=short, description=textwrap.fill(description, 79),
+                epilog=examples.epilog(examples.for_command(command)),
+                parents=[common] if leaf else [],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+            if leaf:
+                sp.set_defaults(command=command)
+            return sp
+        return add
+
+    add = adder(sub, "")
+    _trace(add)
+    for name in QUERIES:
+        _query(add, name)
+    s = add("snapshot", "process facts and sockets of a PID, now",
+            "What a process is right now: parent, user, state, threads, memory, fds and its "
+            "inet sockets (no argv or paths: those would need redaction).")
+    s.add_argument("pid", type=pid, metavar="PID", help="the process")
+    _reason(s)
+    add("status", "daemon health: probes, targets, sessions, losses",
+        "The daemon's health: uptime, probes, traced targets, live sessions, every counted "
+        "loss, stored events and the audit head. Admins only by default.")
+    add("whoami", "who the daemon thinks you are",
+        "Your identity as the daemon sees it (SO_PEERCRED: uid and groups, never claimed).")
+
+    g = add("grant", "manage time-boxed grants (admin)",
+            "Grants give a user or group access to one target at a level, until they expire.",
+            leaf=False)
+    gadd = adder(g.add_subparsers(dest="sub", required=True, metavar="ACTION",
+                                  help="add, list or revoke"), "grant ")
+    ga = gadd("add", "grant USER or @GROUP access to a target",
+              "Grant a user (alice) or a group (@oncall) access to one target, at a level, "
+              "for a while. The grant expires on its own; revoking it ends its sessions.")
+    ga.add_argument("principal", metavar="USER|@GROUP", help="a user name, or @ and a group")
+    ga.add_argument("--target", required=True, type=target, metavar="SELECTOR",
+                    help="unit:NAME.service, cgroup:PATH, comm:NAME, exe:PATH or pid:N")
+    ga.add_argument("--level", choices=("meta", "payload"), default="meta",
+                    help="the highest level granted (default %(default)s)")
+    ga.add_argument("--for", dest="duration", required=True, type=duration,
+                    metavar="DURATION", help="how long it lasts, e.g. 30m, 2h")
+    _reason(ga, required=True)
+    gadd("list", "active grants", "Grants in force now, with who made them and when they end.")
+    gr = gadd("revoke", "revoke a grant (ends its sessions now)",
+              "Revoke a grant: it stops applying now and every session it allowed ends.")
+    gr.add_argument("id", metavar="ID", help="the grant's id (from grant add or grant list)")
+
+    au = add("audit", "read or verify the audit log (admin)",
+             "The hash-chained audit log: every request, allowed or denied.", leaf=False)
+    aadd = adder(au.add_subparsers(dest="sub", required=True, metavar="ACTION",
+                                   help="show or verify"), "audit ")
+    sh = aadd("show", "the last audit records", "The newest audit records, oldest first.")
+    sh.add_argument("--limit", type=limit, default=50, metavar="N",
+                    help=f"how many records (1-{MAX_LIMIT}, default %(default)s)")
+    aadd("verify", "verify the hash chain against its anchors",
+         "Recompute the hash chain and compare it with the anchors (also sent to journald). "
+         "Exit status 1 if the log was changed or truncated.")
+    return p

@@ -1,0 +1,17 @@
+"""Process snapshots: one process's state read from procfs (never attached to, never its memory),
+redacted, as schema-versioned JSON (docs/events.md "Snapshot") and a short text summary.
+
+    from collector.snapshot import collect, render_summary, write_snapshot
+    snap = collect(pid, Redactor.default())        # NoSuchProcess if there is no such pid
+    print(render_summary(snap)); write_snapshot("out.json", snap)
+"""
+
+from __future__ import annotations
+
+from collector.snapshot.collect import SCHEMA, SECTION_NAMES, StoreFacts, collect
+from collector.snapshot.output import write_snapshot
+from collector.snapshot.procdir import NoSuchProcess, SnapshotError
+from collector.snapshot.render import render_summary
+
+__all__ = ["SCHEMA", "SECTION_NAMES", "NoSuchProcess", "SnapshotError", "StoreFacts", "collect",
+           "render_summary", "write_snapshot"]

@@ -1,0 +1,98 @@
+"""vagrant/provision.sh pieces that run without root: package lists and the client link."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROVISION = Path(__file__).resolve().parents[2] / "vagrant" / "provision.sh"
+# Servers, tracers and toolchains only the tests use: never on the demo's path.
+TEST_ONLY = {"postgresql", "redis-server", "nginx-light", "bpftrace", "strace", "gcc", "make",
+             "python3-dev", "mariadb-server", "dnsmasq", "prometheus", "chromium"}
+
+
+def packages(which: str) -> list[str]:
+    r = subprocess.run(["bash", str(PROVISION), "packages", *([which] if which else [])],
+                       capture_output=True, text=True, check=True)
+    return r.stdout.split()
+
+
+def test_package_lists_nest() -> None:
+    runtime, demo, test, host = (packages(w) for w in ("runtime", "demo", "test", "host"))
+    assert runtime and set(runtime) <= set(demo) <= set(test) < set(host)
+    assert packages("") == test, "the VM image bakes `packages`: it must be the test list"
+    assert len(host) == len(set(host)), "a package is listed twice"
+    assert "python3-bpfcc" in runtime
+
+
+def test_demo_installs_nothing_only_tests_use() -> None:
+    assert not TEST_ONLY & set(packages("demo"))
+    assert {"postgresql", "redis-server", "bpftrace", "strace"} <= set(packages("test"))
+    assert "chromium" in packages("host") and "chromium" not in packages("test")
+
+
+def test_unknown_list_is_refused() -> None:
+    r = subprocess.run(["bash", str(PROVISION), "packages", "nope"], capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and "usage: provision.sh packages" in r.stderr
+
+
+# -- the client link (link_client / unlink_client, run on a temp tree) ---------------------
+def shell(tmp: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Source provision.sh (it defines, does not run, when sourced) and run `script`."""
+    env = {**os.environ, "PERISCOPE_CLIENT_LINK": str(tmp / "bin" / "periscope")}
+    return subprocess.run(["bash", "-c", f'source "{PROVISION}"; APP_VENV="{tmp}/venv"; '
+                           + script], capture_output=True, text=True, env=env, check=True)
+
+
+@pytest.fixture
+def venv(tmp_path: Path) -> Path:
+    client = tmp_path / "venv" / "bin" / "periscope"
+    client.parent.mkdir(parents=True)
+    client.write_text("#!/bin/sh\n")
+    client.chmod(0o755)
+    return client
+
+
+def test_link_made_and_kept(tmp_path: Path, venv: Path) -> None:
+    link = tmp_path / "bin" / "periscope"
+    r = shell(tmp_path, "link_client")
+    assert os.readlink(link) == str(venv) and "linked" in r.stdout
+    r = shell(tmp_path, "link_client")  # an upgrade: nothing to say, nothing changed
+    assert os.readlink(link) == str(venv) and r.stdout == r.stderr == ""
+
+
+def test_dangling_link_is_replaced(tmp_path: Path, venv: Path) -> None:
+    link = tmp_path / "bin" / "periscope"
+    link.parent.mkdir()
+    link.symlink_to(tmp_path / "old-venv" / "bin" / "periscope")
+    shell(tmp_path, "link_client")
+    assert os.readlink(link) == str(venv)
+
+
+@pytest.mark.parametrize("kind", ["file", "other_link"])
+def test_someone_elses_periscope_is_kept(tmp_path: Path, venv: Path, kind: str) -> None:
+    link = tmp_path / "bin" / "periscope"
+    link.parent.mkdir()
+    other = tmp_path / "elsewhere"
+    other.write_text("mine\n")
+    if kind == "file":
+        link.write_text("mine\n")
+    else:
+        link.symlink_to(other)
+    r = shell(tmp_path, "link_client")
+    assert "kept" in r.stderr
+    assert link.read_text() == "mine\n"
+    shell(tmp_path, "unlink_client")  # uninstall never removes what is not ours
+    assert link.read_text() == "mine\n"
+
+
+def test_unlink_removes_only_our_link(tmp_path: Path, venv: Path) -> None:
+    link = tmp_path / "bin" / "periscope"
+    shell(tmp_path, "link_client")
+    shell(tmp_path, "unlink_client")
+    assert not link.exists() and not link.is_symlink()
+    shell(tmp_path, "unlink_client")  # twice is fine
