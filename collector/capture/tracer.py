@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from collector.errors import BadRequest, CaptureError, NotFound
 from collector.proc.resolve import Resolver
 from collector.selectors import parse_selector
-from probes.trace import ProbeError
+from probes.loader import ProbeError
 
 log = logging.getLogger("periscope.tracer")
 
