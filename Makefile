@@ -37,7 +37,7 @@ uninstall:
 ## demo: start periscoped if none runs, trace a demo HTTP workload live (root; what
 ##       `provision.sh demo` runs after installing only what the demo needs)
 demo:
-	$(PY) -m collector.demo
+	$(PY) -m collector.daemon.demo
 
 bench:
 	$(PY) -m bench

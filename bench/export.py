@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 
 from collector import config
-from collector.enrich import Enricher
-from collector.pipeline import Pipeline
+from collector.capture.pipeline import Pipeline
+from collector.proc.facts import Enricher
 from probes.layout import F_DATA_OUT, F_PAYLOAD, HDR, SYS, Op, Sc
 from redact import Redactor
 

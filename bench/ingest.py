@@ -182,10 +182,10 @@ def stages(n: int) -> dict[str, float]:
     """µs/record for each pipeline stage, measured in-process on captured records."""
     import orjson
 
-    from collector.enrich import Enricher
-    from collector.events import Clock, payload_of, syscall_event
-    from collector.pipeline import Pipeline
-    from collector.store import EventStore
+    from collector.capture.events import Clock, payload_of, syscall_event
+    from collector.capture.pipeline import Pipeline
+    from collector.proc.facts import Enricher
+    from collector.store.store import EventStore
     from probes.layout import SYS_REC, SyscallRecord, decode
     from redact import Redactor
 

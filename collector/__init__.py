@@ -1,1 +1,2 @@
-"""periscope daemon and client: enrichment, streams, store, access control and the socket server."""
+"""periscope's daemon and client: host facts (proc), the data path (capture, store),
+access control (access), the socket server (serve) and the process (daemon)."""

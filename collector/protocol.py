@@ -1,4 +1,4 @@
-"""The client wire protocol: JSON lines (orjson), op names, numeric fault codes, frame cap.
+"""The client wire protocol: JSON lines (orjson), the ops, fault codes, frame cap, loss names.
 
 One request per line: {"op": NAME, "args": {...}}. Replies are lines too:
   {"ok": true, "result": ...}                  a single reply, or
@@ -9,22 +9,88 @@ Never pickle, never a traceback on the wire.
 
 from __future__ import annotations
 
-from enum import IntEnum
+import enum
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
+from collector.errors import (
+    AuditFailed,
+    BadFrame,
+    BadRequest,
+    CaptureError,
+    Denied,
+    FrameTimeout,
+    LimitExceeded,
+    NotFound,
+    SelectorError,
+    Unavailable,
+    UnknownOp,
+)
+
 MAX_FRAME = 65536
 MAX_DEPTH = 8  # nesting of request JSON; deeper is rejected before dispatch
 
-# Operation names, shared by server dispatch, policy and the client.
-OPS = (
-    "hello", "status", "trace", "events", "conns", "top", "errors", "http", "snapshot",
-    "grant.add", "grant.list", "grant.revoke", "audit.show", "audit.verify",
-)
+
+class OpKind(enum.Enum):
+    """How an op is scoped: what the policy decides for it and against which facts."""
+
+    IDENTITY = "identity"  # hello: no policy decision (anyone may ask who they are), audited
+    ADMIN = "admin"        # allowed by a role's ops alone; no targets
+    LIVE = "live"          # targets resolved against the processes running now (trace, snapshot)
+    STORED = "stored"      # stored rows, matched on the facts stored with each row
 
 
-class Fault(IntEnum):
+class Op(str, enum.Enum):
+    """Every operation on the wire (the value is the wire name), with its metadata.
+
+    The server dispatches through one handler per Op, the policy reads `kind`, and the
+    client sends `Op.X.value`: this enum is the only list of operations.
+    """
+
+    kind: OpKind
+    streaming: bool  # the handler owns the connection and streams until an "end" message
+
+    def __new__(cls, wire: str, kind: OpKind, streaming: bool = False) -> Op:
+        op = str.__new__(cls, wire)
+        op._value_ = wire
+        op.kind = kind
+        op.streaming = streaming
+        return op
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    @property
+    def targeted(self) -> bool:
+        """Scoped by target selectors (roles' targets apply, grants can allow it)."""
+        return self.kind in (OpKind.LIVE, OpKind.STORED)
+
+    HELLO = ("hello", OpKind.IDENTITY)
+    STATUS = ("status", OpKind.ADMIN)
+    TRACE = ("trace", OpKind.LIVE, True)
+    SNAPSHOT = ("snapshot", OpKind.LIVE)
+    EVENTS = ("events", OpKind.STORED)
+    CONNS = ("conns", OpKind.STORED)
+    TOP = ("top", OpKind.STORED)
+    ERRORS = ("errors", OpKind.STORED)
+    HTTP = ("http", OpKind.STORED)
+    GRANT_ADD = ("grant.add", OpKind.ADMIN)
+    GRANT_LIST = ("grant.list", OpKind.ADMIN)
+    GRANT_REVOKE = ("grant.revoke", OpKind.ADMIN)
+    AUDIT_SHOW = ("audit.show", OpKind.ADMIN)
+    AUDIT_VERIFY = ("audit.verify", OpKind.ADMIN)
+
+
+OPS: tuple[str, ...] = tuple(op.value for op in Op)  # wire names, in declaration order
+_BY_NAME: dict[str, Op] = {op.value: op for op in Op}
+
+
+class Fault(enum.IntEnum):
     BAD_FRAME = 1        # not JSON, not UTF-8, too deep, too large
     BAD_REQUEST = 2      # JSON, but wrong shape or argument values
     UNKNOWN_OP = 3
@@ -37,16 +103,61 @@ class Fault(IntEnum):
     INTERNAL = 10
 
 
-class ProtocolError(Exception):
-    """A request-level failure that becomes {"code","name","message"} on the wire."""
+# The one mapping from errors to wire faults; the most specific class listed wins. Errors
+# not listed (bugs, or state errors that should never reach a client) are INTERNAL, and
+# their message stays in the daemon log.
+FAULTS: MappingProxyType[type[BaseException], Fault] = MappingProxyType({
+    BadFrame: Fault.BAD_FRAME,
+    BadRequest: Fault.BAD_REQUEST,
+    SelectorError: Fault.BAD_REQUEST,
+    UnknownOp: Fault.UNKNOWN_OP,
+    Denied: Fault.DENIED,
+    NotFound: Fault.NOT_FOUND,
+    Unavailable: Fault.UNAVAILABLE,
+    CaptureError: Fault.UNAVAILABLE,
+    AuditFailed: Fault.AUDIT_FAILED,
+    LimitExceeded: Fault.LIMIT,
+    FrameTimeout: Fault.TIMEOUT,
+})
+INTERNAL_MESSAGE = "internal error; the daemon log has details"
 
-    def __init__(self, fault: Fault, message: str) -> None:
-        super().__init__(message)
-        self.fault = fault
-        self.message = message
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"code": int(self.fault), "name": self.fault.name, "message": self.message}
+def fault_of(err: BaseException) -> Fault:
+    """The wire fault of an error: its nearest class in FAULTS, else INTERNAL."""
+    for cls in type(err).__mro__:
+        fault = FAULTS.get(cls)
+        if fault is not None:
+            return fault
+    return Fault.INTERNAL
+
+
+def to_wire(err: BaseException) -> dict[str, Any]:
+    """{code, name, message}; an unmapped error's own text never reaches the client."""
+    fault = fault_of(err)
+    message = INTERNAL_MESSAGE if fault is Fault.INTERNAL else str(err)
+    return {"code": int(fault), "name": fault.name, "message": message}
+
+
+# Every counter that means "something was not delivered": (name, where it is counted, what
+# it means). A trace's "end" message carries how much each kernel and pipeline counter
+# grew during the session; `status` reports them all. The server reads the names here,
+# the client the text.
+LOSSES: tuple[tuple[str, str, str], ...] = (
+    ("skipped_rate", "kernel", "syscalls skipped by the rate limit (capture.rate_limit)"),
+    ("skipped_sample", "kernel", "syscalls skipped by sampling (capture.sample_every)"),
+    ("drop_ringbuf", "kernel", "records lost to a full ring buffer"),
+    ("drop_inflight", "kernel", "syscalls not tracked (in-flight table full)"),
+    ("target_full", "kernel", "processes not traced (target table full)"),
+    ("payload_shed", "pipeline", "payloads shed under load (metadata kept)"),
+    ("dropped_overload", "pipeline", "records dropped under load"),
+    ("pipeline_errors", "pipeline", "record batches that failed in the pipeline"),
+    ("sink_errors", "pipeline", "batches the store or a session failed to take"),
+    ("slow_reader_dropped", "router", "sessions ended because their client read too slowly"),
+    ("tls_attach_failed", "tracer",
+     "TLS libraries that could not be probed (no TLS payload from them)"),
+)
+LOSS_TEXT: MappingProxyType[str, str] = MappingProxyType(
+    {name: text for name, _where, text in LOSSES})
 
 
 def _depth(obj: Any, limit: int) -> int:
@@ -68,30 +179,31 @@ def encode(msg: dict[str, Any]) -> bytes:
     return orjson.dumps(msg) + b"\n"
 
 
-def decode_request(line: bytes, max_frame: int = MAX_FRAME) -> tuple[str, dict[str, Any]]:
-    """Parse one request line into (op, args). Raises ProtocolError."""
+def decode_request(line: bytes, max_frame: int = MAX_FRAME) -> tuple[Op, dict[str, Any]]:
+    """Parse one request line into (op, args). Raises BadFrame, BadRequest or UnknownOp."""
     if len(line) > max_frame:
-        raise ProtocolError(Fault.BAD_FRAME, f"frame of {len(line)} bytes exceeds {max_frame}")
+        raise BadFrame(f"frame of {len(line)} bytes exceeds {max_frame}")
     try:
         msg = orjson.loads(line)
     except orjson.JSONDecodeError as err:
-        raise ProtocolError(Fault.BAD_FRAME, f"request is not valid UTF-8 JSON: {err.msg}") from err
+        raise BadFrame(f"request is not valid UTF-8 JSON: {err.msg}") from err
     if _depth(msg, MAX_DEPTH) > MAX_DEPTH:
-        raise ProtocolError(Fault.BAD_FRAME, f"request nests deeper than {MAX_DEPTH} levels")
+        raise BadFrame(f"request nests deeper than {MAX_DEPTH} levels")
     if not isinstance(msg, dict):
-        raise ProtocolError(Fault.BAD_REQUEST, "request must be a JSON object")
-    op = msg.get("op")
-    if not isinstance(op, str):
-        raise ProtocolError(Fault.BAD_REQUEST, 'request needs a string "op"')
-    if op not in OPS:
-        raise ProtocolError(Fault.UNKNOWN_OP, f"unknown op {op[:40]!r}")
+        raise BadRequest("request must be a JSON object")
+    name = msg.get("op")
+    if not isinstance(name, str):
+        raise BadRequest('request needs a string "op"')
+    op = _BY_NAME.get(name)
+    if op is None:
+        raise UnknownOp(f"unknown op {name[:40]!r}")
     args = msg.get("args", {})
     if not isinstance(args, dict):
-        raise ProtocolError(Fault.BAD_REQUEST, '"args" must be an object')
+        raise BadRequest('"args" must be an object')
     extra = set(msg) - {"op", "args"}
     if extra:
         # Identity comes from SO_PEERCRED only: fields like "uid" are refused, not ignored.
-        raise ProtocolError(Fault.BAD_REQUEST, f"unexpected request fields: {sorted(extra)[:5]}")
+        raise BadRequest(f"unexpected request fields: {sorted(extra)[:5]}")
     return op, args
 
 
@@ -99,8 +211,14 @@ def ok(result: Any) -> bytes:
     return encode({"ok": True, "result": result})
 
 
-def error(err: ProtocolError) -> bytes:
-    return encode({"ok": False, "error": err.to_wire()})
+def error(err: BaseException) -> bytes:
+    return encode({"ok": False, "error": to_wire(err)})
+
+
+def internal_error() -> bytes:
+    """The reply to a request that failed on a bug: INTERNAL, details only in our log."""
+    return encode({"ok": False, "error": {"code": int(Fault.INTERNAL), "name": "INTERNAL",
+                                          "message": INTERNAL_MESSAGE}})
 
 
 def event(ev: dict[str, Any]) -> bytes:
@@ -117,4 +235,4 @@ def end(info: dict[str, Any]) -> bytes:
 
 
 def request(op: str, args: dict[str, Any] | None = None) -> bytes:
-    return encode({"op": op, "args": args or {}})
+    return encode({"op": str(op), "args": args or {}})

@@ -1,4 +1,4 @@
-"""Access vocabulary shared by policy and grants: capture levels, durations, target selectors."""
+"""Access vocabulary shared by cli, access, capture and store: levels, durations, selectors."""
 
 from __future__ import annotations
 
@@ -6,16 +6,20 @@ import enum
 import posixpath
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from collector.errors import SelectorError
+
+__all__ = [
+    "ALL", "SELECTOR_KINDS", "Level", "Selector", "SelectorError", "TargetFacts", "View",
+    "Visibility", "format_duration", "parse_duration", "parse_selector", "unit_from_cgroup",
+]
 
 SELECTOR_KINDS = ("unit", "cgroup", "comm", "exe", "pid")
 _UNIT_SUFFIXES = (".service", ".scope")
 _DURATION_RE = re.compile(r"(\d+)([smhd])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 TASK_COMM_LEN = 16  # kernel comm buffer, including the NUL
-
-
-class SelectorError(ValueError):
-    """A target selector, level or duration is malformed (the message says how)."""
 
 
 class Level(enum.IntEnum):
@@ -166,3 +170,28 @@ def parse_selector(text: str) -> Selector:
                 f"bad selector {text!r}: {kind} must be an absolute, normalised path"
             )
     return Selector(kind, value)
+
+
+class View(NamedTuple):
+    """Processes matched by any of `selectors` may be seen at `level`."""
+
+    level: Level
+    selectors: tuple[Selector, ...]
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """What a caller may see of stored events, as the policy decided it for one request.
+
+    `views` run from the highest level down: a row gets the level of the first view one
+    of whose selectors matches the facts stored with it, and no view means not visible.
+    store/query.py applies the same rule in SQL; `level_for` is its reference.
+    """
+
+    views: tuple[View, ...]
+
+    def level_for(self, facts: TargetFacts) -> Level | None:
+        for view in self.views:
+            if any(s.matches(facts) for s in view.selectors):
+                return view.level
+        return None

@@ -93,6 +93,25 @@ C_LAYOUT: dict[str, dict[str, tuple[int, int]]] = {
 }
 
 
+def _fields(struct_name: str) -> list[str]:
+    own = C_LAYOUT[struct_name]
+    return sorted((f for f in own if f not in ("hdr", "data")), key=lambda f: own[f][0])
+
+
+# The values of SYS_REC.unpack_from(), in order: struct event_hdr, then struct sys_event.
+SYS_REC_FIELDS: tuple[str, ...] = (*_fields("event_hdr"), *_fields("sys_event"))
+_CODES = dict(zip(SYS_REC_FIELDS, SYS_REC.format[1:], strict=True))  # field -> struct code
+# The I/O fast path's view of a syscall record: the fields it reads, in this order, the
+# others skipped as padding. The pipeline unpacks into variables named exactly as here
+# (a unit test holds it to that), so the struct's order is known in this file only.
+SYS_HOT_FIELDS = ("op", "version", "cookie", "ktime", "tgid", "tid", "nr", "flags", "fd", "ret",
+                  "latency_ns", "arg", "data_len")
+SYS_HOT = struct.Struct("<" + "".join(
+    _CODES[f] if f in SYS_HOT_FIELDS else "x" * struct.calcsize("<" + _CODES[f])
+    for f in SYS_REC_FIELDS))
+assert SYS_HOT.size == SYS_HDR_SIZE
+assert tuple(f for f in SYS_REC_FIELDS if f in SYS_HOT_FIELDS) == SYS_HOT_FIELDS
+
 class DecodeError(ValueError):
     """A record that cannot be decoded (short, bad version, unknown op)."""
 

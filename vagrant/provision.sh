@@ -368,7 +368,7 @@ main() {
     case "$cmd" in
         ""|install-deps) provision test ;;
         # The demo runs from the venv directly: `make` is a test-only package.
-        demo) provision demo; cd "$REPO"; exec "$VENV/bin/python" -m collector.demo ;;
+        demo) provision demo; cd "$REPO"; exec "$VENV/bin/python" -m collector.daemon.demo ;;
         test) provision host; shift; cd "$REPO"; exec make test ;;
         install) install_app ;;
         uninstall) shift; uninstall_app "$@" ;;

@@ -9,23 +9,12 @@ from typing import Any, NamedTuple, TextIO
 
 import orjson
 
+from collector import protocol
 from collector.selectors import format_duration
 
-# Every counter that means "something was not delivered", with what it means to an SRE.
-# The daemon names them (status, and the trace end message); the words live here only.
-LOSS_TEXT: dict[str, str] = {
-    "skipped_rate": "syscalls skipped by the rate limit (capture.rate_limit)",
-    "skipped_sample": "syscalls skipped by sampling (capture.sample_every)",
-    "drop_ringbuf": "records lost to a full ring buffer",
-    "drop_inflight": "syscalls not tracked (in-flight table full)",
-    "target_full": "processes not traced (target table full)",
-    "payload_shed": "payloads shed under load (metadata kept)",
-    "dropped_overload": "records dropped under load",
-    "pipeline_errors": "record batches that failed in the pipeline",
-    "sink_errors": "batches the store or a session failed to take",
-    "slow_reader_dropped": "sessions ended because their client read too slowly",
-    "tls_attach_failed": "TLS libraries that could not be probed (no TLS payload from them)",
-}
+# Every counter that means "something was not delivered", with what it means to an SRE:
+# protocol.LOSSES, the one table the daemon reads the names from too.
+LOSS_TEXT = protocol.LOSS_TEXT
 _DECODE_PREFIX = "decode_"  # decode_<reason>: records the decoder rejected, one per reason
 
 

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from collector.capture.events import Event
 from collector.config import JsonLogExport
-from collector.events import Event
 from collector.export import ExportError
 from collector.export.handoff import Counts, Handoff
 
@@ -200,7 +200,8 @@ class JsonLogSink:
         self._thread = threading.Thread(target=self._run, name="jsonlog", daemon=True)
         self._last_error = 0.0
 
-    def __call__(self, events: list[Event], bodies: list[bytes] | None = None) -> None:
+    def __call__(self, events: list[Event], bodies: list[bytes] | None = None,
+                 _procs: object = None) -> None:
         """Pipeline sink (sink thread): one append, never blocks."""
         items: Sequence[Any] = events
         if not self.writer.wants_events:

@@ -32,8 +32,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from collector.capture.events import Event
 from collector.config import OtlpExport
-from collector.events import Event
 from collector.export.handoff import Counts, Handoff
 from collector.export.red import RedMetrics
 from collector.export.sdk import Builder, check_record, meter_provider
@@ -111,7 +111,8 @@ class OtlpExporter:
                          threading.Thread(target=self._send_run, name="otlp-send", daemon=True)]
 
     # -- sink side (the pipeline's sink thread): one append per call, never blocks -------
-    def __call__(self, events: list[Event], bodies: list[bytes] | None = None) -> None:
+    def __call__(self, events: list[Event], bodies: list[bytes] | None = None,
+                 _procs: object = None) -> None:
         """Pipeline sink: redacted events become OTLP logs."""
         if LOGS in self._exporters:
             self._offer(events, _EVENT)

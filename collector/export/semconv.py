@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, TypedDict
 
 import orjson
 
-from collector.events import Event
+from collector.capture.events import Event
 
 
 class RawData(ValueError):

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from collector.audit import GENESIS, read_anchors, record_hash, verify
+from collector.access.audit import GENESIS, read_anchors, record_hash, verify
 from collector.protocol import OPS, Fault
 from tests.root.conftest import (
     REPO,

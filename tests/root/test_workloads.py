@@ -17,7 +17,19 @@ import pytest
 
 from tests.root.conftest import Daemon, TraceStream, wait_for
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def pg_bin() -> Path | None:
+    """The server binaries of the installed PostgreSQL, whatever its major version:
+    `pg_config --bindir` where it names the server's, else the newest /usr/lib/postgresql/N."""
+    found = shutil.which("pg_config")
+    if found:
+        out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=False)
+        bindir = Path(out.stdout.strip())
+        if out.returncode == 0 and (bindir / "initdb").exists():
+            return bindir
+    versions = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")),
+                      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else -1)
+    return versions[-1].parent if versions else None
 
 
 def free_port() -> int:
@@ -127,18 +139,19 @@ def test_redis_auth_and_requirepass_redacted(daemon: Daemon, redis: tuple[int, i
 
 @pytest.fixture
 def postgres() -> Iterator[tuple[int, int]]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip("postgresql 15 not installed")
+    bindir = pg_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server installed (pg_config / /usr/lib/postgresql)")
     base = Path(tempfile.mkdtemp(prefix="periscope-pg-"))  # pytest's tmp is 0700: postgres
     base.chmod(0o755)                                       # could not reach it
     data = base / "pg"
     data.mkdir()
     shutil.chown(data, "postgres", "postgres")
     run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*run_as, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
                     "postgres"], check=True, capture_output=True, timeout=120)
     port = free_port()
-    proc = subprocess.Popen([*run_as, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
+    proc = subprocess.Popen([*run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
                              "-k", str(data), "-c", "listen_addresses=127.0.0.1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: port_open(port), 30, what="postgres")

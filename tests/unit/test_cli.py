@@ -249,9 +249,9 @@ def test_status_names_every_loss(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_every_loss_the_daemon_reports_has_words() -> None:
-    from collector.server import LOSS_KERNEL, LOSS_PIPELINE
+    from collector.protocol import LOSSES
 
-    for name in (*LOSS_KERNEL, *LOSS_PIPELINE):
+    for name, _where, _text in LOSSES:
         assert render.loss_text(name) != name, name
 
 

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import struct
 from pathlib import Path
 
 import pytest
 
-from probes.layout import HDR, SYS, SYS_HDR_SIZE, DecodeError, ExecRecord, Op, decode
+from probes.layout import (
+    C_LAYOUT,
+    HDR,
+    SYS,
+    SYS_HDR_SIZE,
+    SYS_HOT,
+    SYS_HOT_FIELDS,
+    SYS_REC,
+    SYS_REC_FIELDS,
+    DecodeError,
+    ExecRecord,
+    Op,
+    decode,
+)
 from tests.unit.golden import load, to_jsonable
 
 GOLDEN = sorted((Path(__file__).parents[1] / "data" / "golden").glob("*.golden"))
@@ -51,7 +65,51 @@ def test_malformed_records_raise_decode_error(raw: bytes, reason: str) -> None:
     assert err.value.reason == reason
 
 
-def test_header_sizes_match_c() -> None:
-    assert HDR.size == 24
-    assert SYS_HDR_SIZE == 64
-    assert struct.calcsize("<HHiqQQII") == 40
+def _offsets(fmt: str) -> list[tuple[int, int]]:
+    """(offset, size) of each field of a little-endian struct format, as struct lays it out."""
+    out, at = [], 0
+    for code in fmt.lstrip("<"):
+        size = struct.calcsize("<" + code)
+        out.append((at, size))
+        at += size
+    return out
+
+
+def test_struct_formats_match_the_c_layout() -> None:
+    """HDR and SYS (what decode and the hot path unpack) put every field at the offset and
+    size C_LAYOUT records for the C structs (the root tier checks C_LAYOUT against bcc)."""
+    hdr = C_LAYOUT["event_hdr"]
+    sys_ = {k: v for k, v in C_LAYOUT["sys_event"].items() if k not in ("hdr", "data")}
+    assert _offsets(HDR.format) == sorted(hdr.values())
+    assert [(off + HDR.size, size) for off, size in _offsets(SYS.format)] == sorted(sys_.values())
+    assert HDR.size == C_LAYOUT["sys_event"]["hdr"][1]
+    assert C_LAYOUT["sys_event"]["data"][0] == SYS_HDR_SIZE
+
+
+def test_the_hot_view_names_each_field_of_a_record() -> None:
+    """SYS_REC and SYS_HOT read, by name, the values written at the C offsets."""
+    values = {"op": 1, "version": 1, "size": 99, "cookie": 7, "ktime": 123456789, "tgid": 4242,
+              "tid": 4243, "nr": 2, "flags": 6, "fd": -3, "ret": -11, "latency_ns": 1500,
+              "arg": 0x7F00AA00, "data_len": 0, "aux": 1}
+    raw = bytearray(SYS_HDR_SIZE)
+    for struct_name in ("event_hdr", "sys_event"):
+        for name, (off, size) in C_LAYOUT[struct_name].items():
+            if name in values:
+                raw[off:off + size] = values[name].to_bytes(size, "little", signed=True)
+    assert dict(zip(SYS_REC_FIELDS, SYS_REC.unpack_from(raw), strict=True)) == values
+    hot = dict(zip(SYS_HOT_FIELDS, SYS_HOT.unpack_from(raw), strict=True))
+    assert hot == {k: values[k] for k in SYS_HOT_FIELDS}
+
+
+def test_the_pipeline_unpacks_the_hot_view_by_its_names() -> None:
+    """The pipeline's inline path assigns SYS_HOT's values to variables named as in
+    layout.SYS_HOT_FIELDS, in that order: a new field or a reorder fails here, not in a
+    golden file."""
+    source = (Path(__file__).parents[2] / "collector/capture/pipeline.py").read_text()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                and isinstance(node.value.func, ast.Name) and node.value.func.id == "unpack" \
+                and isinstance(node.targets[0], ast.Tuple):
+            found.append(tuple(t.id for t in node.targets[0].elts if isinstance(t, ast.Name)))
+    assert found == [SYS_HOT_FIELDS]

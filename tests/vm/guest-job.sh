@@ -95,8 +95,8 @@ case "$score" in
     *) echo "FAIL: exposure $score is above 4.0 (OK)"; exit 1 ;;
 esac
 
-if [ ! -f collector/daemon.py ]; then
-    step "periscoped: SKIP (collector/daemon.py is not in this checkout yet)"
+if [ ! -f collector/daemon/main.py ]; then
+    step "periscoped: SKIP (collector/daemon/main.py is not in this checkout yet)"
     echo "SKIP: start/e2e/stop need the daemon; infrastructure, install and capabilities were checked"
     exit 0
 fi

@@ -1,0 +1,172 @@
+"""Roles and bindings from policy.toml: what each Unix user and group may do."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from collector.access.auth import Principal
+from collector.errors import PolicyError
+from collector.protocol import Op, OpKind
+from collector.selectors import (
+    Level,
+    Selector,
+    SelectorError,
+    parse_duration,
+    parse_selector,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ROLE_OPS", "Policy", "PolicyError", "Role"]
+
+# What a role may list: every op the policy decides (hello is answered for anyone).
+ROLE_OPS = frozenset(op.value for op in Op if op.kind is not OpKind.IDENTITY)
+_ROLE_KEYS = {"ops", "max_level", "targets", "max_duration", "require_reason"}
+_ROLE_NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
+_UNIX_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?\Z")  # no '#', '@', ':' or spaces
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a role may do: operations, a level ceiling, target selectors, a session cap."""
+
+    name: str
+    ops: frozenset[str]
+    max_level: Level
+    targets: tuple[Selector, ...]
+    max_duration: int  # seconds
+    require_reason: bool
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Roles plus the user and group bindings to them. Immutable once loaded."""
+
+    roles: Mapping[str, Role]
+    users: Mapping[str, tuple[str, ...]]
+    groups: Mapping[str, tuple[str, ...]]
+    source: str = "<string>"
+
+    @classmethod
+    def load(cls, path: str) -> Policy:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise PolicyError(f"policy {path}: cannot read: {err}") from err
+        return cls.from_toml(text, source=path)
+
+    @classmethod
+    def default(cls) -> Policy:
+        """The embedded default: root is admin, group periscope is investigator."""
+        text = resources.files("collector").joinpath("defaults/policy.toml").read_text("utf-8")
+        return cls.from_toml(text, source="<embedded default policy>")
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "<string>") -> Policy:
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise PolicyError(f"policy {source}: invalid TOML: {err}") from err
+        return _parse(doc, source)
+
+    def roles_for(self, principal: Principal) -> tuple[Role, ...]:
+        """Roles bound to the principal's user name or to any of its groups, by name."""
+        names = list(self.users.get(principal.user, ()))
+        for group in sorted(principal.group_names):
+            names.extend(self.groups.get(group, ()))
+        return tuple(self.roles[n] for n in dict.fromkeys(names))
+
+
+def _fail(source: str, where: str, msg: str) -> PolicyError:
+    return PolicyError(f"policy {source}: {where}: {msg}")
+
+
+def _str_list(value: Any, source: str, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(source, where, "expected a string or a list of strings")
+    return list(value)
+
+
+def _parse_role(name: str, table: Any, source: str) -> Role:
+    where = f"roles.{name}"
+    if not _ROLE_NAME.match(name):
+        raise _fail(source, where, "role names are lowercase letters, digits, '-' and '_'")
+    if not isinstance(table, dict):
+        raise _fail(source, where, "expected a table")
+    unknown = sorted(set(table) - _ROLE_KEYS)
+    if unknown:
+        raise _fail(source, f"{where}.{unknown[0]}",
+                    f"unknown key (expected: {', '.join(sorted(_ROLE_KEYS))})")
+    missing = sorted({"ops", "max_level", "targets"} - set(table))
+    if missing:
+        raise _fail(source, where, f"missing required key {missing[0]!r}")
+    ops = _str_list(table["ops"], source, f"{where}.ops")
+    for op in ops:
+        if op != "*" and op not in ROLE_OPS:
+            raise _fail(source, f"{where}.ops",
+                        f"unknown operation {op!r} (known: {sorted(ROLE_OPS)})")
+    level, duration = table["max_level"], table.get("max_duration", "1h")
+    if not isinstance(level, str) or not isinstance(duration, str):
+        raise _fail(source, where, "max_level and max_duration must be strings")
+    reason = table.get("require_reason", False)
+    if not isinstance(reason, bool):
+        raise _fail(source, f"{where}.require_reason", "expected true or false")
+    try:
+        return Role(
+            name=name,
+            ops=ROLE_OPS if "*" in ops else frozenset(ops),
+            max_level=Level.parse(level),
+            targets=tuple(parse_selector(t)
+                          for t in _str_list(table["targets"], source, f"{where}.targets")),
+            max_duration=parse_duration(duration),
+            require_reason=reason,
+        )
+    except SelectorError as err:
+        raise _fail(source, where, str(err)) from err
+
+
+def _parse_bindings(
+    doc: dict[str, Any], key: str, roles: Mapping[str, Role], source: str
+) -> dict[str, tuple[str, ...]]:
+    table = doc.get(key, {})
+    if not isinstance(table, dict):
+        raise _fail(source, key, "expected a table of name = [roles]")
+    out = {}
+    for name, value in table.items():
+        if not _UNIX_NAME.match(name):
+            raise _fail(source, f"{key}.{name}", "not a valid Unix user or group name")
+        names = _str_list(value, source, f"{key}.{name}")
+        for role in names:
+            if role not in roles:
+                raise _fail(source, f"{key}.{name}",
+                            f"unknown role {role!r} (defined: {sorted(roles)})")
+        out[name] = tuple(names)
+    return out
+
+
+def _parse(doc: dict[str, Any], source: str) -> Policy:
+    unknown = sorted(set(doc) - {"roles", "users", "groups"})
+    if unknown:
+        raise _fail(source, unknown[0], "unknown top-level key (expected roles, users, groups)")
+    roles_table = doc.get("roles", {})
+    if not isinstance(roles_table, dict):
+        raise _fail(source, "roles", "expected a table of roles")
+    roles = {name: _parse_role(name, table, source) for name, table in roles_table.items()}
+    return Policy(
+        roles=MappingProxyType(roles),
+        users=MappingProxyType(_parse_bindings(doc, "users", roles, source)),
+        groups=MappingProxyType(_parse_bindings(doc, "groups", roles, source)),
+        source=source,
+    )

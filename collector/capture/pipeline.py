@@ -1,0 +1,331 @@
+"""Kernel records -> redacted events, off the reader thread: decode, redact, enrich, fan out.
+
+The ring-buffer reader only appends batches here (never blocks). A worker thread
+decodes and redacts; a sink thread hands the redacted events to the sinks (store,
+sessions), so SQLite's own work (which releases the GIL) overlaps the next batch. The
+sink queue is short and the worker waits when it is full: overload then backs up into
+the input queue, where we shed payload first, then whole batches; both counted, and
+received + dropped_overload stays equal to what the reader handed us.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections import Counter, deque
+from typing import Protocol
+
+import orjson
+
+from collector.capture.events import (
+    IO_SYSCALLS,
+    Clock,
+    Event,
+    RedactorLike,
+    data_event,
+    exec_event,
+    exit_event,
+    fork_event,
+    printable,
+    syscall_event,
+)
+from collector.capture.streams import Closed, StreamKey, StreamTable
+from collector.proc.facts import Enricher, ProcFacts
+from probes.layout import (
+    F_DATA_OUT,
+    F_PAYLOAD,
+    F_TRUNCATED,
+    LAYOUT_VERSION,
+    SYS_HDR_SIZE,
+    SYS_HOT,
+    DecodeError,
+    ExecRecord,
+    ExitRecord,
+    ForkRecord,
+    Op,
+    Sc,
+    decode,
+)
+
+log = logging.getLogger("periscope.pipeline")
+
+SINK_BATCHES = 4  # redacted batches waiting for the sinks before the worker waits
+# Per process, for one batch: the keys its events get (comm, unit) and all its facts.
+Known = tuple[dict[str, str], ProcFacts]
+
+
+class Sink(Protocol):
+    """Takes each redacted batch, on the sink thread: the events, each serialized once
+    (shared by the store and the streams), and the facts of each event's process as they
+    were at capture (the store keeps them with the row, for access decisions)."""
+
+    def __call__(self, events: list[Event], bodies: list[bytes],
+                 procs: list[ProcFacts | None], /) -> None: ...
+
+
+_OP_SYSCALL = int(Op.SYSCALL)
+_OP_TLS = int(Op.TLS)
+
+
+class Pipeline:
+    def __init__(self, redactor: RedactorLike, sinks: list[Sink], enricher: Enricher,
+                 queue_max: int = 65536, max_streams: int = 4096) -> None:
+        self.redactor = redactor
+        self.sinks = sinks
+        self.enricher = enricher
+        self.queue_max = queue_max
+        self.max_streams = max_streams
+        self.clock = Clock()
+        self.counters: Counter[str] = Counter()  # read by metrics at scrape time
+        self._queue: deque[list[bytes]] = deque()
+        self._queued = 0
+        self._cv = threading.Condition()
+        self._stop = False
+        self.streams = StreamTable(lambda: redactor.stream(None), max_streams, self.counters)
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        # redacted batches (events, their processes' facts) for the sink thread
+        self._out: deque[tuple[list[Event], list[ProcFacts | None]]] = deque()
+        self._out_events = 0
+        self._out_cv = threading.Condition()
+        self._out_stop = False
+        self._sink_thread = threading.Thread(target=self._sink_run, name="pipeline-sinks",
+                                             daemon=True)
+
+    # -- reader side: O(1), never blocks on downstream work ----------------------
+    def submit(self, batch: list[bytes]) -> None:
+        with self._cv:
+            if self._queued + len(batch) > self.queue_max:
+                self.counters["dropped_overload"] += len(batch)
+                return
+            self._queue.append(batch)
+            self._queued += len(batch)
+            self.counters["received"] += len(batch)
+            self._cv.notify()
+
+    def start(self) -> None:
+        self._sink_thread.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout=10)
+        self.streams.close(lambda _k: True)  # what they held is discarded: nobody is left to see it
+        with self._out_cv:  # the sinks get everything already redacted, then stop
+            self._out_stop = True
+            self._out_cv.notify_all()
+        if self._sink_thread.is_alive():
+            self._sink_thread.join(timeout=10)
+
+    def backlog(self) -> int:
+        """Records not yet decoded plus events not yet handed to the sinks."""
+        return self._queued + self._out_events
+
+    # -- worker side ---------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._stop:
+                    self._cv.wait(timeout=0.5)
+                    if not self._queue:
+                        break
+                if self._stop and not self._queue:
+                    return
+                batch = self._queue.popleft() if self._queue else []
+                self._queued -= len(batch)
+                shed_payload = self._queued > self.queue_max // 2
+            try:
+                procs: list[ProcFacts | None] = []
+                events = self.process(batch, shed_payload=shed_payload, procs=procs)
+                self._released(self.streams.close_idle(), round(time.time(), 6), events, procs)
+                if events:
+                    self._hand_off(events, procs)
+            except Exception:  # a bug must not kill capture: count it, keep going
+                self.counters["pipeline_errors"] += 1
+                log.exception("pipeline batch failed (%d records)", len(batch))
+
+    def _hand_off(self, events: list[Event], procs: list[ProcFacts | None]) -> None:
+        """Queue a batch for the sink thread; wait while SINK_BATCHES are queued (counted)."""
+        with self._out_cv:
+            if len(self._out) >= SINK_BATCHES:
+                self.counters["sink_waits"] += 1  # the sinks are the bottleneck right now
+                while len(self._out) >= SINK_BATCHES and self._sink_thread.is_alive():
+                    self._out_cv.wait(timeout=0.5)
+            if not self._sink_thread.is_alive():  # not started (or gone): deliver inline
+                self._emit(events, procs)
+                return
+            self._out.append((events, procs))
+            self._out_events += len(events)
+            self._out_cv.notify_all()
+
+    def _sink_run(self) -> None:
+        while True:
+            with self._out_cv:
+                while not self._out and not self._out_stop:
+                    self._out_cv.wait(timeout=0.5)
+                if not self._out:
+                    return  # stopped, and everything was delivered
+                events, procs = self._out.popleft()
+                self._out_cv.notify_all()
+            try:
+                self._emit(events, procs)
+            finally:
+                with self._out_cv:
+                    self._out_events -= len(events)
+
+    def _emit(self, events: list[Event], procs: list[ProcFacts | None]) -> None:
+        bodies = list(map(orjson.dumps, events))
+        for sink in self.sinks:
+            try:
+                sink(events, bodies, procs)
+            except Exception:
+                self.counters["sink_errors"] += 1
+                log.exception("event sink %r failed", sink)
+
+    def process(self, batch: list[bytes], shed_payload: bool = False,
+                procs: list[ProcFacts | None] | None = None) -> list[Event]:
+        """Pure-ish core (no threads): decode and redact one batch of records.
+
+        I/O syscall records (the bulk) take an inline path: one unpack of header and
+        sys_event together, the event built as a literal, the process facts looked up once
+        per process and batch. It builds exactly what decode() + syscall_event() +
+        _capture() would (tests/unit/test_pipeline_golden.py); every other record, and
+        every malformed one, goes through _record(). `procs`, if given, receives the facts
+        of each event's process, in step with the events.
+        """
+        out: list[Event] = []
+        append = out.append
+        add_proc = (procs if procs is not None else []).append
+        unpack = SYS_HOT.unpack_from  # the fields named in layout.SYS_HOT_FIELDS, in order
+        io = IO_SYSCALLS
+        errnames = errno.errorcode
+        offset = self.clock.offset
+        capture = self._capture
+        known: dict[int, Known] = {}  # tgid -> its enrichment, for this batch
+        self.streams.tick()
+        for raw in batch:
+            if len(raw) < SYS_HDR_SIZE:
+                self._record(raw, out, procs, known, shed_payload)
+                continue
+            op, version, cookie, ktime, tgid, tid, nr, flags, fd, ret, latency_ns, arg, \
+                data_len = unpack(raw)
+            if nr not in io or version != LAYOUT_VERSION \
+                    or (op != _OP_SYSCALL and op != _OP_TLS) or len(raw) < SYS_HDR_SIZE + data_len:
+                self._record(raw, out, procs, known, shed_payload)
+                continue
+            name, kind, sized = io[nr]
+            ev: Event = {"ts": round(ktime / 1e9 + offset, 6), "kind": kind, "pid": tgid,
+                         "tid": tid, "target": cookie, "syscall": name, "ret": ret}
+            if -4096 < ret < 0 and kind == "syscall":  # SSL_read's -1 is not an errno
+                ev["errno"] = errnames.get(-ret) or f"E{-ret}"
+            # == round(lat / 1000, 3): an integer count of ns has at most 3 decimals in µs
+            ev["latency_us"] = latency_ns / 1000
+            if kind == "tls":
+                ev["conn"] = where = f"ssl:{arg:x}"  # the SSL* identifies the connection
+            else:
+                ev["fd"] = where = fd
+                if sized:
+                    ev["size"] = arg
+            ev["direction"] = direction = "out" if flags & F_DATA_OUT else "in"
+            if flags & F_PAYLOAD:
+                end = SYS_HDR_SIZE + data_len
+                capture(ev, (tgid, where, direction), cookie, raw[SYS_HDR_SIZE:end],
+                        max(0, ret - data_len) if flags & F_TRUNCATED else 0, shed_payload)
+            k = known.get(tgid)
+            if k is None:
+                k = known[tgid] = self._known(tgid)
+            keys, proc = k
+            if keys:
+                ev.update(keys)
+            append(ev)
+            add_proc(proc)
+        self.counters["events"] += len(out)
+        return out
+
+    def _capture(self, ev: Event, key: StreamKey, cookie: int, data: bytes, missing: int,
+                 shed: bool) -> None:
+        """Feed captured bytes to their stream; what it releases (redacted) is the payload.
+
+        `missing` bytes moved but were not captured: the stream is told of the gap, so it
+        stays fail-closed across it (a secret cut short is not released half-masked).
+        """
+        stream = self.streams.get(key, cookie).stream
+        if shed:
+            self.counters["payload_shed"] += 1
+            ev["payload_shed"] = True
+            stream.gap(len(data) + missing)
+            return
+        released = stream.feed(data)
+        if missing:
+            released += stream.gap(missing) or b""
+            ev["truncated"] = True
+        ev["captured"] = len(data)
+        if released:
+            ev["payload"] = printable(released)
+        else:
+            ev["held"] = True  # held back until the field completes: see the "data" event
+
+    def _record(self, raw: bytes, out: list[Event], procs: list[ProcFacts | None] | None,
+                known: dict[int, Known], shed_payload: bool) -> None:
+        """Any record through the typed decode (exec, fork, exit, close, open, connect...)."""
+        try:
+            rec = decode(raw)
+        except DecodeError as err:
+            self.counters[f"decode_{err.reason}"] += 1
+            return
+        pid = rec.hdr.tgid
+        if isinstance(rec, ExecRecord):
+            ev = exec_event(rec, self.clock, self.redactor)
+            self.enricher.forget(pid)
+            known.pop(pid, None)
+        elif isinstance(rec, ForkRecord):
+            ev = fork_event(rec, self.clock)
+        elif isinstance(rec, ExitRecord):
+            ev = exit_event(rec, self.clock)
+            self._released(self.streams.close(lambda k: k[0] == pid), ev["ts"], out, procs)
+        else:
+            ev = syscall_event(rec, self.clock, self.redactor)
+            if rec.nr == Sc.CLOSE and rec.ret == 0:
+                fd = rec.fd
+                self._released(self.streams.close(lambda k: k[0] == pid and k[1] == fd),
+                               ev["ts"], out, procs)
+            elif rec.flags & F_PAYLOAD:
+                # Only I/O syscalls carry payload (trace.bpf.c), and every well-formed one
+                # took the inline path: bytes on anything else are not shown, but counted.
+                self.counters["payload_unexpected"] += 1
+        k = known.get(pid)
+        if k is None:
+            k = known[pid] = self._known(pid)
+        if k[0]:
+            ev.update(k[0])
+        out.append(ev)
+        if procs is not None:
+            procs.append(k[1])
+        if isinstance(rec, ExitRecord):
+            self.enricher.forget(pid)
+            known.pop(pid, None)
+
+    def _known(self, pid: int) -> Known:
+        """The enrichment keys an event of this process gets (comm, unit), and its facts."""
+        f = self.enricher.facts(pid)
+        got: dict[str, str] = {}
+        if f.comm is not None:
+            got["comm"] = f.comm
+        if f.unit is not None:
+            got["unit"] = f.unit
+        return got, f
+
+    def _released(self, closed: list[Closed], ts: float, into: list[Event],
+                  procs: list[ProcFacts | None] | None) -> None:
+        """What closed streams still held becomes "data" events at `ts`."""
+        for (pid, where, direction), cookie, tail in closed:
+            if tail:
+                ev = data_event(ts, pid, where, direction, cookie, tail)
+                keys, facts = self._known(pid)
+                ev.update(keys)
+                into.append(ev)
+                if procs is not None:
+                    procs.append(facts)

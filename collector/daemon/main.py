@@ -1,0 +1,200 @@
+"""periscoped: wire config, redaction, access control, probes and the server; run until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from collector import config
+from collector.access.audit import AuditLog, emit_anchor, install_journal_handler
+from collector.access.gate import Gate
+from collector.access.grants import GrantStore
+from collector.access.policy import Policy
+from collector.capture.pipeline import Pipeline
+from collector.capture.tracer import Tracer
+from collector.daemon import check, logs
+from collector.daemon.notify import notify, watchdog_interval
+from collector.errors import ConfigError, PeriscopeError
+from collector.proc.facts import Enricher
+from collector.proc.resolve import Resolver
+from collector.serve.listen import listen_unix
+from collector.serve.server import Server
+from collector.serve.services import Services
+from collector.serve.sessions import Router
+from collector.store.store import EventStore
+
+log = logging.getLogger("periscope.daemon")
+ANCHOR_EVERY_S = 60.0
+
+EPILOG = """examples:
+  periscoped --check                      report kernel features and a verdict
+  periscoped                              run with /etc/periscope/periscope.toml or defaults
+  periscoped --config ./p.toml --state-dir /tmp/ps --socket /tmp/ps/ps.sock
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="periscoped", description="periscope daemon: redacted, audited eBPF tracing",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="config file (default: /etc/periscope/periscope.toml "
+                   "if present, else embedded defaults)")
+    p.add_argument("--check", action="store_true", help="report kernel features and exit")
+    p.add_argument("--foreground", action="store_true",
+                   help="stay in the foreground (always true; systemd supervises us)")
+    p.add_argument("--socket", help="override paths.socket")
+    p.add_argument("--state-dir", help="override paths.state_dir")
+    p.add_argument("--policy", help="override paths.policy")
+    p.add_argument("--socket-group", help="override paths.socket_group")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def build(cfg: config.Config, procfs: str = "/proc", cgroot: str = "/sys/fs/cgroup"
+          ) -> tuple[Services, Pipeline]:
+    """Every part of the daemon, wired; nothing is started. Raises PeriscopeError."""
+    from probes.trace import ProbeOptions, TargetSpec, TraceProbe
+    from redact import Redactor
+    from redact.rules import RuleError
+
+    paths = cfg.paths
+    state = Path(paths.state_dir)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        redactor = Redactor.from_file(cfg.redaction.rules) if cfg.redaction.rules \
+            else Redactor.default()
+    except (RuleError, OSError) as err:
+        raise ConfigError(f"redaction.rules {cfg.redaction.rules!r}: {err}") from err
+    policy = Policy.load(paths.policy) if Path(paths.policy).exists() else Policy.default()
+    log.info("policy: %s", paths.policy if Path(paths.policy).exists() else "embedded default")
+    grants = GrantStore(str(paths.grants))
+    audit = AuditLog(str(paths.audit_log),
+                     anchor=functools.partial(emit_anchor, anchor_file=str(paths.anchors)))
+    resolver = Resolver(procfs, cgroot)
+    enricher = Enricher(procfs)
+    store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
+    router = Router()
+    pipeline = Pipeline(redactor, [store.add_many, router], enricher, cfg.capture.queue_max)
+    options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
+                           cfg.capture.poll_interval_ms / 1000)
+    capture = cfg.capture
+    tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
+                    lambda cookie, cap: TargetSpec(cookie, cap, capture.sample_every,
+                                                   capture.rate_limit), resolver)
+    # The gate reads facts fresh for every decision: its own enricher, never the cache
+    # the pipeline thread uses.
+    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver)
+    svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
+                   grants=grants, audit_path=str(paths.audit_log),
+                   anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
+                   session_queue=cfg.server.send_buffer_events)
+    return svc, pipeline
+
+
+async def serve(cfg: config.Config, started: float) -> None:
+    svc, pipeline = build(cfg)
+    pipeline.start()
+    server = Server(svc, cfg.server)
+    sock = listen_unix(cfg.paths.socket, cfg.paths.socket_group or None)
+    await server.start(sock)
+    if cfg.metrics.listen:
+        from prometheus_client import start_http_server
+
+        from collector.serve.metrics import registry
+
+        host, _, port = cfg.metrics.listen.rpartition(":")
+        try:
+            start_http_server(int(port), host or "127.0.0.1", registry=registry(svc))
+        except OSError as err:
+            log.error("metrics listener %s failed: %s (continuing without)", cfg.metrics.listen,
+                      err.strerror)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: policy %s",
+                                                            svc.gate.reload_policy()))
+    ready_s = time.monotonic() - started
+    log.info("ready in %.2fs: socket %s, state %s", ready_s, cfg.paths.socket, cfg.paths.state_dir)
+    notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
+    svc.counters["ready_ms"] = int(ready_s * 1000)
+    keepalive = asyncio.create_task(_keepalive(svc, stop))
+    await stop.wait()
+    log.info("shutting down")
+    notify("STOPPING=1")
+    keepalive.cancel()
+    await server.close()
+    svc.tracer.close()  # detaches every probe
+    pipeline.stop()
+    svc.store.close()
+    with contextlib.suppress(Exception):
+        svc.gate.audit.anchor_now()
+    svc.gate.audit.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(cfg.paths.socket)
+    log.info("stopped; probes detached")
+
+
+async def _keepalive(svc: Services, stop: asyncio.Event) -> None:
+    interval = watchdog_interval()
+    last_anchor = time.monotonic()
+    while not stop.is_set():
+        if interval:
+            notify("WATCHDOG=1")
+        if time.monotonic() - last_anchor > ANCHOR_EVERY_S:
+            last_anchor = time.monotonic()
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(None, svc.gate.audit.anchor_now)
+        await asyncio.sleep(min(interval or 5.0, 5.0))
+
+
+def raise_nofile_limit() -> None:
+    """Best effort: soft RLIMIT_NOFILE up to the hard limit, so many clients fit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as err:  # a container may forbid it: run with what we have
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    args = parse_args(argv)
+    logs.setup(args.verbose)
+    if os.environ.get("JOURNAL_STREAM"):
+        # Under systemd: audit anchors go to journald as structured fields (MESSAGE_ID).
+        install_journal_handler()
+    raise_nofile_limit()
+    if args.check:
+        text, ok = check.report(check.run())
+        print(text)
+        return 0 if ok else 1
+    try:
+        cfg = config.load(args.config)
+        overrides = {k: v for k, v in (("socket", args.socket), ("state_dir", args.state_dir),
+                                       ("policy", args.policy),
+                                       ("socket_group", args.socket_group)) if v is not None}
+        cfg = config.with_paths(cfg, **overrides)
+        asyncio.run(serve(cfg, started))
+    except PeriscopeError as err:
+        # Bad policy, grants or audit state at start: one clear line, not a traceback.
+        log.error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Selectors -> the processes they name right now, read from procfs and cgroupfs.
+
+Both roots are constructor arguments so tests run on a fake tree (tests/data/proc and a
+cgroup tree in tmp_path). The policy, the gate and the tracer all resolve through here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from collector.selectors import Selector, parse_selector
+
+
+class Resolver:
+    """Looks processes up by pid, comm, exe, cgroup or systemd unit. Reads only."""
+
+    def __init__(self, procfs: str | Path = "/proc", cgroot: str | Path = "/sys/fs/cgroup"
+                 ) -> None:
+        self.procfs = Path(procfs)
+        self.cgroot = Path(cgroot)
+
+    def exists(self, pid: int) -> bool:
+        # procfs, not kill(pid, 0): we never send a process anything, not even signal 0
+        return (self.procfs / str(pid)).is_dir()
+
+    def pids(self, selector: Selector | str) -> list[int]:
+        """Processes a selector names right now (`*` names none: it is not a target)."""
+        sel = parse_selector(selector) if isinstance(selector, str) else selector
+        if sel.kind == "pid":
+            return [int(sel.value)] if self.exists(int(sel.value)) else []
+        if sel.kind == "comm":
+            return self.pids_by_comm(sel.value)
+        if sel.kind == "exe":
+            return self.pids_by_exe(sel.value)
+        if sel.kind == "cgroup":
+            return self.pids_in_cgroup(sel.value)
+        if sel.kind == "unit":
+            path = self.unit_cgroup(sel.value)
+            return self.pids_in_cgroup(path) if path else []
+        return []
+
+    def _scan(self) -> list[Path]:
+        return [e for e in self.procfs.iterdir() if e.name.isdigit()]
+
+    def pids_by_comm(self, comm: str) -> list[int]:
+        out = []
+        for entry in self._scan():
+            try:
+                if (entry / "comm").read_text().rstrip("\n") == comm:
+                    out.append(int(entry.name))
+            except OSError:
+                continue  # exited while scanning
+        return sorted(out)
+
+    def pids_by_exe(self, exe: str) -> list[int]:
+        out = []
+        for entry in self._scan():
+            try:
+                if os.readlink(entry / "exe") == exe:
+                    out.append(int(entry.name))
+            except OSError:
+                continue  # exited, or a kernel thread (no exe)
+        return sorted(out)
+
+    def cgroup_dir(self, path: str) -> Path:
+        """The cgroupfs directory of a cgroup v2 path ("/system.slice/x.service")."""
+        return self.cgroot / path.lstrip("/")
+
+    def pids_in_cgroup(self, path: str) -> list[int]:
+        """Every pid in a cgroup v2 subtree."""
+        out: list[int] = []
+        for procs in self.cgroup_dir(path).rglob("cgroup.procs"):
+            try:
+                out.extend(int(x) for x in procs.read_text().split())
+            except OSError:
+                continue  # removed while scanning
+        return sorted(out)
+
+    def unit_cgroup(self, unit: str) -> str | None:
+        """cgroup path of a systemd unit (searched: units live under *.slice)."""
+        for cand in sorted(self.cgroot.rglob(unit)):
+            if cand.is_dir():
+                return "/" + str(cand.relative_to(self.cgroot))
+        return None
+
+    def cgroup_id(self, path: str) -> int:
+        """cgroup v2 id of a cgroup (its kernfs inode number): what the kernel filter keys on.
+
+        Raises OSError if the cgroup does not exist.
+        """
+        return os.stat(self.cgroup_dir(path)).st_ino

@@ -1,1 +1,0 @@
-"""L7 protocol parsers used by stream reassembly."""

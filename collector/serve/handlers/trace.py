@@ -1,0 +1,157 @@
+"""The streaming handler of trace: open a session on its targets, stream what the router
+queues for it until it ends (deadline, revoke, slow reader, client gone), then say why.
+
+A trace owns its connection. Nothing here blocks the loop: probe attach and audit
+writes run on executor threads, and a client that stops reading is cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from collector import protocol
+from collector.access.auth import Principal
+from collector.access.gate import Scope
+from collector.errors import AuditFailed, NotFound, PeriscopeError
+from collector.selectors import Level
+from collector.serve.services import Services
+from collector.serve.sessions import Session, new_session_id
+
+log = logging.getLogger("periscope.trace")
+
+
+@dataclass(frozen=True)
+class Conn:
+    """The client connection a streaming handler owns."""
+
+    who: Principal
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
+def loss_counters(svc: Services) -> dict[str, int]:
+    """Counters of records skipped, shed or dropped anywhere on the way to a session."""
+    kernel = svc.tracer.stats()
+    pipe = svc.pipeline.counters
+    return {name: (kernel if where == "kernel" else pipe).get(name, 0)
+            for name, where, _text in protocol.LOSSES if where in ("kernel", "pipeline")}
+
+
+def _open(svc: Services, sid: str, scope: Scope) -> set[int]:
+    """Attach the session's targets (on an executor thread); their cookies."""
+    d = scope.decision
+    cap = svc.max_payload if d.level == Level.PAYLOAD else 0
+    cookies: set[int] = set()
+    try:
+        for kind, value in svc.tracer.plan(d.targets):
+            cookies.add(svc.tracer.acquire(sid, kind, value, cap).cookie)
+    except PeriscopeError as err:  # NotFound, CaptureError...: the client is told why
+        svc.tracer.release(sid)
+        if not isinstance(err, NotFound):
+            log.error("trace %s: %s", sid, err)
+        raise
+    except BaseException:
+        svc.tracer.release(sid)
+        raise
+    return cookies
+
+
+async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
+    loop = asyncio.get_running_loop()
+    d = scope.decision
+    sid = new_session_id()
+    assert d.deadline is not None and d.duration is not None
+    cookies = await loop.run_in_executor(None, _open, svc, sid, scope)
+    counted_before = await loop.run_in_executor(None, loss_counters, svc)
+    # Role limits are session lengths: count from when probes are live, so a compile
+    # does not eat the session. A grant's expiry is absolute and is never extended.
+    deadline = d.deadline
+    if not any(src.startswith("grant ") for src in d.sources):
+        deadline = max(deadline, time.time() + d.duration)
+    s = Session(sid, conn.who.user, conn.who.uid, cookies, d.level == Level.PAYLOAD, deadline,
+                d.sources, loop, svc.session_queue)
+    svc.router.add(s)
+    writer = conn.writer
+    writer.write(protocol.ok({"session": sid, "targets": list(d.targets),
+                              "level": str(d.level), "deadline": deadline,
+                              "narrowed": list(d.narrowed),
+                              "probe_load_s": round(svc.tracer.last_load_seconds, 3)}))
+    watcher = asyncio.create_task(_watch_client(s, conn.reader))
+    try:
+        await writer.drain()
+        await _pump(svc, s, writer)
+    finally:
+        watcher.cancel()
+        svc.router.remove(s)
+        reason = s.ended or "client_closed"
+        if reason != "client_closed":
+            # Tell the client first: releasing may detach probes, which takes a while.
+            now = await loop.run_in_executor(None, loss_counters, svc)
+            # Host-wide (the kernel counts per CPU, not per target): what the session's
+            # stream may be missing, so a client is told rather than left to guess.
+            losses = {k: v - counted_before.get(k, 0) for k, v in now.items()
+                      if v > counted_before.get(k, 0)}
+            with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+                writer.write(protocol.end({"session": sid, "reason": reason,
+                                           "events": s.events, "bytes": s.bytes,
+                                           "losses": losses}))
+                await asyncio.wait_for(writer.drain(), 2.0)
+        await loop.run_in_executor(None, svc.tracer.release, sid)
+        with contextlib.suppress(AuditFailed):  # the stream already disclosed; log it
+            await loop.run_in_executor(None, lambda: svc.gate.record(
+                conn.who, "trace.end", {"session": sid}, allowed=True, reason=reason,
+                session=sid, events=s.events, nbytes=s.bytes, kind="session_end"))
+
+
+async def _pump(svc: Services, s: Session, writer: asyncio.StreamWriter) -> None:
+    """Send what the router queued, one socket write per wakeup.
+
+    A send per event gave up the GIL per event, and the pipeline threads then kept this
+    loop waiting to get it back: sessions fell behind at 50k events/s.
+    """
+    while True:
+        left = s.deadline - time.time()
+        if left <= 0 and s.ended is None:
+            s.end("deadline")
+        if s.ended is None and not s.outbox:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(s.wakeup.wait(), min(left, 1.0))
+            continue
+        frames = s.take()
+        if frames:
+            s.events += len(frames)
+            s.bytes += sum(n for _line, n in frames)
+            writer.write(b"".join([line for line, _n in frames]))
+        if s.ended is not None or not await _drain(svc, s, writer):
+            return
+
+
+async def _drain(svc: Services, s: Session, writer: asyncio.StreamWriter) -> bool:
+    """Wait until the client takes what we wrote. False if it was cut off.
+
+    A client that stops reading blocks drain() forever; its session still ends
+    (slow_reader when its queue overflows, or its deadline, or a revoke), and then
+    we abort the connection so the session is released and its end audited.
+    """
+    while True:
+        try:
+            await asyncio.wait_for(writer.drain(), 1.0)
+            return True
+        except asyncio.TimeoutError:
+            if s.ended is None and time.time() >= s.deadline:
+                s.end("deadline")
+            if s.ended is not None:
+                svc.counters["stream_aborted"] += 1
+                writer.transport.abort()
+                return False
+
+
+async def _watch_client(s: Session, reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(Exception):
+        while await reader.read(4096):
+            pass  # clients send nothing during a stream; EOF means they left
+    s.end("client_closed")

@@ -1,0 +1,52 @@
+"""What every handler may touch, built once by the daemon; and handler argument checks."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.access.gate import Gate
+from collector.access.grants import GrantStore
+from collector.capture.pipeline import Pipeline
+from collector.capture.tracer import Tracer
+from collector.errors import BadRequest
+from collector.serve.sessions import Router
+from collector.store.store import EventStore
+
+
+@dataclass
+class Services:
+    """The daemon's parts a handler uses; counters are the server's (read by metrics)."""
+
+    gate: Gate
+    tracer: Tracer
+    pipeline: Pipeline
+    router: Router
+    store: EventStore
+    grants: GrantStore
+    audit_path: str
+    anchors_path: str
+    max_payload: int
+    session_queue: int = 4096  # frames a trace session may have queued (server config)
+    started: float = field(default_factory=time.time)
+    counters: Counter[str] = field(default_factory=Counter)
+
+
+def int_arg(args: dict[str, Any], key: str, default: int | None, lo: int, hi: int) -> int | None:
+    """args[key] as an integer in [lo, hi] (default if absent). Raises BadRequest."""
+    v = args.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise BadRequest(f'"{key}" must be an integer in [{lo}, {hi}]')
+    return v
+
+
+def str_arg(args: dict[str, Any], key: str, what: str) -> str:
+    """args[key] as a string. Raises BadRequest naming the op (`what`)."""
+    v = args.get(key)
+    if not isinstance(v, str):
+        raise BadRequest(f'{what} needs a string "{key}"')
+    return v

@@ -1,0 +1,56 @@
+"""Event shaping: sockaddr, flags, errno, escaping, and the redaction boundary."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from collector.capture.events import errno_name, open_flags, printable, sockaddr
+
+
+def test_sockaddr_inet() -> None:
+    raw = struct.pack("<H", socket.AF_INET) + struct.pack(">H", 8080) + socket.inet_aton(
+        "10.1.2.3") + b"\0" * 8
+    assert sockaddr(raw) == ("AF_INET", "10.1.2.3:8080")
+
+
+def test_sockaddr_inet6() -> None:
+    raw = (struct.pack("<H", socket.AF_INET6) + struct.pack(">H", 443) + b"\0" * 4
+           + socket.inet_pton(socket.AF_INET6, "::1") + b"\0" * 4)
+    assert sockaddr(raw) == ("AF_INET6", "[::1]:443")
+
+
+def test_sockaddr_unix_and_abstract() -> None:
+    assert sockaddr(struct.pack("<H", socket.AF_UNIX) + b"/run/x.sock\0") == ("AF_UNIX",
+                                                                              "/run/x.sock")
+    assert sockaddr(struct.pack("<H", socket.AF_UNIX) + b"\0abstract") == ("AF_UNIX", "@abstract")
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x02", b"\x02\x00\x01"])
+def test_sockaddr_short_never_raises(raw: bytes) -> None:
+    assert sockaddr(raw)[0].startswith("AF_") or sockaddr(raw)[0] == "unknown"
+
+
+def test_open_flags() -> None:
+    import os
+
+    assert open_flags(os.O_WRONLY | os.O_CREAT | os.O_TRUNC) == "O_WRONLY|O_CREAT|O_TRUNC"
+    assert open_flags(0) == "O_RDONLY"
+
+
+def test_errno_name() -> None:
+    assert errno_name(-2) == "ENOENT"
+    assert errno_name(5) is None
+    assert errno_name(-10000) is None
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    (b"GET / HTTP/1.1\r\n", "GET / HTTP/1.1\\r\\n"),
+    (b"\x00\xff", "\\x00\\xff"),
+    (b"back\\slash", "back\\\\slash"),
+    ("é€".encode(), "é€"),
+])
+def test_printable(raw: bytes, shown: str) -> None:
+    assert printable(raw) == shown

@@ -1,0 +1,168 @@
+"""A whole daemon minus the kernel: real gate, grants, audit log, store, pipeline, router and
+tracer, on a fake procfs/cgroupfs, with a fake probe behind the tracer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.access.audit import AuditLog
+from collector.access.auth import Principal
+from collector.access.gate import Gate
+from collector.access.grants import GrantStore
+from collector.access.policy import Policy
+from collector.capture.pipeline import Pipeline
+from collector.capture.tracer import Tracer
+from collector.proc.facts import Enricher
+from collector.proc.resolve import Resolver
+from collector.serve.services import Services
+from collector.serve.sessions import Router
+from collector.store.store import EventStore
+from tests.unit.pipeline_corpus import FakeRedactor
+
+DATA_PROC = Path(__file__).parents[2] / "data" / "proc"
+
+POLICY = """
+[roles.admin]
+ops = ["*"]
+max_level = "payload"
+targets = ["*"]
+
+[roles.viewer]
+ops = ["trace", "events", "errors", "conns", "http", "top", "snapshot"]
+max_level = "meta"
+targets = ["*"]
+
+[roles.shop]
+ops = ["trace", "events", "errors", "conns", "http", "top"]
+max_level = "payload"
+targets = ["unit:shop.service"]
+require_reason = true
+
+[users]
+root = ["admin"]
+vera = ["viewer"]
+sam = ["shop"]
+"""
+
+
+def who(user: str, uid: int = 1000) -> Principal:
+    return Principal(uid, uid, user, frozenset({uid}), frozenset({user}), 4242, "/usr/bin/x")
+
+
+ROOT, VERA, SAM, NOBODY = who("root", 0), who("vera"), who("sam"), who("nobody", 65534)
+
+
+class FakeProbe:
+    """The ProbeLike the tracer drives: records the kernel filter, counts like the kernel."""
+
+    def __init__(self) -> None:
+        self.load_seconds = 0.25
+        self.loaded = self.closed = False
+        self.pid_map: dict[int, int] = {}
+        self.comms: dict[str, Any] = {}
+        self.cgroups: dict[int, Any] = {}
+        self.counts = {"emitted": 0, "skipped_rate": 0, "drop_ringbuf": 0}
+        self.tls: list[list[int]] = []
+
+    def load(self) -> None:
+        self.loaded = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def add_pid(self, tgid: int, spec: Any) -> None:
+        self.pid_map[tgid] = spec[0]
+
+    def remove_pid(self, tgid: int) -> None:
+        self.pid_map.pop(tgid, None)
+
+    def pids(self) -> dict[int, int]:
+        return dict(self.pid_map)
+
+    def add_comm(self, comm: str, spec: Any) -> None:
+        self.comms[comm] = spec
+
+    def remove_comm(self, comm: str) -> None:
+        self.comms.pop(comm, None)
+
+    def add_cgroup(self, cgroup_id: int, spec: Any) -> None:
+        self.cgroups[cgroup_id] = spec
+
+    def remove_cgroup(self, cgroup_id: int) -> None:
+        self.cgroups.pop(cgroup_id, None)
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def attach_tls(self, pids: list[int]) -> None:
+        self.tls.append(pids)
+
+    def tls_failures(self) -> int:
+        return 0
+
+
+@dataclass
+class Host:
+    svc: Services
+    probes: list[FakeProbe]
+    root: Path
+
+    def close(self) -> None:
+        self.svc.store.close()
+        self.svc.gate.audit.close()
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    proc = tmp_path / "proc"
+    shutil.copytree(DATA_PROC, proc, symlinks=True)
+    other = proc / "5000"  # a second process, outside shop.service
+    other.mkdir()
+    (other / "comm").write_text("other\n")
+    (other / "status").write_text("Name:\tother\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\n")
+    (other / "cgroup").write_text("0::/system.slice/other.service\n")
+    for unit, pid in (("shop.service", 4242), ("other.service", 5000)):
+        cg = tmp_path / "cgroup" / "system.slice" / unit
+        cg.mkdir(parents=True)
+        (cg / "cgroup.procs").write_text(f"{pid}\n")
+    resolver = Resolver(proc, tmp_path / "cgroup")
+    probes: list[FakeProbe] = []
+
+    def new_probe() -> FakeProbe:
+        probes.append(FakeProbe())
+        return probes[-1]
+
+    store = EventStore(tmp_path / "events.db")
+    router = Router()
+    pipeline = Pipeline(FakeRedactor(), [store.add_many, router], Enricher(proc))
+    tracer = Tracer(new_probe, lambda cookie, cap: (cookie, cap), resolver)
+    grants = GrantStore(str(tmp_path / "grants.json"))
+    gate = Gate(Policy.from_toml(POLICY), None, grants, AuditLog(str(tmp_path / "audit.log")),
+                Enricher(proc), resolver)
+    svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
+                   grants=grants, audit_path=str(tmp_path / "audit.log"),
+                   anchors_path=str(tmp_path / "audit.anchors"), max_payload=256,
+                   session_queue=100)
+    h = Host(svc, probes, tmp_path)
+    yield h
+    h.close()
+
+
+def capture(h: Host, records: list[bytes]) -> list[dict[str, Any]]:
+    """Run records through the pipeline into the store and router, as the worker would."""
+    procs: list[Any] = []
+    events = h.svc.pipeline.process(records, procs=procs)
+    h.svc.store.add_many(events, None, procs)
+    return events
+
+
+def proc_exited(h: Host, pid: int) -> None:
+    shutil.rmtree(h.root / "proc" / str(pid))
+    assert not os.path.exists(h.root / "proc" / str(pid))

@@ -1,0 +1,151 @@
+"""Every unary handler, called the way the server calls it (gate.check, then the handler the
+dispatch table names), against a real store, grants, audit log and a tracer on a fake probe."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from collector.access.auth import Principal
+from collector.errors import BadRequest, Denied, NotFound
+from collector.protocol import Op
+from collector.serve.dispatch import HANDLERS, Unary
+from probes.layout import F_DATA_OUT, F_PAYLOAD, Sc
+from tests.unit.pipeline_corpus import sys_rec
+from tests.unit.serve.conftest import NOBODY, ROOT, SAM, VERA, Host, capture, proc_exited, who
+
+SHOP, OTHER = 4242, 5000
+GET = b"GET /orders?id=7 HTTP/1.1\n"
+
+
+def call(h: Host, caller: Principal, op: Op, args: dict[str, Any] | None = None) -> Any:
+    scope = h.svc.gate.check(caller, op, args or {})
+    route = HANDLERS[op]
+    assert isinstance(route, Unary)
+    return route.fn(h.svc, caller, scope)
+
+
+def workload(h: Host) -> None:
+    """Each process: an HTTP write (released), an EAGAIN read, a connect, a write whose
+    bytes stay held; then the shop process exits."""
+    recs = []
+    for pid in (SHOP, OTHER):
+        recs += [sys_rec(Sc.WRITE, 5, len(GET), GET, F_PAYLOAD | F_DATA_OUT, pid=pid, arg=64),
+                 sys_rec(Sc.READ, 5, -11, b"", 0, pid=pid, arg=64),
+                 sys_rec(Sc.CONNECT, 6, 0, b"", 0, pid=pid),
+                 sys_rec(Sc.WRITE, 7, 4, b"half", F_PAYLOAD | F_DATA_OUT, pid=pid, arg=4)]
+    capture(h, recs)
+    proc_exited(h, SHOP)  # gone from /proc: its rows are still decided on their stored facts
+
+
+def test_hello_is_identity_and_is_audited(host: Host) -> None:
+    assert call(host, NOBODY, Op.HELLO) == {"uid": 65534, "user": "nobody",
+                                            "groups": ["nobody"]}
+    rec = call(host, ROOT, Op.AUDIT_SHOW, {"limit": 2})[0]
+    assert (rec["op"], rec["user"], rec["decision"], rec["reason"]) == (
+        "hello", "nobody", "allow", "identity query")
+
+
+def test_status_reports_the_parts(host: Host) -> None:
+    workload(host)
+    st = call(host, ROOT, Op.STATUS)
+    assert st["stored_events"] == host.svc.store.count() == 8
+    assert st["probes_attached"] is False and st["targets"] == [] and st["sessions"] == []
+    assert st["pipeline"]["events"] == 8 and st["pipeline"]["backlog"] == 0
+    assert st["audit_head"][0] == 1  # this request, audited before it ran
+    with pytest.raises(Denied):
+        call(host, VERA, Op.STATUS)
+
+
+def test_events_under_each_callers_decision(host: Host) -> None:
+    workload(host)
+    everything = call(host, ROOT, Op.EVENTS)
+    assert [(e["pid"], e["syscall"]) for e in everything] == [
+        (p, s) for p in (SHOP, OTHER) for s in ("write", "read", "connect", "write")]
+    assert everything[0]["payload"] == "GET /orders?id=# HTTP/#.#\\n"  # the fake masks digits
+    # the viewer: every process, never payload
+    meta = call(host, VERA, Op.EVENTS, {"level": "payload"})
+    assert [(e["pid"], e["syscall"]) for e in meta] == [
+        (e["pid"], e["syscall"]) for e in everything]
+    assert not any({"payload", "captured", "held"} & set(e) for e in meta)
+    # the shop role: its unit only (the process exited, the stored facts still say so)
+    with pytest.raises(Denied, match="reason is required"):
+        call(host, SAM, Op.EVENTS)
+    shop = call(host, SAM, Op.EVENTS, {"reason": "INC-1"})
+    assert {e["pid"] for e in shop} == {SHOP} and "payload" in shop[0]
+    # requested targets filter on top and never widen
+    assert call(host, SAM, Op.EVENTS, {"reason": "x", "targets": ["comm:other"]}) == []
+    assert call(host, ROOT, Op.EVENTS, {"targets": ["comm:other"]}) == everything[4:]
+    assert call(host, ROOT, Op.EVENTS, {"pid": OTHER, "limit": 2}) == everything[6:]
+    assert call(host, ROOT, Op.EVENTS, {"kind": "exit"}) == []
+    with pytest.raises(BadRequest):
+        call(host, ROOT, Op.EVENTS, {"kind": "shell"})
+    with pytest.raises(BadRequest):
+        call(host, ROOT, Op.EVENTS, {"limit": 0})
+    with pytest.raises(BadRequest):
+        call(host, ROOT, Op.EVENTS, {"targets": ["pod:x"]})
+
+
+def test_errors_conns_http_top(host: Host) -> None:
+    workload(host)
+    assert [(e["pid"], e["errno"]) for e in call(host, ROOT, Op.ERRORS)] == [
+        (SHOP, "EAGAIN"), (OTHER, "EAGAIN")]
+    assert [(e["pid"], e["syscall"]) for e in call(host, ROOT, Op.CONNS, {"limit": 1})] == [
+        (OTHER, "connect")]  # the limit counts matching rows, newest first
+    assert [e["pid"] for e in call(host, ROOT, Op.HTTP)] == [SHOP, OTHER]
+    assert call(host, VERA, Op.HTTP) == []  # meta: no payload, so nothing to recognise
+    top = call(host, ROOT, Op.TOP)
+    assert top[0] == {"pid": SHOP, "comm": "fakesrv", "syscall": "write", "count": 2,
+                      "errors": 0, "bytes": len(GET) + 4, "total_us": 3.0}
+    assert sum(r["count"] for r in top) == 8 and sum(r["errors"] for r in top) == 2
+
+
+def test_snapshot_of_a_live_pid(host: Host) -> None:
+    me = os.getpid()
+    with pytest.raises(Denied, match="snapshot needs at least one target"):
+        call(host, ROOT, Op.SNAPSHOT)
+    got = call(host, ROOT, Op.SNAPSHOT, {"targets": [f"pid:{me}"]})
+    assert got["pid"] == me and got["ppid"] == os.getppid() and got["threads"] >= 1
+    with pytest.raises(NotFound):
+        call(host, ROOT, Op.SNAPSHOT, {"targets": ["pid:4194000"]})
+
+
+def test_grants_add_list_revoke(host: Host) -> None:
+    g = call(host, ROOT, Op.GRANT_ADD, {"principal": "vera", "target": "unit:shop.service",
+                                        "level": "payload", "for": "2h", "reason": "INC-2"})
+    assert (g["principal"], g["target"], g["level"], g["created_by"]) == (
+        "vera", "unit:shop.service", "payload", "root")
+    assert g["expires"] - g["created"] == 7200
+    assert call(host, ROOT, Op.GRANT_LIST) == [g]
+    workload(host)
+    # the grant lifts the viewer to payload on the unit it names, and only there
+    seen = call(host, VERA, Op.EVENTS)
+    assert {e["pid"] for e in seen if "payload" in e} == {SHOP}
+    assert {e["pid"] for e in seen} == {SHOP, OTHER}
+    for bad, match in (({"target": "pod:x"}, "bad selector"), ({"for": "2 hours"}, "duration"),
+                       ({"level": "raw"}, "capture level"), ({"principal": "a b"}, "principal"),
+                       ({"reason": 5}, "reason")):
+        args = {"principal": "vera", "target": "pid:1", "for": "1h", "reason": "r", **bad}
+        with pytest.raises(BadRequest, match=match):
+            call(host, ROOT, Op.GRANT_ADD, args)
+    assert call(host, ROOT, Op.GRANT_REVOKE, {"id": g["id"]}) == {"revoked": g["id"],
+                                                                   "sessions_ended": 0}
+    assert call(host, ROOT, Op.GRANT_LIST) == []
+    with pytest.raises(NotFound):
+        call(host, ROOT, Op.GRANT_REVOKE, {"id": g["id"]})
+    with pytest.raises(Denied):
+        call(host, who("sam"), Op.GRANT_LIST, {"reason": "x"})
+
+
+def test_audit_show_and_verify(host: Host) -> None:
+    call(host, ROOT, Op.HELLO)
+    with pytest.raises(Denied):
+        call(host, NOBODY, Op.EVENTS)
+    shown = call(host, ROOT, Op.AUDIT_SHOW, {"limit": 10})
+    assert [(r["op"], r["user"], r["decision"]) for r in shown] == [
+        ("hello", "root", "allow"), ("events", "nobody", "deny"), ("audit.show", "root", "allow")]
+    assert [r["seq"] for r in shown] == [1, 2, 3]
+    v = call(host, ROOT, Op.AUDIT_VERIFY)
+    assert v["ok"] and v["count"] == 4 and v["last_seq"] == 4 and v["anchors"] == 0

@@ -1,0 +1,136 @@
+"""The server's dispatch: one table entry per Op, and a real Unix socket served end to end
+(framing errors, unknown ops, denials, unary replies and a streamed trace session)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import pwd
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from collector import config, protocol
+from collector.access.policy import Policy
+from collector.protocol import Fault, Op
+from collector.serve.dispatch import HANDLERS, Streaming, Unary
+from collector.serve.server import Server
+from tests.unit.serve.conftest import POLICY, Host
+
+
+def test_every_op_has_exactly_one_handler_of_its_kind() -> None:
+    assert set(HANDLERS) == set(Op)
+    assert len(HANDLERS) == len(Op)
+    for op, route in HANDLERS.items():
+        assert isinstance(route, Streaming if op.streaming else Unary), op
+    assert len({id(r.fn) for r in HANDLERS.values()}) == len(Op)  # no handler serves two ops
+
+
+Client = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def run(host: Host, body: Callable[[Client], Awaitable[None]]) -> None:
+    """Serve on a socket in tmp_path as the real server does; the peer is this process, so
+    its user is bound to the admin role."""
+    me = pwd.getpwuid(os.getuid()).pw_name
+    if me != "root":
+        host.svc.gate.policy = Policy.from_toml(POLICY.replace("[users]\n",
+                                                               f'[users]\n{me} = ["admin"]\n'))
+    cfg = dataclasses.replace(config.load(text="").server, idle_timeout_s=10.0)
+    path = str(host.root / "s.sock")
+
+    async def main() -> None:
+        server = Server(host.svc, cfg)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen()
+        await server.start(sock)
+        reader, writer = await asyncio.open_unix_connection(path)
+        try:
+            await asyncio.wait_for(body((reader, writer)), 30)
+        finally:
+            writer.close()
+            await server.close()
+
+    asyncio.run(main())
+
+
+def audit_records(host: Host) -> list[dict[str, Any]]:
+    with open(host.svc.audit_path, "rb") as f:
+        return [orjson.loads(line) for line in f]
+
+
+async def ask(c: Client, line: bytes) -> dict[str, Any]:
+    c[1].write(line)
+    await c[1].drain()
+    return dict(orjson.loads(await c[0].readline()))
+
+
+def test_requests_over_a_real_socket(host: Host) -> None:
+    got: dict[str, Any] = {}
+
+    async def body(c: Client) -> None:
+        got["bad"] = await ask(c, b"{not json\n")
+        got["unknown"] = await ask(c, b'{"op":"rm -rf","args":{}}\n')
+        got["claim"] = await ask(c, b'{"op":"hello","args":{},"uid":0}\n')
+        got["hello"] = await ask(c, protocol.request(Op.HELLO))
+        got["events"] = await ask(c, protocol.request(Op.EVENTS, {"limit": 5}))
+        got["grant"] = await ask(c, protocol.request(Op.GRANT_ADD, {"principal": "x"}))
+        got["revoke"] = await ask(c, protocol.request(Op.GRANT_REVOKE, {"id": "00000000"}))
+
+    run(host, body)
+    assert got["bad"]["error"]["name"] == "BAD_FRAME"
+    assert got["unknown"]["error"] == {"code": int(Fault.UNKNOWN_OP), "name": "UNKNOWN_OP",
+                                       "message": "unknown op 'rm -rf'"}
+    assert got["claim"]["error"]["name"] == "BAD_REQUEST"  # identity can't be claimed
+    assert got["hello"] == {"ok": True, "result": {
+        "uid": os.getuid(), "user": pwd.getpwuid(os.getuid()).pw_name,
+        "groups": got["hello"]["result"]["groups"]}}
+    assert got["events"] == {"ok": True, "result": []}
+    assert got["grant"]["error"]["name"] == "BAD_REQUEST"
+    assert got["revoke"]["error"]["name"] == "NOT_FOUND"
+    counters = host.svc.counters
+    assert counters["bad_frame"] == 3 and counters["op_hello"] == 1
+    assert counters["fault_bad_request"] == 1 and counters["fault_not_found"] == 1
+    # every request is audited, the malformed ones as "invalid" denials
+    ops = [r["op"] for r in audit_records(host)]
+    assert ops == ["invalid", "invalid", "invalid", "hello", "events", "grant.add",
+                   "grant.revoke"]
+
+
+def test_trace_streams_through_the_same_table(host: Host) -> None:
+    got: dict[str, Any] = {}
+
+    def feed() -> None:  # the pipeline's sink thread, once the session is live
+        deadline = time.monotonic() + 10
+        while not host.svc.router.sessions and time.monotonic() < deadline:
+            time.sleep(0.01)
+        host.svc.router([{"kind": "syscall", "target": 1, "pid": 4242, "payload": "hi",
+                          "captured": 2},
+                         {"kind": "exit", "target": 99, "pid": 1}])  # not this session's
+
+    async def body(c: Client) -> None:
+        c[1].write(protocol.request(Op.TRACE, {"targets": ["pid:4242"], "level": "payload",
+                                               "duration": 1.5}))
+        await c[1].drain()
+        threading.Thread(target=feed, daemon=True).start()
+        got["lines"] = [orjson.loads(line) async for line in c[0]]
+
+    run(host, body)
+    head, event, end = got["lines"]
+    assert head["ok"] and head["result"]["targets"] == ["pid:4242"]
+    assert head["result"]["level"] == "payload"
+    assert event == {"event": {"kind": "syscall", "target": 1, "pid": 4242, "payload": "hi",
+                               "captured": 2}}
+    assert end["end"]["reason"] == "deadline" and end["end"]["events"] == 1
+    assert end["end"]["bytes"] == 2
+    probe = host.probes[0]
+    assert probe.loaded and probe.closed  # attached for the session, detached after it
+    assert probe.pid_map == {}  # released
+    ops = [(r["op"], r["kind"]) for r in audit_records(host)]
+    assert ops == [("trace", "request"), ("trace.end", "session_end")]
