@@ -65,15 +65,32 @@ class Sink(Protocol):
                  procs: list[ProcFacts | None], /) -> None: ...
 
 
+class RecordObserver(Protocol):
+    """A stage that reads what the pipeline captured (the L7 parsers, connection records)
+    and produces records of its own. Called on the worker thread, in record order."""
+
+    def observe(self, ev: Event, data: bytes | None, missing: int, /) -> None:
+        """Every event built. For payload records `data` is the RAW captured bytes (never
+        stored; not kept past the call beyond the observer's own parse buffer) and
+        `missing` the bytes moved but not captured; else `data` is None and `missing` 0.
+        A payload shed under load arrives as data None with all its bytes missing."""
+
+    def collect(self, now: float, /) -> list[Event]:
+        """Records made since the last call: redacted, JSON-ready, each with a "kind" and
+        a "pid"; the pipeline emits them to the sinks after the batch's events."""
+
+
 _OP_SYSCALL = int(Op.SYSCALL)
 _OP_TLS = int(Op.TLS)
 
 
 class Pipeline:
     def __init__(self, redactor: RedactorLike, sinks: list[Sink], enricher: Enricher,
-                 queue_max: int = 65536, max_streams: int = 4096) -> None:
+                 queue_max: int = 65536, max_streams: int = 4096,
+                 observers: list[RecordObserver] | None = None) -> None:
         self.redactor = redactor
         self.sinks = sinks
+        self.observers = list(observers or [])
         self.enricher = enricher
         self.queue_max = queue_max
         self.max_streams = max_streams
@@ -204,6 +221,7 @@ class Pipeline:
         errnames = errno.errorcode
         offset = self.clock.offset
         capture = self._capture
+        observers = self.observers  # empty: the hot path pays one truth test per record
         known: dict[int, Known] = {}  # tgid -> its enrichment, for this batch
         self.streams.tick()
         for raw in batch:
@@ -230,10 +248,14 @@ class Pipeline:
                 if sized:
                     ev["size"] = arg
             ev["direction"] = direction = "out" if flags & F_DATA_OUT else "in"
+            data: bytes | None = None
+            missing = 0
             if flags & F_PAYLOAD:
-                end = SYS_HDR_SIZE + data_len
-                capture(ev, (tgid, where, direction), cookie, raw[SYS_HDR_SIZE:end],
-                        max(0, ret - data_len) if flags & F_TRUNCATED else 0, shed_payload)
+                data = raw[SYS_HDR_SIZE:SYS_HDR_SIZE + data_len]
+                missing = max(0, ret - data_len) if flags & F_TRUNCATED else 0
+                capture(ev, (tgid, where, direction), cookie, data, missing, shed_payload)
+                if shed_payload:  # observers do no parsing work under overload either
+                    data, missing = None, max(ret, 0)
             k = known.get(tgid)
             if k is None:
                 k = known[tgid] = self._known(tgid)
@@ -242,8 +264,29 @@ class Pipeline:
                 ev.update(keys)
             append(ev)
             add_proc(proc)
+            if observers:
+                for o in observers:
+                    o.observe(ev, data, missing)
+        if observers:
+            self._collect(out, procs, known)
         self.counters["events"] += len(out)
         return out
+
+    def _collect(self, out: list[Event], procs: list[ProcFacts | None] | None,
+                 known: dict[int, Known]) -> None:
+        """The observers' records join the batch, enriched like events."""
+        now = round(time.time(), 6)
+        for o in self.observers:
+            for rec in o.collect(now):
+                pid = rec["pid"]
+                k = known.get(pid)
+                if k is None:
+                    k = known[pid] = self._known(pid)
+                for key, value in k[0].items():
+                    rec.setdefault(key, value)
+                out.append(rec)
+                if procs is not None:
+                    procs.append(k[1])
 
     def _capture(self, ev: Event, key: StreamKey, cookie: int, data: bytes, missing: int,
                  shed: bool) -> None:
@@ -304,6 +347,8 @@ class Pipeline:
         out.append(ev)
         if procs is not None:
             procs.append(k[1])
+        for o in self.observers:
+            o.observe(ev, None, 0)
         if isinstance(rec, ExitRecord):
             self.enricher.forget(pid)
             known.pop(pid, None)

@@ -1,0 +1,69 @@
+"""The observer hook: stages such as the L7 parsers see raw captured bytes, their records
+join the batch enriched like events, and shedding reaches them as a gap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collector.capture.events import Event
+from collector.capture.pipeline import Pipeline
+from collector.proc.facts import Enricher
+from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, Sc
+from redact import Redactor
+from tests.unit.capture.test_pipeline import FAKE_PROC, rec
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[Event, bytes | None, int]] = []
+        self.pending: list[Event] = []
+
+    def observe(self, ev: Event, data: bytes | None, missing: int) -> None:
+        self.seen.append((dict(ev), data, missing))
+        if data:
+            self.pending.append({"kind": "l7", "pid": ev["pid"], "ts": ev["ts"],
+                                 "proto": "test", "req_bytes": len(data)})
+
+    def collect(self, now: float) -> list[Event]:
+        out, self.pending = self.pending, []
+        return out
+
+
+def make(observer: Any) -> Pipeline:
+    return Pipeline(Redactor.default(), [], Enricher(procfs=FAKE_PROC),
+                    observers=[observer])
+
+
+def test_observers_see_raw_bytes_and_every_event_in_order() -> None:
+    o = Recorder()
+    secret = b"Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123456789\n"
+    batch = [rec(Sc.WRITE, 5, len(secret), secret, F_PAYLOAD | F_DATA_OUT),
+             rec(Sc.CLOSE, 5, 0),
+             rec(Sc.READ, 6, 300, b"x" * 256, F_PAYLOAD | F_TRUNCATED)]
+    events = make(o).process(batch)
+    assert [ev["syscall"] for ev, _d, _m in o.seen] == ["write", "close", "read"]
+    # the observer gets the raw bytes (it frames on them); the event holds them redacted
+    assert o.seen[0][1] == secret and o.seen[0][2] == 0
+    assert "abcdefghijklmnop" not in str(events[0])
+    assert o.seen[1][1] is None and o.seen[1][2] == 0
+    assert o.seen[2][1] == b"x" * 256 and o.seen[2][2] == 44
+    # its records follow the batch's events, enriched from the fake procfs
+    extra = [e for e in events if e["kind"] == "l7"]
+    assert [e["req_bytes"] for e in extra] == [len(secret), 256]
+    assert all(e["comm"] == events[0]["comm"] for e in extra)
+
+
+def test_procs_stay_in_step_with_observer_records() -> None:
+    o = Recorder()
+    procs: list[Any] = []
+    events = make(o).process([rec(Sc.WRITE, 5, 3, b"abc", F_PAYLOAD | F_DATA_OUT)],
+                             procs=procs)
+    assert len(events) == len(procs) == 2
+    assert procs[1] is procs[0]
+
+
+def test_shed_payload_reaches_observers_as_a_gap() -> None:
+    o = Recorder()
+    make(o).process([rec(Sc.READ, 6, 40, b"y" * 40, F_PAYLOAD)], shed_payload=True)
+    (_ev, data, missing), = o.seen
+    assert data is None and missing == 40
