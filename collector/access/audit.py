@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,15 +19,7 @@ GENESIS = "0" * 64  # prev_hash of the first record
 # journald MESSAGE_ID of anchor lines: `journalctl MESSAGE_ID=334ef7b4210b4c4ea0f4d216072182cc`
 ANCHOR_MESSAGE_ID = "334ef7b4210b4c4ea0f4d216072182cc"
 RESERVED = frozenset({"seq", "time", "prev_hash", "hash"})
-REDACTED = "[redacted]"
 log = logging.getLogger("periscope.audit")
-
-_SECRET_KEY = re.compile(
-    r"pass|secret|token|auth|cookie|credential|private|api[-_]?key|signature|\Akey\Z", re.I)
-_SECRET_VALUE = re.compile(
-    r"\A(bearer|basic)\s|-----BEGIN [A-Z ]*PRIVATE KEY|eyJ[\w-]+\.[\w-]+|AKIA[0-9A-Z]{16}"
-    r"|gh[pousr]_\w{20,}|xox[abprs]-|://[^/\s:@]+:[^/\s@]+@|[A-Za-z0-9+=_-]{32,}", re.I)
-
 
 def canonical(record: Mapping[str, Any]) -> bytes:
     """The byte form that is hashed and written: sorted keys, no spaces, ASCII."""
@@ -39,22 +30,6 @@ def canonical(record: Mapping[str, Any]) -> bytes:
 def record_hash(record: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical form of the record minus its `hash` field."""
     return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
-
-
-def redact_args(value: Any, _depth: int = 0) -> Any:
-    """Conservatively blank secret-looking keys and values; cap strings at 256 chars."""
-    if _depth > 6:
-        return REDACTED
-    if isinstance(value, Mapping):
-        return {str(k): REDACTED if _SECRET_KEY.search(str(k)) else redact_args(v, _depth + 1)
-                for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_args(v, _depth + 1) for v in value]
-    if isinstance(value, bytes):
-        return f"[{len(value)} bytes]"
-    if isinstance(value, str):
-        return REDACTED if _SECRET_VALUE.search(value) else value[:256]
-    return value if value is None or isinstance(value, (bool, int, float)) else str(value)
 
 
 def request_record(principal: Principal, op: str, args: Mapping[str, Any], *, allowed: bool,

@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from collector.access.audit import AuditLog, redact_args, request_record
+from collector.access.audit import AuditLog, request_record
 from collector.access.auth import Principal
 from collector.access.decide import Decision, Request, decide
 from collector.access.grants import GrantStore
@@ -68,11 +68,19 @@ def build_request(op: Op, args: dict[str, Any]) -> Request:
     return Request(op.value, tuple(targets), level, duration, reason)
 
 
+class FieldRedactor(Protocol):
+    """redact.Redactor's view for structured values (audit arguments)."""
+
+    def redact_fields(self, value: Any, /) -> Any: ...
+
+
 class Gate:
     """Decides and audits every request; thread-safe (requests run on executor threads)."""
 
     def __init__(self, policy: Policy, policy_path: str | None, grants: GrantStore,
-                 audit: AuditLog, enricher: Enricher, resolver: Resolver) -> None:
+                 audit: AuditLog, enricher: Enricher, resolver: Resolver, *,
+                 redactor: FieldRedactor) -> None:
+        self.redactor = redactor
         self.policy = policy
         self.policy_path = policy_path
         self.grants = grants
@@ -128,7 +136,9 @@ class Gate:
                reason: str, session: str | None = None, events: int = 0,
                nbytes: int = 0, kind: str = "request") -> None:
         """Append one audit record; if it is not durable, nothing may be disclosed."""
-        rec = request_record(who, str(op), redact_args(args), allowed=allowed, reason=reason,
+        # Arguments are client text (reasons, selectors): redacted like any captured value.
+        rec = request_record(who, str(op), self.redactor.redact_fields(args), allowed=allowed,
+                             reason=reason,
                              session=session, events=events, bytes_disclosed=nbytes)
         rec["kind"] = kind
         try:

@@ -24,7 +24,7 @@ from collector.daemon import check, logs
 from collector.daemon.notify import notify, watchdog_interval
 from collector.errors import ConfigError, PeriscopeError
 from collector.proc.facts import Enricher
-from collector.proc.resolve import Resolver
+from collector.proc.resolve import Resolver, cgroup2_root
 from collector.serve.listen import listen_unix
 from collector.serve.server import Server
 from collector.serve.services import Services
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build(cfg: config.Config, procfs: str = "/proc", cgroot: str = "/sys/fs/cgroup"
+def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
           ) -> tuple[Services, Pipeline]:
     """Every part of the daemon, wired; nothing is started. Raises PeriscopeError."""
     from probes.trace import ProbeOptions, TargetSpec, TraceProbe
@@ -78,7 +78,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str = "/sys/fs/cgro
     grants = GrantStore(str(paths.grants))
     audit = AuditLog(str(paths.audit_log),
                      anchor=functools.partial(emit_anchor, anchor_file=str(paths.anchors)))
-    resolver = Resolver(procfs, cgroot)
+    resolver = Resolver(procfs, cgroot or cgroup2_root())
     enricher = Enricher(procfs)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
     router = Router()
@@ -91,7 +91,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str = "/sys/fs/cgro
                                                    capture.rate_limit), resolver)
     # The gate reads facts fresh for every decision: its own enricher, never the cache
     # the pipeline thread uses.
-    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver)
+    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor)
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(paths.audit_log),
                    anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,

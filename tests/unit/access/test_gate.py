@@ -23,6 +23,9 @@ from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver
 from collector.protocol import Op
 from collector.selectors import Level
+from redact import Redactor
+
+REDACTOR = Redactor.default()
 
 DATA_PROC = Path(__file__).parents[2] / "data" / "proc"
 POLICY = """
@@ -55,7 +58,7 @@ def gate(tmp_path: Path) -> Gate:
     policy_file.write_text(POLICY)
     return Gate(Policy.load(str(policy_file)), str(policy_file),
                 GrantStore(str(tmp_path / "grants.json")), AuditLog(str(tmp_path / "audit.log")),
-                Enricher(proc), Resolver(proc, tmp_path / "cg"))
+                Enricher(proc), Resolver(proc, tmp_path / "cg"), redactor=REDACTOR)
 
 
 def records(gate: Gate) -> list[dict[str, Any]]:
@@ -126,3 +129,23 @@ def test_policy_reload_keeps_the_old_policy_when_the_new_one_is_bad(gate: Gate) 
     assert gate.reload_policy() == f"loaded {gate.policy_path}"
     with pytest.raises(Denied):
         gate.check(SAM, Op.EVENTS, {})
+
+
+@pytest.mark.parametrize(("args", "kept", "hidden"), [
+    ({"pid": 12, "level": "payload", "targets": ["comm:nginx", "unit:shop.service"]},
+     {"pid": 12, "level": "payload", "targets": ["comm:nginx", "unit:shop.service"]}, ""),
+    ({"password": "hunter2", "API_KEY": "x1", "Authorization": "y2"}, {}, "hunter2"),
+    ({"reason": "INC-7 Bearer abcdefghijklmnopqrstuvwxyz0123456789"}, {}, "abcdefghijklmn"),
+    ({"reason": "see postgres://app:s3cretpw@db/x"}, {}, "s3cretpw"),
+    ({"nested": [{"token": 1}, "ok", {"card": "4111 1111 1111 1111"}]}, {}, "4111 1111"),
+])
+def test_audited_arguments_go_through_redaction(gate: Gate, args: dict[str, Any],
+                                                kept: dict[str, Any], hidden: str) -> None:
+    with pytest.raises(Denied):
+        gate.check(EVE, Op.EVENTS, args)
+    rec = records(gate)[-1]
+    for key, value in kept.items():
+        assert rec["args"][key] == value
+    if hidden:
+        assert hidden not in str(rec["args"])
+

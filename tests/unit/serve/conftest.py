@@ -24,7 +24,10 @@ from collector.proc.resolve import Resolver
 from collector.serve.services import Services
 from collector.serve.sessions import Router
 from collector.store.store import EventStore
+from redact import Redactor
 from tests.unit.pipeline_corpus import FakeRedactor
+
+REDACTOR = Redactor.default()
 
 DATA_PROC = Path(__file__).parents[2] / "data" / "proc"
 
@@ -145,7 +148,7 @@ def host(tmp_path: Path) -> Iterator[Host]:
     tracer = Tracer(new_probe, lambda cookie, cap: (cookie, cap), resolver)
     grants = GrantStore(str(tmp_path / "grants.json"))
     gate = Gate(Policy.from_toml(POLICY), None, grants, AuditLog(str(tmp_path / "audit.log")),
-                Enricher(proc), resolver)
+                Enricher(proc), resolver, redactor=REDACTOR)
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(tmp_path / "audit.log"),
                    anchors_path=str(tmp_path / "audit.anchors"), max_payload=256,
