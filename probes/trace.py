@@ -26,7 +26,7 @@ from probes.ringbuf import RingReader
 from probes.tls import TlsHooks
 
 __all__ = ["PROBE_DIR", "SOURCE", "TLS_SOURCE", "ProbeError", "ProbeOptions", "TargetSpec",
-           "TraceProbe", "cgroup_id"]
+           "TraceProbe"]
 
 log = logging.getLogger("periscope.probe")
 
@@ -202,9 +202,3 @@ class TraceProbe:
         while not self._stop.is_set():
             reader.drain()
             self._stop.wait(interval)
-
-
-def cgroup_id(path: str) -> int:
-    """cgroup v2 id of a cgroup directory (its kernfs inode number)."""
-    full = path if path.startswith("/sys/fs/cgroup") else "/sys/fs/cgroup/" + path.lstrip("/")
-    return os.stat(full).st_ino

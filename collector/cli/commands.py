@@ -37,10 +37,6 @@ def query_args(a: argparse.Namespace) -> Args:
     decision), --since as a unix timestamp, --limit."""
     targets: list[str] = a.targets or []
     args: Args = {"targets": targets, "limit": a.limit}
-    pids = [t for t in targets if t.startswith("pid:")]
-    if len(targets) == 1 and pids:
-        # Servers that predate targets-as-filters read one "pid"; harmless for newer ones.
-        args["pid"] = int(pids[0][len("pid:"):])
     if a.since is not None:
         args["since"] = a.since
     return _reason(a, args)

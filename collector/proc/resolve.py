@@ -12,6 +12,24 @@ from pathlib import Path
 from collector.selectors import Selector, parse_selector
 
 
+def cgroup2_root(mountinfo: str | Path = "/proc/self/mountinfo") -> str:
+    """Where the unified (v2) cgroup hierarchy is mounted: /sys/fs/cgroup on a pure v2 host,
+    /sys/fs/cgroup/unified on a hybrid one (systemd's legacy layout, as on this CI host)."""
+    found: list[str] = []
+    try:
+        text = Path(mountinfo).read_text()
+    except OSError:
+        return "/sys/fs/cgroup"
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if sep and right.split()[:1] == ["cgroup2"] and len(fields) > 4:
+            found.append(fields[4].replace("\\040", " "))
+    if "/sys/fs/cgroup" in found or not found:
+        return "/sys/fs/cgroup"
+    return found[0]
+
+
 class Resolver:
     """Looks processes up by pid, comm, exe, cgroup or systemd unit. Reads only."""
 

@@ -173,7 +173,7 @@ def test_query_args_carry_targets_since_limit() -> None:
     assert args["limit"] == 20 and args["reason"] == "INC-2" and "pid" not in args
     assert before - 7200 - 1 <= args["since"] <= time.time() - 7200
     a = parse("events", "-p", "7")
-    assert commands.query_args(a) == {"targets": ["pid:7"], "limit": 100, "pid": 7}
+    assert commands.query_args(a) == {"targets": ["pid:7"], "limit": 100}
     assert commands.query_args(parse("top")) == {"targets": [], "limit": 100}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.proc.resolve import Resolver
+from collector.proc.resolve import Resolver, cgroup2_root
 
 DATA_PROC = Path(__file__).parents[2] / "data" / "proc"
 
@@ -73,3 +73,22 @@ def test_default_roots_are_the_host() -> None:
     assert (r.procfs, r.cgroot) == (Path("/proc"), Path("/sys/fs/cgroup"))
     assert r.exists(os.getpid())
     assert os.getpid() in r.pids(f"pid:{os.getpid()}")
+
+
+HYBRID = """\
+25 31 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+33 25 0:28 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+34 33 0:29 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw
+35 33 0:30 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,name=systemd
+"""
+UNIFIED = "33 25 0:28 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw\n"
+
+
+@pytest.mark.parametrize(("text", "root"), [
+    (HYBRID, "/sys/fs/cgroup/unified"), (UNIFIED, "/sys/fs/cgroup"),
+    ("33 25 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n", "/sys/fs/cgroup"),
+])
+def test_cgroup2_root_follows_the_mount(tmp_path: Path, text: str, root: str) -> None:
+    (tmp_path / "mountinfo").write_text(text)
+    assert cgroup2_root(tmp_path / "mountinfo") == root
+    assert cgroup2_root(tmp_path / "missing") == "/sys/fs/cgroup"
