@@ -14,6 +14,9 @@ import struct
 import time
 from typing import Any, Protocol
 
+import orjson
+
+from collector.proc.facts import ProcFacts
 from collector.selectors import Level
 from probes.layout import (
     F_DATA_OUT,
@@ -28,6 +31,32 @@ from probes.layout import (
 )
 
 Event = dict[str, Any]  # JSON-ready; keys documented in docs/events.md
+
+
+class Batch:
+    """One pipeline batch as every sink gets it (on the sink thread, one sink after the
+    other): the redacted events, the facts of each event's process as read at capture (in
+    step with the events; None where none were read), and the events serialized once, as
+    one JSON array, for whichever sink needs them whole (the store, a session seeing all).
+    """
+
+    __slots__ = ("_json", "events", "procs")
+
+    def __init__(self, events: list[Event], procs: list[ProcFacts | None] | None = None
+                 ) -> None:
+        self.events = events
+        self.procs: list[ProcFacts | None] = procs if procs is not None else [None] * len(events)
+        self._json: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def json(self) -> bytes:
+        """orjson.dumps(events): one call per batch (0.6-1.3 µs per event here) instead of
+        one per event (2.3-2.9 µs)."""
+        if self._json is None:
+            self._json = orjson.dumps(self.events)
+        return self._json
 
 
 class StreamLike(Protocol):
