@@ -129,14 +129,16 @@ class Tracer:
         Raises CaptureError if the probe cannot load or the target cannot be added to the
         kernel filter, NotFound if the target does not exist.
         """
+        pre = self._preloading
+        if pre is not None and pre.is_alive():
+            # The compile under way: waiting beats starting another. Not under the lock,
+            # which the preload takes to hand its probe over.
+            pre.join()
         with self._lock:
             key = (kind, value)
             target = self._targets.get(key)
             pids = self._resolve(kind, value)
             if self._probe is None:
-                pre = self._preloading
-                if pre is not None and pre.is_alive():
-                    pre.join()  # the compile under way: waiting beats starting another
                 probe, self._spare = self._spare or self._factory(), None
                 try:
                     probe.load()

@@ -45,3 +45,26 @@ def test_without_preload_the_first_session_prepares(tmp_path: Path) -> None:
     t.acquire("s1", "pid", "4242", 0)
     assert len(made) == 1 and made[0].loaded
     t.close()
+
+
+def test_a_session_during_the_preload_waits_for_it_and_uses_its_probe(tmp_path: Path) -> None:
+    import threading
+
+    made: list[FakeProbe] = []
+    t = _tracer(tmp_path, made)
+    go = threading.Event()
+
+    class Slow(FakeProbe):
+        def prepare(self) -> None:
+            go.wait(5)  # the compile takes a while
+            super().prepare()
+
+    t._factory = lambda: made.append(Slow()) or made[-1]  # type: ignore[assignment,func-returns-value]
+    pre = t.preload()
+    done = threading.Thread(target=t.acquire, args=("s1", "pid", "4242", 0))
+    done.start()
+    go.set()
+    done.join(5)
+    assert not done.is_alive() and not pre.is_alive()  # no deadlock on the tracer's lock
+    assert t.attached and len(made) == 1 and made[0].loaded
+    t.close()
