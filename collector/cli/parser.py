@@ -140,7 +140,7 @@ QUERIES = {
              "payload starts an HTTP/1 request or response (captured at payload level)."),
     "top": ("busiest PID/syscall pairs", "Stored syscalls counted per process and syscall "
             "over the whole time range: count, errors, bytes, p50/p99 latency (from "
-            "quarter-octave histograms: within 19 %) and total latency, busiest first."),
+            "quarter-octave histograms: within 9 %) and total latency, busiest first."),
 }
 
 

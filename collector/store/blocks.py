@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -31,7 +33,8 @@ ZSTD_LEVEL = 1
 # Event kinds as bits of block_procs.kinds (a query for a kind skips blocks without it).
 KIND_BITS = {"syscall": 1, "tls": 2, "exec": 4, "fork": 8, "exit": 16, "data": 32}
 OTHER_KIND = 64       # records of the pipeline's observers (conn, l7, ...)
-SUB = 4               # latency buckets per octave: a percentile is within 19 % (2^(1/4))
+SUB = 4               # latency buckets per octave: a percentile is within 9 % (2^(1/8))
+_SUB = float(SUB)
 
 _compress = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress
 _decompressor = zstandard.ZstdDecompressor()
@@ -40,18 +43,20 @@ FactsKey = tuple[int, "str | None", "str | None", "str | None", "str | None"]
 
 
 def bucket(latency_us: float) -> int:
-    """The latency bucket of a duration in µs: SUB buckets per power of two (bucket b
-    holds [lower(b), lower(b + 1))); everything under 1 ns is bucket -40."""
-    if latency_us < 0.001:
-        return -40
-    m, e = math.frexp(latency_us)  # latency_us = m * 2**e, 0.5 <= m < 1
-    return (e - 1) * SUB + int((m * 2 - 1) * SUB)
+    """The latency bucket of a duration in µs: floor(SUB * log2(µs)), so bucket b holds
+    [lower(b), lower(b + 1)); everything under 1 ns is in the bucket of 1 ns."""
+    return math.floor(SUB * math.log2(max(latency_us, 0.001)))
+
+
+def buckets(latencies: list[float]) -> list[int]:
+    """bucket() of each, in C-level passes (map), ~0.1 µs per value."""
+    return list(map(math.floor, map(_SUB.__mul__, map(math.log2, map(max, latencies,
+                                                                      repeat(0.001))))))
 
 
 def lower(b: int) -> float:
     """The lowest latency (µs) in bucket b."""
-    e, sub = divmod(b, SUB)
-    return math.ldexp(1 + sub / SUB, e)
+    return float(2 ** (b / SUB))
 
 
 def percentile(hist: list[tuple[int, int]], q: float) -> float | None:
@@ -62,11 +67,13 @@ def percentile(hist: list[tuple[int, int]], q: float) -> float | None:
         return None
     want = q * total
     seen = 0
+    at = hist[-1][0]
     for b, c in hist:
         seen += c
         if seen >= want:
-            return round(math.sqrt(lower(b) * lower(b + 1)), 3)
-    return round(math.sqrt(lower(hist[-1][0]) * lower(hist[-1][0] + 1)), 3)
+            at = b
+            break
+    return round(2 ** ((at + 0.5) / SUB), 3)
 
 
 @dataclass
@@ -132,65 +139,90 @@ class BlockBuilder:
         self._account(batch.events, batch.procs)
 
     def _account(self, evs: list[Event], procs: list[Any]) -> None:
-        rows, stats, lat, errs = self.rows, self.stats, self.lat, self.errors
-        idx_append = self.idx.append
-        by_obj: dict[int, ProcRow] = {}  # id(ProcFacts) -> row, for this batch (objects live)
-        tmin, tmax = self.ts_min, self.ts_max
-        for ev, proc in zip(evs, procs, strict=True):
-            row = by_obj.get(id(proc)) if proc is not None else None
-            if row is None:
-                if proc is not None:
-                    key: FactsKey = (proc.pid, proc.comm, proc.unit, proc.exe, proc.cgroup)
-                else:  # no facts were read: what the event says of itself
-                    key = (ev["pid"], ev.get("comm"), ev.get("unit"), None, None)
+        """The batch's aggregates, column by column: list comprehensions and C-level
+        counting (Counter over zipped keys) instead of one Python step per field per
+        event (3 µs per event when it was a loop, ~1 µs now)."""
+        rows = self.rows
+        # The pipeline hands the same facts object for every event of a process in a batch.
+        row_of: dict[int, ProcRow] = {}
+        for proc in {id(p): p for p in procs}.values():
+            if proc is not None:
+                key = (proc.pid, proc.comm, proc.unit, proc.exe, proc.cgroup)
                 row = rows.get(key)
                 if row is None:
                     row = rows[key] = ProcRow(len(rows), key)
-                if proc is not None:
-                    by_obj[id(proc)] = row
-            i = row.idx
-            idx_append(i)
-            ts = ev["ts"]
-            if ts < tmin:
-                tmin = ts
-            if ts > tmax:
-                tmax = ts
-            row.n += 1
-            if ts < row.ts_min:
-                row.ts_min = ts
-            if ts > row.ts_max:
-                row.ts_max = ts
-            kind = ev["kind"]
-            row.kinds |= KIND_BITS.get(kind, OTHER_KIND)
-            if "payload" in ev:
-                row.payload += 1
-            sc = ev.get("syscall")
-            if sc is None:
-                continue
-            st = stats.get((i, sc))
+                row_of[id(proc)] = row
+        idxs: list[int] = []
+        for ev, proc in zip(evs, procs, strict=True):
+            row = row_of.get(id(proc)) if proc is not None else None
+            if row is None:  # no facts were read: what the event says of itself
+                key = (ev["pid"], ev.get("comm"), ev.get("unit"), None, None)
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = ProcRow(len(rows), key)
+            idxs.append(row.idx)
+        self.idx.extend(idxs)
+        by_idx = {r.idx: r for r in rows.values()}
+        tss = [ev["ts"] for ev in evs]
+        self.ts_min = min(self.ts_min, min(tss))
+        self.ts_max = max(self.ts_max, max(tss))
+        counts = Counter(idxs)
+        if len(counts) == 1:
+            (i,) = counts
+            spans = {i: (min(tss), max(tss))}
+        else:
+            spans = {}
+            for i, ts in zip(idxs, tss, strict=True):
+                lo_hi = spans.get(i)
+                spans[i] = (ts, ts) if lo_hi is None else (min(lo_hi[0], ts),
+                                                           max(lo_hi[1], ts))
+        for (i, kind) in set(zip(idxs, [ev["kind"] for ev in evs], strict=True)):
+            by_idx[i].kinds |= KIND_BITS.get(kind, OTHER_KIND)
+        for i, n in Counter([i for i, ev in zip(idxs, evs, strict=True)
+                             if "payload" in ev]).items():
+            by_idx[i].payload += n
+        for i, n in counts.items():
+            row = by_idx[i]
+            row.n += n
+            lo, hi = spans[i]
+            row.ts_min = min(row.ts_min, lo)
+            row.ts_max = max(row.ts_max, hi)
+        # Per (process, syscall): only events with a syscall (not exec/fork/exit/data).
+        sel = [j for j, ev in enumerate(evs) if "syscall" in ev]
+        if not sel:
+            return
+        if len(sel) != len(evs):
+            evs = [evs[j] for j in sel]
+            idxs = [idxs[j] for j in sel]
+        keys = list(zip(idxs, [ev["syscall"] for ev in evs], strict=True))
+        lats = [ev.get("latency_us", 0.0) for ev in evs]
+        stats, lat = self.stats, self.lat
+        for (i, sc, b), n in Counter(zip(idxs, [k[1] for k in keys], buckets(lats),
+                                         strict=True)).items():
+            lat[(i, sc, b)] = lat.get((i, sc, b), 0) + n
+        for k, n in Counter(keys).items():
+            st = stats.get(k)
             if st is None:
-                st = stats[(i, sc)] = Stat()
-            st.count += 1
-            lat_us = ev.get("latency_us", 0.0)
-            st.lat_sum += lat_us
-            b = (i, sc, bucket(lat_us))
-            lat[b] = lat.get(b, 0) + 1
+                st = stats[k] = Stat()
+            st.count += n
+        for k, ms in zip(keys, lats, strict=True):
+            stats[k].lat_sum += ms
+        for j, ev in enumerate(evs):
             err = ev.get("errno")
             if err is not None:
-                st.errors += 1
-                detail = ev.get("path") or ev.get("peer") or ""
-                ek = (i, sc, err, detail)
-                got = errs.get(ek)
+                i, sc = keys[j]
+                stats[keys[j]].errors += 1
+                ek = (i, sc, err, ev.get("path") or ev.get("peer") or "")
+                got = self.errors.get(ek)
                 if got is None:
-                    errs[ek] = [1, ts]
+                    self.errors[ek] = [1, ev["ts"]]
                 else:
                     got[0] += 1
-                    got[1] = max(got[1], ts)
+                    got[1] = max(got[1], ev["ts"])
             elif "direction" in ev:
                 ret = ev.get("ret", 0)
                 if ret > 0:
-                    st.bytes += ret
-        self.ts_min, self.ts_max = tmin, tmax
+                    stats[keys[j]].bytes += ret
 
     def build(self) -> Block:
         """The block of everything added (call once; then start a new builder)."""
