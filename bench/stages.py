@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.harness import REPO, PY, spread_f
+from bench.harness import PY, REPO, spread_f
 
 # Runs inside the measured tree's interpreter; prints one JSON line.
 _CHILD = r'''
