@@ -26,6 +26,7 @@ from collector.errors import ConfigError, PeriscopeError
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver, cgroup2_root
 from collector.serve.listen import listen_unix
+from collector.serve.profiles import Profiles
 from collector.serve.server import Server
 from collector.serve.services import Services
 from collector.serve.sessions import Router
@@ -95,7 +96,9 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(paths.audit_log),
                    anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
-                   session_queue=cfg.server.send_buffer_events)
+                   redactor=redactor, profiles=Profiles(cfg.server.max_profiles),
+                   session_queue=cfg.server.send_buffer_events,
+                   max_reply_bytes=cfg.server.max_reply_bytes)
     return svc, pipeline
 
 
@@ -134,6 +137,7 @@ async def serve(cfg: config.Config, started: float) -> None:
     notify("STOPPING=1")
     keepalive.cancel()
     await server.close()
+    svc.profiles.close()
     svc.tracer.close()  # detaches every probe
     pipeline.stop()
     svc.store.close()
