@@ -225,6 +225,11 @@ def internal_error() -> bytes:
                                           "message": INTERNAL_MESSAGE}})
 
 
+def event(ev: dict[str, Any]) -> bytes:
+    """One stream frame for a message built on the spot (a profile's progress)."""
+    return event_line(orjson.dumps(ev))
+
+
 def event_line(body: bytes) -> bytes:
     """The stream frame for an event already serialized (once, for the store too)."""
     return b'{"event":' + body + b"}\n"

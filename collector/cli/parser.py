@@ -291,20 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add = adder(sub, "")
     _trace(add)
-<<<<<<< HEAD
     for command in QUERIES:
         _query(add, command)
-    s = add("snapshot", "process facts and sockets of a PID, now",
-            "What a process is right now: parent, user, state, threads, memory, fds and its "
-            "inet sockets (no argv or paths: those would need redaction).")
-    s.add_argument("pid", type=pid, metavar="PID", help="the process")
-    _reason(s)
-=======
-    for name in QUERIES:
-        _query(add, name)
     _snapshot(add)
     _profile(add)
->>>>>>> main
     add("status", "daemon health: probes, targets, sessions, losses",
         "The daemon's health: uptime, probes, traced targets, live sessions, every counted "
         "loss, stored events and the audit head. Admins only by default.")
