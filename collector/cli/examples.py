@@ -73,8 +73,8 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
                 "busiest PID/syscall pairs, last 10 min"),
         Example("periscope top -c {cgroup} --limit 5",
                 "a cgroup's 5 busiest, everything stored"),
-        Example("periscope top -n {comm} --syscall write --since 1h",
-                "{comm}'s writes of the last hour, p50/p99"),
+        Example("periscope top -n {comm} --syscall read --since 1h",
+                "{comm}'s reads of the last hour, p50/p99"),
     ),
     "snapshot": (
         Example("periscope snapshot {pid}",
