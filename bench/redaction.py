@@ -121,6 +121,10 @@ class Case(NamedTuple):
     label: str
 
 
+CASES = ("256-one-shot", "256-stream", "256-stream/64", "4096-one-shot", "4096-stream",
+         "4096-stream/64", "feeds-64", "feeds-256", "write-loop")
+
+
 def cases(r: Redactor) -> dict[str, Case]:
     """Every measurement, by name, in print order (payloads are built and RE2 warmed here)."""
 
@@ -152,6 +156,7 @@ def cases(r: Redactor) -> dict[str, Case]:
     loop = bytes(97 + i % 26 for i in range(64))
     out["write-loop"] = Case(r.stream().feed, [loop] * 64, 64, "feeds",
                              "   64 B feeds, one stream, no line end (write loop)")
+    assert tuple(out) == CASES
     return out
 
 
@@ -238,6 +243,11 @@ def main() -> None:
     ap.add_argument("--against", type=Path, metavar="TREE",
                     help="A/B: compare with the checkout at TREE (e.g. a `git worktree` of "
                     "main), --runs rounds alternating the two, medians and spread")
+    ap.add_argument("--case", choices=CASES, help="fixed work instead of timing: run this "
+                    "case --passes times over its inputs, print nothing (to count "
+                    "instructions, e.g. under valgrind --tool=cachegrind; --passes 0 is the "
+                    "setup to subtract)")
+    ap.add_argument("--passes", type=int, default=1)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.against is not None:
@@ -248,6 +258,12 @@ def main() -> None:
     r = Redactor.default(redact_ips=args.all_options, sql_string_literals=args.all_options)
     if args.worker:
         _worker(r, args.seconds)
+        return
+    if args.case is not None:
+        case = cases(r)[args.case]
+        for _ in range(args.passes):
+            for p in case.inputs:
+                case.fn(p)
         return
     print(f"rules: {len(r.rules)} (options {'on' if args.all_options else 'off'}), engine: "
           f"RE2 set prefilter + re on candidates; best of {args.runs} x {args.seconds}s")
