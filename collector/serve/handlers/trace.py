@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from collector import protocol
 from collector.access.auth import Principal
 from collector.access.gate import Scope
-from collector.errors import AuditFailed, NotFound, PeriscopeError
+from collector.errors import AuditFailed, BadRequest, NotFound, PeriscopeError
 from collector.selectors import Level
 from collector.serve.services import Services
 from collector.serve.sessions import Session, new_session_id
@@ -63,6 +63,9 @@ def _open(svc: Services, sid: str, scope: Scope) -> set[int]:
 async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
     loop = asyncio.get_running_loop()
     d = scope.decision
+    frames = scope.args.get("frames", "event")
+    if frames not in protocol.FRAMES:
+        raise BadRequest(f'"frames" must be {" or ".join(protocol.FRAMES)}')
     sid = new_session_id()
     assert d.deadline is not None and d.duration is not None
     cookies = await loop.run_in_executor(None, _open, svc, sid, scope)
@@ -73,7 +76,7 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
     if not any(src.startswith("grant ") for src in d.sources):
         deadline = max(deadline, time.time() + d.duration)
     s = Session(sid, conn.who.user, conn.who.uid, cookies, d.level == Level.PAYLOAD, deadline,
-                d.sources, loop, svc.session_queue)
+                d.sources, loop, svc.session_queue, batched=frames == "batch")
     svc.router.add(s)
     writer = conn.writer
     writer.write(protocol.ok({"session": sid, "targets": list(d.targets),
@@ -121,11 +124,11 @@ async def _pump(svc: Services, s: Session, writer: asyncio.StreamWriter) -> None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(s.wakeup.wait(), min(left, 1.0))
             continue
-        frames = s.take()
-        if frames:
-            s.events += len(frames)
-            s.bytes += sum(n for _line, n in frames)
-            writer.write(b"".join([line for line, _n in frames]))
+        data, n, nbytes = s.take()
+        if data:
+            s.events += n
+            s.bytes += nbytes
+            writer.write(data)
         if s.ended is not None or not await _drain(svc, s, writer):
             return
 
