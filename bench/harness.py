@@ -62,8 +62,12 @@ def spread(xs: Sequence[float]) -> str:
 class Daemon:
     """periscoped in a temp dir (metrics off), like tests/root/conftest.start_daemon."""
 
-    def __init__(self, config_text: str = "", repo: Path = REPO) -> None:
+    def __init__(self, config_text: str = "", repo: Path = REPO,
+                 probe_cache: Path | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="periscope-bench-"))
+        if probe_cache is not None:  # a warm start: the compiled probes of an earlier run
+            (self.base / "state").mkdir(mode=0o700)
+            shutil.copytree(probe_cache, self.base / "state" / "probe-cache")
         self.sock = str(self.base / "run" / "periscope.sock")
         cfg = self.base / "periscope.toml"
         cfg.write_text('[metrics]\nlisten = ""\n' + config_text)

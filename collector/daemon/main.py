@@ -34,6 +34,7 @@ from collector.store.store import EventStore
 
 log = logging.getLogger("periscope.daemon")
 ANCHOR_EVERY_S = 60.0
+PROBE_CACHE = "probe-cache"  # under the state dir: compiled probes (probes/objcache.py)
 
 EPILOG = """examples:
   periscoped --check                      report kernel features and a verdict
@@ -84,8 +85,10 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
     router = Router()
     pipeline = Pipeline(redactor, [store, router], enricher, cfg.capture.queue_max)
+    # Compiled probes are cached under the state dir (root-only): a start with the same
+    # kernel, sources and bcc loads them with bpf(2) instead of compiling (~2-25 s).
     options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
-                           cfg.capture.poll_interval_ms / 1000)
+                           cfg.capture.poll_interval_ms / 1000, cache_dir=state / PROBE_CACHE)
     capture = cfg.capture
     tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
                     lambda cookie, cap: TargetSpec(cookie, cap, capture.sample_every,
