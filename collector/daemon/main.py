@@ -81,7 +81,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     audit = AuditLog(str(paths.audit_log),
                      anchor=functools.partial(emit_anchor, anchor_file=str(paths.anchors)))
     resolver = Resolver(procfs, cgroot or cgroup2_root())
-    enricher = Enricher(procfs)
+    enricher = Enricher(procfs, cgroup_path=resolver.cgroup_path)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
     router = Router()
     pipeline = Pipeline(redactor, [store, router], enricher, cfg.capture.queue_max)
