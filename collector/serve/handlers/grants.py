@@ -35,4 +35,8 @@ def grant_revoke(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     if not svc.grants.revoke(gid):
         raise NotFound(f"no active grant {gid[:16]!r}")
     ended = svc.router.end_where(lambda s: f"grant {gid}" in s.sources, "revoked")
-    return {"revoked": gid, "sessions_ended": ended}
+    out: dict[str, Any] = {"revoked": gid, "sessions_ended": ended}
+    req = svc.desk.grant_revoked(who, gid) if svc.desk is not None else None
+    if req is not None:  # the grant came from an access request: it ends as revoked
+        out["request"] = req.id
+    return out

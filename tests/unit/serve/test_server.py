@@ -18,7 +18,7 @@ import orjson
 from collector import config, protocol
 from collector.access.policy import Policy
 from collector.protocol import Fault, Op
-from collector.serve.dispatch import HANDLERS, Streaming, Unary
+from collector.serve.dispatch import HANDLERS, Rebind, Streaming, Unary
 from collector.serve.server import Server
 from tests.unit.serve.conftest import POLICY, Host
 
@@ -27,7 +27,8 @@ def test_every_op_has_exactly_one_handler_of_its_kind() -> None:
     assert set(HANDLERS) == set(Op)
     assert len(HANDLERS) == len(Op)
     for op, route in HANDLERS.items():
-        assert isinstance(route, Streaming if op.streaming else Unary), op
+        kind = Streaming if op.streaming else Rebind if op is Op.AUTH else Unary
+        assert isinstance(route, kind), op
     assert len({id(r.fn) for r in HANDLERS.values()}) == len(Op)  # no handler serves two ops
 
 
