@@ -75,6 +75,15 @@ def limit(text: str) -> int:
     return n
 
 
+def kinds(text: str) -> list[str]:
+    """'request,grant,break_glass' -> the names, each a lowercase word."""
+    names = [k.strip() for k in text.split(",") if k.strip()]
+    if not names or not all(k.replace("_", "").isalpha() and k.islower() for k in names):
+        raise argparse.ArgumentTypeError(f"expected kinds like request,grant,break_glass, "
+                                         f"got {text!r}")
+    return names
+
+
 def target(text: str) -> str:
     """A grant's target: any selector (unit:, cgroup:, comm:, exe:, pid:)."""
     try:
@@ -124,6 +133,11 @@ def _trace(add: Adder) -> None:
                    help="meta: syscalls, sizes, paths, peers; payload: plus redacted bytes "
                    "(default %(default)s)")
     _reason(t)
+    r = t.add_argument_group("with an access request")
+    r.add_argument("--request", metavar="ID", help="use this approved request: its target, "
+                   "level and reason unless given, until its grant ends")
+    r.add_argument("--wait", action="store_true",
+                   help="with --request: wait until it is approved, then start at once")
 
 
 QUERIES = {
@@ -166,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", default=os.environ.get("PERISCOPE_SOCKET", DEFAULT_SOCKET),
                    metavar="PATH", help="the daemon's socket (env PERISCOPE_SOCKET; default "
                    "%(default)s)")
+    p.add_argument("--id-token-file", metavar="PATH",
+                   help="an OIDC ID token to present (else env PERISCOPE_ID_TOKEN, else the "
+                   "one `periscope login` keeps)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
                            help="what to do (periscope COMMAND --help for details)")
 
@@ -231,7 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     sh = aadd("show", "the last audit records", "The newest audit records, oldest first.")
     sh.add_argument("--limit", type=limit, default=50, metavar="N",
                     help=f"how many records (1-{MAX_LIMIT}, default %(default)s)")
+    sh.add_argument("--since", type=since, metavar="TIME",
+                    help="only records after TIME: how long ago (7d, 2h) or an ISO time")
+    sh.add_argument("--kind", type=kinds, metavar="KIND[,KIND...]",
+                    help="only these kinds: an op family (request, grant, trace, audit, ...) "
+                    "or a record kind (break_glass, session_end, idp_auth, start, stop, "
+                    "policy_reload, crash_recovered)")
     aadd("verify", "verify the hash chain against its anchors",
          "Recompute the hash chain and compare it with the anchors (also sent to journald). "
          "Exit status 1 if the log was changed or truncated.")
+    from collector.cli import access  # it builds on this module's value types
+
+    access.add_commands(add, adder)
     return p
