@@ -73,10 +73,11 @@ class Desk:
 
     # -- audit ----------------------------------------------------------------------------
     def _audit(self, who: Principal, event: str, req: AccessRequest, why: str,
-               args: dict[str, Any] | None = None, kind: str = "request") -> dict[str, Any]:
+               args: dict[str, Any] | None = None, kind: str = "request",
+               session: str | None = None) -> dict[str, Any]:
         return self.gate.record(
             who, f"request.{event}", {"id": req.id, **(args or {})}, allowed=True,
-            reason=why, kind=kind,
+            reason=why, kind=kind, session=session,
             extra={"request": req.id, "state": req.state, "requester": req.requester,
                    "target": req.target, "level": str(req.level), "grant": req.grant})
 
@@ -225,7 +226,7 @@ class Desk:
                          "this session: trace its target")
         return self._commit(rid, lambda r: dataclasses.replace(r, used=r.used + 1),
                             lambda n: self._audit(who, "used", n, f"session {session}",
-                                                  {"session": session}), now)
+                                                  session=session), now)
 
     def break_glass(self, who: Principal, target: str, duration: float | None, reason: str,
                     now: float | None = None

@@ -27,7 +27,8 @@ def digest(data: bytes | str) -> str:
 
 
 def _record(kind: str, **fields: Any) -> dict[str, Any]:
-    return {"kind": kind, "op": kind, "user": DAEMON, "pid": os.getpid(), **fields}
+    return {"kind": kind, "op": kind, "uid": os.getuid(), "user": DAEMON, "pid": os.getpid(),
+            **fields}
 
 
 def start(audit: AuditLog, config_sha256: str, config_source: str,

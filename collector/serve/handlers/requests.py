@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from collector import protocol
@@ -16,7 +18,7 @@ from collector.access.auth import Principal
 from collector.access.gate import Scope
 from collector.access.idp import token_hash
 from collector.access.requests import AccessRequest
-from collector.errors import BadRequest, Denied, Unavailable
+from collector.errors import BadRequest, Denied, NotFound, Unavailable
 from collector.selectors import Level, SelectorError, parse_selector
 from collector.serve.handlers.trace import Conn
 from collector.serve.services import Services, desk_of, str_arg
@@ -53,6 +55,25 @@ def _text(args: dict[str, Any], key: str, required: bool = False) -> str:
     return v
 
 
+Handler = Callable[[Services, Principal, Scope], Any]
+
+
+def refusals_audited(fn: Handler) -> Handler:
+    """A step the desk refuses (self-approval, not a reviewer, not pending...) is an audit
+    record too: the gate allowed the op, this records that the step did not happen."""
+    @functools.wraps(fn)
+    def run(svc: Services, who: Principal, scope: Scope) -> Any:
+        try:
+            return fn(svc, who, scope)
+        except (Denied, BadRequest, NotFound) as err:
+            rid = scope.args.get("id")
+            svc.gate.record(who, str(scope.op), scope.args, allowed=False, reason=str(err),
+                            extra={"request": rid} if isinstance(rid, str) else None)
+            raise
+    return run
+
+
+@refusals_audited
 def create(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     a = scope.args
     try:
@@ -75,18 +96,21 @@ def show(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     return _reply(desk_of(svc).get(who, str_arg(scope.args, "id", "request.show")))
 
 
+@refusals_audited
 def approve(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     req, notes = desk_of(svc).review(who, str_arg(scope.args, "id", "request.approve"), True,
                                      _text(scope.args, "comment"))
     return _reply(req, notes)
 
 
+@refusals_audited
 def deny(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     req, notes = desk_of(svc).review(who, str_arg(scope.args, "id", "request.deny"), False,
                                      _text(scope.args, "reason", required=True))
     return _reply(req, notes)
 
 
+@refusals_audited
 def cancel(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     old = desk_of(svc).get(who, str_arg(scope.args, "id", "request.cancel"))
     req = desk_of(svc).cancel(who, old.id)
@@ -95,6 +119,7 @@ def cancel(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     return {**_reply(req), "sessions_ended": ended}
 
 
+@refusals_audited
 def break_glass(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     a = scope.args
     req, record, notes = desk_of(svc).break_glass(who, _target(a), _duration(a),

@@ -91,11 +91,14 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
                                    f"not started: {type(err).__name__}")
         raise
     counted_before = await loop.run_in_executor(None, loss_counters, svc)
-    # Role limits are session lengths: count from when probes are live, so a compile
-    # does not eat the session. A grant's expiry is absolute and is never extended.
-    deadline = d.deadline
-    if not any(src.startswith("grant ") for src in d.sources):
-        deadline = max(deadline, time.time() + d.duration)
+    # Session lengths count from when probes are live, so a compile does not eat the
+    # session; but a grant's expiry is absolute and is never extended.
+    used = {src[len("grant "):] for src in d.sources if src.startswith("grant ")}
+    ends = [g.expires for g in svc.grants.list(include_expired=True) if g.id in used]
+    # A grant revoked since the decision is gone from the store: no extension then.
+    cap = min(ends, default=float("inf")) if len(ends) == len(used) else \
+        min([d.deadline, *ends])
+    deadline = min(max(d.deadline, time.time() + d.duration), cap)
     s = Session(sid, conn.who.user, conn.who.uid, cookies, d.level == Level.PAYLOAD, deadline,
                 d.sources, loop, svc.session_queue)
     svc.router.add(s)
