@@ -180,15 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", default=os.environ.get("PERISCOPE_SOCKET", DEFAULT_SOCKET),
                    metavar="PATH", help="the daemon's socket (env PERISCOPE_SOCKET; default "
                    "%(default)s)")
-    p.add_argument("--id-token-file", metavar="PATH",
-                   help="an OIDC ID token to present (else env PERISCOPE_ID_TOKEN, else the "
-                   "one `periscope login` keeps)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
                            help="what to do (periscope COMMAND --help for details)")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true",
                         help="JSON lines (one object per line) instead of human output")
+    common.add_argument("--id-token-file", metavar="PATH",
+                        help="an OIDC ID token to present (else env PERISCOPE_ID_TOKEN, else "
+                        "the one `periscope login` keeps)")
 
     def adder(parent: argparse._SubParsersAction[argparse.ArgumentParser],
               prefix: str) -> Adder:

@@ -125,8 +125,9 @@ def test_request_reviewer_approves_wait_starts_at_once_and_ends_at_the_grant(
     ok = next(r for r in recs if r["op"] == "request.approved" and r["request"] == rid)
     used = next(r for r in recs if r["op"] == "request.used" and r["request"] == rid)
     start = next(r for r in recs if r["op"] == "trace" and r["session"] == used["session"])
-    end = next(r for r in recs if r["kind"] == "session_end"
-               and r["session"] == start["session"])
+    (end,) = wait_for(lambda: [r for r in audit_records(d) if r["kind"] == "session_end"
+                               and r["session"] == start["session"]], 20,
+                      what="the session's end to be audited")
     grant = approved["grant_expires"]
     print(f"approval -> session allowed: {start['time'] - ok['time']:.3f}s (daemon clock); "
           f"session end - grant expiry: {end['time'] - grant:+.3f}s")
