@@ -105,7 +105,9 @@ def decide(policy: Policy, grants: Iterable[Grant], principal: Principal, reques
     has_reason = bool(request.reason and request.reason.strip())
     roles = policy.roles_for(principal)
     with_op = [r for r in roles if op in r.ops]
-    usable = [r for r in with_op if has_reason or not r.require_reason]
+    # require_reason is about data access: a request's own steps (create carries a reason
+    # of its own; show, wait, cancel) and other untargeted ops do not need one.
+    usable = [r for r in with_op if has_reason or not r.require_reason or not op.targeted]
     # require_idp: without a verified identity-provider login the role counts at meta only.
     logged_in = principal.idp is not None and principal.idp.expires > now
     stepped = [r for r in usable if r.require_idp and not logged_in

@@ -96,6 +96,8 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
     "grant revoke": (
         Example("periscope grant revoke {grant}",
                 "end grant {grant} and its sessions now"),
+        Example("periscope grant revoke --all",
+                "emergency: end every grant and its sessions"),
     ),
     "audit show": (
         Example("periscope audit show --limit 20",

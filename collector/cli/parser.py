@@ -238,8 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     _reason(ga, required=True)
     gadd("list", "active grants", "Grants in force now, with who made them and when they end.")
     gr = gadd("revoke", "revoke a grant (ends its sessions now)",
-              "Revoke a grant: it stops applying now and every session it allowed ends.")
-    gr.add_argument("id", metavar="ID", help="the grant's id (from grant add or grant list)")
+              "Revoke a grant: it stops applying now and every session it allowed ends. "
+              "--all revokes every active grant (an emergency stop).")
+    which = gr.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", metavar="ID",
+                       help="the grant's id (from grant add or grant list)")
+    which.add_argument("--all", action="store_true", help="every active grant")
 
     au = add("audit", "read or verify the audit log (admin)",
              "The hash-chained audit log: every request, allowed or denied.", leaf=False)

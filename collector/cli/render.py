@@ -163,6 +163,11 @@ def grant_added(g: dict[str, Any]) -> None:
 
 
 def revoked(r: dict[str, Any]) -> None:
+    if isinstance(r["revoked"], list):  # grant revoke --all
+        print(f"revoked {_n(len(r['revoked']), 'grant')}"
+              + (f" ({', '.join(r['revoked'])})" if r["revoked"] else "")
+              + f"; {_n(r['sessions_ended'], 'session')} ended")
+        return
     print(f"revoked grant {r['revoked']}; {_n(r['sessions_ended'], 'session')} ended")
 
 
