@@ -118,3 +118,44 @@ def test_jwks_url_fetched_cached_and_unavailable(idp: FakeIdp, tmp_path: Path) -
     cold = Jwks("https://idp.example.test/keys", str(tmp_path / "none.json"), fetch=down)
     with pytest.raises(Unavailable, match="cannot load the identity provider's keys"):
         cold.key(idp.kid)
+
+
+def test_require_idp_role_allows_payload_only_after_a_login_and_idp_groups_bind() -> None:
+    from collector.access.auth import IdpIdentity, Principal
+    from collector.access.decide import Request, decide
+    from collector.access.policy import Policy
+    from collector.selectors import Level
+
+    policy = Policy.from_toml("""
+[roles.stepup]
+ops = ["trace"]
+max_level = "payload"
+targets = ["*"]
+require_idp = true
+
+[roles.dbre]
+ops = ["trace"]
+max_level = "payload"
+targets = ["comm:postgres"]
+
+[users]
+alice = ["stepup"]
+
+[idp_groups]
+"DB Reliability" = ["dbre"]
+""")
+    alice = Principal(1000, 1000, "alice", frozenset(), frozenset(), 1, None)
+    now = 1_800_000_000.0
+    login = IdpIdentity("00u-alice", "https://idp", "alice", frozenset({"DB Reliability"}),
+                        "ab" * 8, now + 600)
+    want = Request("trace", ("pid:1",), Level.PAYLOAD)
+    no = decide(policy, (), alice, want, {}, now)
+    assert no.allowed and no.level is Level.META
+    assert any("only after an identity-provider login" in n for n in no.narrowed), no.narrowed
+    yes = decide(policy, (), dataclasses.replace(alice, idp=login), want, {}, now)
+    assert yes.level is Level.PAYLOAD
+    stale = decide(policy, (), dataclasses.replace(alice, idp=login), want, {}, now + 601)
+    assert stale.level is Level.META  # an expired login no longer counts
+    assert [r.name for r in policy.roles_for(alice)] == ["stepup"]
+    assert [r.name for r in policy.roles_for(dataclasses.replace(alice, idp=login))] == [
+        "stepup", "dbre"]
