@@ -252,7 +252,9 @@ def _addr(a: Any) -> str:
 
 
 def whoami(w: dict[str, Any]) -> None:
-    print(f"{w['user']} (uid {w['uid']}), groups: {', '.join(w.get('groups', [])) or 'none'}")
+    print(f"{w['user']} (uid {w['uid']}), groups: {', '.join(w.get('groups', [])) or 'none'}"
+          + (f"; identity provider: {w['idp_login']['sub']} ({w['idp_login']['iss']})"
+             if w.get("idp_login") else ""))
 
 
 def audit_verified(r: dict[str, Any]) -> None:
