@@ -74,13 +74,12 @@ class Role:
     require_idp: bool = False   # payload through this role needs a verified IdP login
 
     def reviewer(self, principal: Principal) -> bool:
-        """Whether `principal` is named among this role's request reviewers (or none are)."""
-        if self.request is None:
-            return False
-        if not self.request.reviewers:
-            return True
-        return any(r[1:] in principal.group_names if r.startswith("@") else r == principal.user
-                   for r in self.request.reviewers)
+        """Whether `principal` is named among the reviewers of this role's requests; when
+        none are named, anyone whose own role may approve reviews them."""
+        named = self.request.reviewers if self.request is not None else ()
+        return not named or any(
+            r[1:] in principal.group_names if r.startswith("@") else r == principal.user
+            for r in named)
 
 
 @dataclass(frozen=True)

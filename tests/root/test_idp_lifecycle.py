@@ -141,6 +141,9 @@ def test_lifecycle_records_and_crash_recovery(workload: Any) -> None:
         t = TraceStream(d, "-p", str(w.pid), "-d", "5m")
         t.wait_started()
         sid = next(x for x in audit_records(d) if x["op"] == "trace")["session"]
+        r = d.cli("request", "create", "-p", str(w.pid), "--reason", "INC-5", "--json")
+        assert r.returncode == 0, r.stderr
+        pending = json.loads(r.stdout)["id"]
         d.proc.kill()
         d.proc.wait()
         t.proc.wait(30)
@@ -153,6 +156,9 @@ def test_lifecycle_records_and_crash_recovery(workload: Any) -> None:
         (end,) = [x for x in recs if x["kind"] == "session_end" and x["session"] == sid]
         assert end["reason"] == "crash" and end["uid"] == 0 and end["seq"] > crash["seq"]
         assert lifecycle(d)[-2:] == ["crash_recovered", "start"]
+        # Requests survive the restart (requests.json), still pending.
+        r = d.cli("request", "show", pending, "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["state"] == "pending", r
         r = d.cli("audit", "verify", "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["ok"], r.stdout
         # A clean stop: `stop`, and the next start recovers nothing.
