@@ -70,6 +70,8 @@ class Server:
     max_conns_per_uid: int
     max_conns: int
     send_buffer_events: int
+    max_profiles: int
+    max_reply_bytes: int
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "server.max_conns_per_uid": (1, 1 << 16),
     "server.max_conns": (1, 1 << 20),
     "server.send_buffer_events": (16, 1 << 20),
+    "server.max_profiles": (1, 64),
+    "server.max_reply_bytes": (1 << 20, 1 << 30),
     "export.otlp.timeout_s": (0.1, 300),
     "export.otlp.queue_size": (16, 1 << 20),
     "export.otlp.batch_size": (1, 1 << 16),

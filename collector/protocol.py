@@ -38,7 +38,8 @@ class OpKind(enum.Enum):
 
     IDENTITY = "identity"  # hello: no policy decision (anyone may ask who they are), audited
     ADMIN = "admin"        # allowed by a role's ops alone; no targets
-    LIVE = "live"          # targets resolved against the processes running now (trace, snapshot)
+    LIVE = "live"          # targets resolved against the processes running now (trace,
+                           # snapshot, profile)
     STORED = "stored"      # stored rows, matched on the facts stored with each row
 
 
@@ -74,6 +75,7 @@ class Op(str, enum.Enum):
     STATUS = ("status", OpKind.ADMIN)
     TRACE = ("trace", OpKind.LIVE, True)
     SNAPSHOT = ("snapshot", OpKind.LIVE)
+    PROFILE = ("profile", OpKind.LIVE, True)
     EVENTS = ("events", OpKind.STORED)
     CONNS = ("conns", OpKind.STORED)
     TOP = ("top", OpKind.STORED)

@@ -11,14 +11,15 @@ from typing import Any
 
 import orjson
 
-from collector.cli import access, login, render
+from collector.cli import access, debug, login, render
 from collector.cli.client import ClientError, Connection, check_reply
 from collector.cli.parser import build_parser
 
 # Command -> wire op name, in one place (collector.protocol owns the names themselves).
 OPS: dict[str, str] = {
     "trace": "trace", "events": "events", "errors": "errors", "conns": "conns",
-    "http": "http", "top": "top", "snapshot": "snapshot", "status": "status",
+    "http": "http", "top": "top", "snapshot": "snapshot", "profile": "profile",
+    "status": "status",
     "whoami": "hello", "grant add": "grant.add", "grant list": "grant.list",
     "grant revoke": "grant.revoke", "audit show": "audit.show", "audit verify": "audit.verify",
     "request create": "request.create", "request list": "request.list",
@@ -72,7 +73,6 @@ def _none(a: argparse.Namespace) -> Args:
 SIMPLE: dict[str, Simple] = {
     **{q: Simple(query_args, render.events) for q in ("events", "errors", "conns", "http")},
     "top": Simple(query_args, render.top),
-    "snapshot": Simple(lambda a: _reason(a, {"targets": [f"pid:{a.pid}"]}), render.snapshot),
     "status": Simple(_none, render.status),
     "whoami": Simple(_none, render.whoami),
     "grant add": Simple(lambda a: {"principal": a.principal, "target": a.target,
@@ -216,7 +216,8 @@ def run_login(a: argparse.Namespace) -> int:
 
 # Every leaf command of the parser -> its handler. An unknown command is an error.
 DISPATCH: dict[str, Callable[[argparse.Namespace], int]] = {
-    "trace": run_trace, "login": run_login, **{name: run_simple for name in SIMPLE},
+    "trace": run_trace, "login": run_login, "snapshot": debug.run_snapshot,
+    "profile": debug.run_profile, **{name: run_simple for name in SIMPLE},
 }
 
 

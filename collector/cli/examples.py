@@ -24,6 +24,8 @@ SAMPLE: dict[str, str] = {
     "grant": "3f9c01ab",
     "reason": "INC-1234",
     "time": "2026-11-29T10:00",
+    "file": "snap.json",
+    "svg": "cpu.svg",
     "request": "7c2e9d10",
 }
 
@@ -71,7 +73,17 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
     ),
     "snapshot": (
         Example("periscope snapshot {pid}",
-                "PID {pid} now: facts and open sockets"),
+                "PID {pid} now: files, sockets, memory, env names"),
+        Example("periscope snapshot {pid} -o {file}",
+                "the whole redacted snapshot as JSON (0600)"),
+    ),
+    "profile": (
+        Example("periscope profile -p {pid} -d 5s",
+                "PID {pid}'s hottest functions, 5 s at 99 Hz"),
+        Example("periscope profile -u {unit} -d 5s --svg {svg}",
+                "a unit's flame graph, for a browser"),
+        Example("periscope profile -n {comm} -d 3s -F 49 --folded",
+                "folded stacks for flamegraph.pl/speedscope"),
     ),
     "status": (
         Example("periscope status",

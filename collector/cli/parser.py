@@ -14,12 +14,15 @@ from collector.selectors import SelectorError, parse_duration, parse_selector
 
 DEFAULT_SOCKET = "/run/periscope/periscope.sock"
 MAX_LIMIT = 10000  # what the server accepts for "limit"
+MAX_PROFILE_S = 600  # the daemon's longest profile (collector.profile.MAX_DURATION_S)
+MAX_FREQ = 1000      # Hz (collector.profile.MAX_FREQ)
 
 EXIT_STATUS = """exit status:
   0  done
   1  audit verify: the audit log was changed or truncated
   2  an error; the message on stderr says which
-  3  a trace session was ended early (grant revoked, daemon stopping, client too slow)"""
+  3  a trace session or a profile was ended early (grant revoked, daemon stopping,
+     client too slow)"""
 
 
 # -- value types: each returns the normalised value or raises ArgumentTypeError -------
@@ -96,11 +99,12 @@ def target(text: str) -> str:
 Adder = Callable[..., argparse.ArgumentParser]
 
 
-def _targets(p: argparse.ArgumentParser, live: bool) -> None:
+def _targets(p: argparse.ArgumentParser, live: bool, verb: str = "trace") -> None:
     """-p/-n/-u/-c, repeatable, all into one ordered list of selector strings."""
     g = p.add_argument_group("targets (repeatable; any of them matches)" if live else
                              "filters (repeatable; a row matching any of them is shown)")
-    what, kids = ("trace", " and the children it forks") if live else ("only", "")
+    what, kids = (verb, " and the children it forks" if verb == "trace" else "") if live \
+        else ("only", "")
     g.add_argument("-p", "--pid", dest="targets", action="append", type=selector("pid"),
                    metavar="PID", help=f"{what} this process{kids}")
     g.add_argument("-n", "--name", dest="targets", action="append", type=selector("comm"),
@@ -138,6 +142,61 @@ def _trace(add: Adder) -> None:
                    "level and reason unless given, until its grant ends")
     r.add_argument("--wait", action="store_true",
                    help="with --request: wait until it is approved, then start at once")
+
+
+def profile_duration(text: str) -> int:
+    """A profile's -d: a duration of at most 10 minutes."""
+    seconds = duration(text)
+    if seconds > MAX_PROFILE_S:
+        raise argparse.ArgumentTypeError(f"a profile lasts at most {MAX_PROFILE_S // 60} "
+                                         f"minutes, got {text!r}")
+    return seconds
+
+
+def frequency(text: str) -> int:
+    try:
+        hz = int(text)
+    except ValueError:
+        hz = 0
+    if not 1 <= hz <= MAX_FREQ:
+        raise argparse.ArgumentTypeError(f"must be a whole number of Hz from 1 to {MAX_FREQ}, "
+                                         f"got {text!r}")
+    return hz
+
+
+def _snapshot(add: Adder) -> None:
+    s = add("snapshot", "a process's whole state now, redacted",
+            "A read-only, redacted picture of one process now, read from procfs (never "
+            "attached to, never its memory): identity and parents, cgroup and namespaces, "
+            "threads, open fds and sockets, memory and mapped libraries (TLS flagged), limits, "
+            "IO, the environment (values redacted) and the failed syscalls the daemon stored "
+            "for it. A summary by default; -o writes the whole snapshot as JSON.")
+    s.add_argument("pid", type=pid, metavar="PID", help="the process")
+    s.add_argument("-o", "--output", metavar="FILE",
+                   help="also write the whole snapshot as JSON to FILE (mode 0600, replaced "
+                   "atomically)")
+    _reason(s)
+
+
+def _profile(add: Adder) -> None:
+    p = add("profile", "where processes spend their CPU: sampled stacks",
+            "Sample the on-CPU stacks (user and kernel) of processes with BPF, F times a "
+            "second for a while, then show the functions that were on the CPU most. Read-"
+            "only (nothing is written to or signalled in the targets) and meta level: frame "
+            "names, redacted, never data. Ctrl-C stops early and shows what was sampled.")
+    _targets(p, live=True, verb="profile")
+    p.add_argument("-d", "--duration", type=profile_duration, default=10, metavar="DURATION",
+                   help="how long to sample, e.g. 10s, 1m (at most 10m; default 10s, "
+                   "within your role's limit)")
+    p.add_argument("-F", "--frequency", type=frequency, default=99, metavar="HZ",
+                   help=f"samples per second on each CPU (1-{MAX_FREQ}, default %(default)s)")
+    p.add_argument("--folded", action="store_true",
+                   help="print folded stacks (flamegraph.pl, inferno, speedscope read them) "
+                   "instead of the top frames")
+    p.add_argument("--svg", metavar="FILE",
+                   help="also write an interactive flame graph (SVG, opens in a browser; "
+                   "mode 0600)")
+    _reason(p)
 
 
 QUERIES = {
@@ -209,11 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     _trace(add)
     for name in QUERIES:
         _query(add, name)
-    s = add("snapshot", "process facts and sockets of a PID, now",
-            "What a process is right now: parent, user, state, threads, memory, fds and its "
-            "inet sockets (no argv or paths: those would need redaction).")
-    s.add_argument("pid", type=pid, metavar="PID", help="the process")
-    _reason(s)
+    _snapshot(add)
+    _profile(add)
     add("status", "daemon health: probes, targets, sessions, losses",
         "The daemon's health: uptime, probes, traced targets, live sessions, every counted "
         "loss, stored events and the audit head. Admins only by default.")

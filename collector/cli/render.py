@@ -232,23 +232,8 @@ def status(s: dict[str, Any]) -> None:
     print(f"audit:      {head[0]:,} records, head {str(head[1])[:12]}")
 
 
-def snapshot(s: dict[str, Any]) -> None:
-    print(f"pid {s['pid']} ({s.get('comm')}), parent {s.get('ppid')}, user {s.get('user')}, "
-          f"{s.get('status')}")
-    print(f"{_n(s.get('threads', 0), 'thread')}, rss {fmt_bytes(s.get('rss', 0))}, "
-          f"{_n(s.get('fds', 0), 'fd')}")
-    table(s.get("connections") or [],
-          [Col("fd", "FD", right=True), Col("family", "FAMILY"),
-           Col("laddr", "LOCAL", _addr), Col("raddr", "REMOTE", _addr), Col("status", "STATE")],
-          empty="(no inet sockets)")
-
-
 def _n(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
-def _addr(a: Any) -> str:
-    return f"{a[0]}:{a[1]}" if isinstance(a, list) and len(a) == 2 else str(a)
 
 
 def whoami(w: dict[str, Any]) -> None:

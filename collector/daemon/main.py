@@ -33,6 +33,7 @@ from collector.errors import ConfigError, PeriscopeError
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver, cgroup2_root
 from collector.serve.listen import listen_unix
+from collector.serve.profiles import Profiles
 from collector.serve.server import Server
 from collector.serve.services import Services
 from collector.serve.sessions import Router
@@ -105,7 +106,9 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(paths.audit_log),
                    anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
-                   session_queue=cfg.server.send_buffer_events, counters=counters, desk=desk,
+                   redactor=redactor, profiles=Profiles(cfg.server.max_profiles),
+                   session_queue=cfg.server.send_buffer_events,
+                   max_reply_bytes=cfg.server.max_reply_bytes, counters=counters, desk=desk,
                    idp=idp.build(cfg.idp, str(state / "idp-jwks.json")))
     return svc, pipeline
 
@@ -163,6 +166,7 @@ async def serve(cfg: config.Config, started: float) -> None:
     keepalive.cancel()
     sessions = len(svc.router.sessions)
     await server.close()
+    svc.profiles.close()
     svc.tracer.close()  # detaches every probe
     pipeline.stop()
     svc.store.close()

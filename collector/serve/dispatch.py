@@ -15,7 +15,16 @@ from typing import Any
 from collector.access.auth import Principal
 from collector.access.gate import Scope
 from collector.protocol import Op
-from collector.serve.handlers import audit, grants, queries, requests, status, trace
+from collector.serve.handlers import (
+    audit,
+    grants,
+    profile,
+    queries,
+    requests,
+    snapshot,
+    status,
+    trace,
+)
 from collector.serve.handlers.trace import Conn
 from collector.serve.services import Services
 
@@ -44,7 +53,8 @@ HANDLERS: Mapping[Op, Route] = MappingProxyType({
     Op.HELLO: Unary(status.hello),
     Op.STATUS: Unary(status.status),
     Op.TRACE: Streaming(trace.trace),
-    Op.SNAPSHOT: Unary(queries.snapshot),
+    Op.SNAPSHOT: Unary(snapshot.snapshot),
+    Op.PROFILE: Streaming(profile.profile),
     Op.EVENTS: Unary(queries.events),
     Op.CONNS: Unary(queries.conns),
     Op.TOP: Unary(queries.top),

@@ -47,6 +47,7 @@ class Server:
     async def close(self) -> None:
         self.closing = True
         self.svc.router.end_where(lambda s: True, "shutdown")
+        self.svc.profiles.stop_all("shutdown")  # each ends with what it sampled
         if self._server is not None:
             self._server.close()
         for t in list(self._tasks):

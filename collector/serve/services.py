@@ -14,7 +14,9 @@ from collector.access.idp import Verifier
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
 from collector.errors import BadRequest, Unavailable
+from collector.serve.profiles import Profiles
 from collector.serve.sessions import Router
+from collector.snapshot.context import TextRedactor
 from collector.store.store import EventStore
 
 
@@ -31,7 +33,10 @@ class Services:
     audit_path: str
     anchors_path: str
     max_payload: int
+    redactor: TextRedactor     # the daemon's Redactor: snapshots and profile frame names
+    profiles: Profiles
     session_queue: int = 4096  # frames a trace session may have queued (server config)
+    max_reply_bytes: int = 8 << 20  # a snapshot's or profile's reply (server config)
     started: float = field(default_factory=time.time)
     counters: Counter[str] = field(default_factory=Counter)
     desk: Desk | None = None        # access requests and break-glass (access/desk.py)

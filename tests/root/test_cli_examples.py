@@ -48,7 +48,12 @@ WORKLOAD = r"""
 import http.client, http.server, sys, threading, time
 open("/proc/self/comm", "w").write(sys.argv[1])  # before any thread: they inherit it
 port = int(sys.argv[2])
+def busy():  # a few % of a CPU in short bursts: something for the profile examples to sample
+    while True:
+        sum(i * i for i in range(200000))
+        time.sleep(0.2)
 if port == 0:
+    threading.Thread(target=busy, daemon=True).start()
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers()
@@ -206,7 +211,8 @@ def world() -> Iterator[World]:
         values = {**examples.SAMPLE, "pid": str(main.pid), "comm": COMM, "unit": unit,
                   "cgroup": "/" + str(cg[0].relative_to(cg[1])) if cg else "/none",
                   "user": user, "group": TEST_GROUP, "reason": "INC-1234",
-                  "time": ago.strftime("%Y-%m-%dT%H:%M")}
+                  "time": ago.strftime("%Y-%m-%dT%H:%M"), "file": str(base / "snap.json"),
+                  "svg": str(base / "cpu.svg")}
         w = World(d, main, other, values, cg[0] if cg else None, cg is not None,
                   pwd.getpwnam(user).pw_uid, issuer)
         # Stored queries need stored rows of both workloads, interleaved, all along: one
@@ -437,8 +443,57 @@ def check_top_cgroup(w: World, line: str) -> None:
 def check_snapshot(w: World, line: str) -> None:
     r = run_once(w, line)
     assert r.rc == 0, r.err
-    assert r.out.startswith(f"pid {pid_of(w)} ({COMM}), parent {os.getpid()}, user root"), r.out
-    assert "LISTEN" in r.out and "127.0.0.1:" in r.out, r.out
+    assert r.out.startswith(f"pid {pid_of(w)} {COMM}: snapshot taken "), r.out
+    assert f"parents {os.getpid()} " in r.out, r.out
+    assert re.search(r"inet stream +127\.0\.0\.1:\d+ LISTEN", r.out), r.out
+    assert "environ " in r.out  # names only: values are never in the summary
+
+
+def check_snapshot_file(w: World, line: str) -> None:
+    path = Path(w.values["file"])
+    r = run_once(w, line)
+    assert r.rc == 0, r.err
+    assert r.out.startswith(f"pid {pid_of(w)} {COMM}: snapshot taken ") and path.name in r.err
+    assert path.stat().st_mode & 0o777 == 0o600
+    snap = json.loads(path.read_text())
+    assert (snap["schema"], snap["pid"], snap["identity"]["comm"]) == (1, pid_of(w), COMM)
+    # (SECRET is a bare argv word of the workload: no redaction rule can know it is one;
+    # test_debug_ops.py checks environment secrets, argv flags and paths.)
+
+
+def _profiled(w: World, line: str) -> tuple[Run, int]:
+    r = run_once(w, line)
+    assert r.rc == 0, r.err
+    m = re.search(r"profile ended \(done\): ([\d,]+) samples in [\d.]+ s at (\d+) Hz", r.err)
+    assert m and int(m.group(1).replace(",", "")) > 0, r.err
+    assert SECRET not in r.out + r.err
+    return r, int(m.group(1).replace(",", ""))
+
+
+def check_profile_pid(w: World, line: str) -> None:
+    r, samples = _profiled(w, line)
+    rows = [ln.split() for ln in r.out.splitlines()]
+    assert rows[0] == ["SELF", "SELF%", "TOTAL%", "FRAME"], r.out
+    assert sum(int(x[0].replace(",", "")) for x in rows[1:] if x[0][0].isdigit()) <= samples
+    assert float(rows[1][1].rstrip("%")) > 0, r.out
+
+
+def check_profile_unit_svg(w: World, line: str) -> None:
+    if not w.daemon_sees_cgroup:
+        pytest.skip("no cgroup v2 hierarchy on this host")
+    _profiled(w, line)
+    svg = Path(w.values["svg"])
+    assert svg.stat().st_mode & 0o777 == 0o600
+    text = svg.read_text()
+    assert text.startswith("<?xml") and f">{COMM} (" in text and OTHER_COMM not in text
+
+
+def check_profile_folded(w: World, line: str) -> None:
+    r, samples = _profiled(w, line)
+    assert "at 49 Hz" in r.err
+    lines = r.out.splitlines()
+    assert lines and all(ln.startswith(f"{COMM};") for ln in lines), lines[:5]
+    assert sum(int(ln.rsplit(" ", 1)[1]) for ln in lines) == samples
 
 
 def check_status(w: World, line: str) -> None:
@@ -652,6 +707,10 @@ CHECKS: dict[str, Callable[[World, str], None]] = {
     "periscope top --since 10m": check_top,
     "periscope top -c {cgroup} --limit 500": check_top_cgroup,
     "periscope snapshot {pid}": check_snapshot,
+    "periscope snapshot {pid} -o {file}": check_snapshot_file,
+    "periscope profile -p {pid} -d 5s": check_profile_pid,
+    "periscope profile -u {unit} -d 5s --svg {svg}": check_profile_unit_svg,
+    "periscope profile -n {comm} -d 3s -F 49 --folded": check_profile_folded,
     "periscope status": check_status,
     "periscope status --json": check_status_json,
     "periscope whoami": check_whoami,

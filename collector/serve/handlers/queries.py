@@ -1,4 +1,4 @@
-"""Handlers of stored queries (events, errors, conns, http, top) and the live snapshot.
+"""Handlers of stored queries (events, errors, conns, http, top).
 
 A stored query runs under the request's decision: the gate said which selectors the
 caller may see at which level, the requested targets filter on top, and the store
@@ -12,7 +12,7 @@ from typing import Any
 from collector.access.auth import Principal
 from collector.access.gate import Scope
 from collector.capture.events import Event
-from collector.errors import BadRequest, NotFound
+from collector.errors import BadRequest
 from collector.selectors import parse_selector
 from collector.serve.services import Services, int_arg
 from collector.store.query import MAX_LIMIT, Query
@@ -67,27 +67,3 @@ def top(svc: Services, who: Principal, scope: Scope) -> list[dict[str, Any]]:
         row["bytes"] += max(0, e["ret"]) if "direction" in e else 0
         row["total_us"] = round(row["total_us"] + e.get("latency_us", 0), 3)
     return sorted(agg.values(), key=lambda r: -r["count"])
-
-
-def snapshot(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
-    import psutil
-
-    targets = [t for t in scope.decision.targets if t.startswith("pid:")]
-    if not targets:
-        raise BadRequest("snapshot needs a pid target")
-    pid = int(targets[0][4:])
-    try:
-        p = psutil.Process(pid)
-        with p.oneshot():
-            info: dict[str, Any] = {"pid": pid, "ppid": p.ppid(), "comm": p.name(),
-                                    "user": p.username(), "status": p.status(),
-                                    "threads": p.num_threads(), "rss": p.memory_info().rss,
-                                    "fds": p.num_fds()}
-        info["connections"] = [
-            {"fd": c.fd, "family": c.family.name, "laddr": list(c.laddr),
-             "raddr": list(c.raddr) if c.raddr else None, "status": c.status}
-            for c in p.net_connections(kind="inet")]
-    except psutil.NoSuchProcess as err:
-        raise NotFound(f"no process with pid {pid}") from err
-    # argv/paths are not included: they would need redaction and are not needed here.
-    return info

@@ -47,6 +47,8 @@ def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
         "targets": svc.tracer.targets(),
         "sessions": [{"id": s.id, "user": s.user, "events": s.events,
                       "deadline": s.deadline} for s in list(svc.router.sessions.values())],
+        "profiles": [{"id": r.id, "user": r.user, "sampled_s": round(r.elapsed(), 1)}
+                     for r in svc.profiles.running()],
         "kernel": svc.tracer.stats(),
         "tls_attach_failed": svc.tracer.tls_failures(),
         "pipeline": dict(svc.pipeline.counters) | {"backlog": svc.pipeline.backlog()},
