@@ -54,6 +54,7 @@ class Capture:
     queue_max: int
     sample_every: int
     rate_limit: int
+    preload: bool
 
 
 @dataclass(frozen=True)

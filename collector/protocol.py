@@ -3,6 +3,8 @@
 One request per line: {"op": NAME, "args": {...}}. Replies are lines too:
   {"ok": true, "result": ...}                  a single reply, or
   {"event": {...}} ... {"end": {...}}          a stream (trace), ended by "end", or
+  {"n": N, "events": [{...}, ...]} ... {"end"}  the same stream in batches, for a trace
+                                               request with "frames": "batch", or
   {"ok": false, "error": {"code", "name", "message"}}
 Never pickle, never a traceback on the wire.
 """
@@ -236,12 +238,23 @@ def internal_error() -> bytes:
 
 
 def event(ev: dict[str, Any]) -> bytes:
+    """One stream frame for a message built on the spot (a profile's progress)."""
     return event_line(orjson.dumps(ev))
 
 
 def event_line(body: bytes) -> bytes:
     """The stream frame for an event already serialized (once, for the store too)."""
     return b'{"event":' + body + b"}\n"
+
+
+def events_frame(body: bytes, n: int) -> bytes:
+    """The batch stream frame: `body` is a JSON array of n events already serialized."""
+    return b'{"n":%d,"events":%b}\n' % (n, body)
+
+
+# A trace request's "frames": one {"event"} line per event (the default, what clients
+# before batches read) or {"events"} batches (one line per pipeline batch and session).
+FRAMES = ("event", "batch")
 
 
 def end(info: dict[str, Any]) -> bytes:

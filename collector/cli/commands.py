@@ -40,18 +40,29 @@ def _reason(a: argparse.Namespace, args: Args) -> Args:
 
 def query_args(a: argparse.Namespace) -> Args:
     """events/errors/conns/http/top: selectors as targets (filters under the caller's
-    decision), --since as a unix timestamp, --limit."""
+    decision), --since/--until as unix timestamps, the command's own filters, --limit."""
     targets: list[str] = a.targets or []
     args: Args = {"targets": targets, "limit": a.limit}
-    if a.since is not None:
-        args["since"] = a.since
+    for key in ("since", "until", "kind", "syscall", "errno", "before"):
+        value = getattr(a, key, None)
+        if value:
+            args[key] = value
+    if a.command == "events":
+        args["page"] = True  # {"events", "more", "next"}: the note on older matches
     return _reason(a, args)
+
+
+def _json_page(page: dict[str, Any]) -> None:
+    render.json_lines(page["events"])
+    render.page_note(page)
 
 
 def trace_args(a: argparse.Namespace) -> Args:
     if not a.targets:
         raise ClientError("trace needs a target: -p PID, -n NAME, -u UNIT or -c CGROUP")
-    args: Args = {"targets": a.targets, "level": a.level}
+    # Batches: one line per delivery instead of one per event (the daemon serializes each
+    # batch once); a daemon from before batches ignores the key and sends {"event"} lines.
+    args: Args = {"targets": a.targets, "level": a.level, "frames": "batch"}
     if a.duration:
         args["duration"] = a.duration
     return _reason(a, args)
@@ -71,7 +82,9 @@ def _none(a: argparse.Namespace) -> Args:
 
 
 SIMPLE: dict[str, Simple] = {
-    **{q: Simple(query_args, render.events) for q in ("events", "errors", "conns", "http")},
+    "events": Simple(query_args, render.event_page),
+    **{q: Simple(query_args, render.events) for q in ("conns", "http")},
+    "errors": Simple(query_args, render.errors),
     "top": Simple(query_args, render.top),
     "status": Simple(_none, render.status),
     "whoami": Simple(_none, render.whoami),
@@ -112,7 +125,7 @@ def run_simple(a: argparse.Namespace) -> int:
     finally:
         conn.close()
     if a.json:
-        render.json_lines(result)
+        (_json_page if a.command == "events" else render.json_lines)(result)
     else:
         cmd.show(result)
     return 1 if cmd.failed(result) else 0
@@ -170,13 +183,17 @@ def run_trace(a: argparse.Namespace) -> int:
         if not a.json:
             printer.header()
         for msg in lines:
-            if "event" in msg:
-                received += 1
+            batch = msg.get("events")
+            if batch is None and "event" in msg:
+                batch = [msg["event"]]
+            if batch is not None:
+                received += len(batch)
                 if a.json:
-                    sys.stdout.write(orjson.dumps(msg["event"]).decode() + "\n")
+                    sys.stdout.write("".join([orjson.dumps(ev).decode() + "\n" for ev in batch]))
                     sys.stdout.flush()
                 else:
-                    printer.row(msg["event"])
+                    for ev in batch:
+                        printer.row(ev)
             elif "end" in msg:
                 e = msg["end"]
                 _say(f"session ended ({e['reason']}): {e['events']} events")

@@ -50,12 +50,18 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
                 "the last 50 stored events of PID {pid}"),
         Example("periscope events -n {comm} --since 15m --json",
                 "{comm}'s events of the last 15 min, JSON"),
+        Example("periscope events -p {pid} --syscall openat --errno ENOENT",
+                "PID {pid}'s opens that found no file"),
+        Example("periscope events --kind exec --since {time} --until 1m",
+                "execs from a local time until a minute ago"),
     ),
     "errors": (
         Example("periscope errors --since 1h",
-                "failed syscalls of the last hour"),
+                "failed syscalls of the last hour, grouped"),
         Example("periscope errors -u {unit} --since {time}",
-                "a unit's failed syscalls since a local time"),
+                "a unit's failures since a local time"),
+        Example("periscope errors -p {pid} --errno ECONNREFUSED",
+                "refused connects of PID {pid}, per peer"),
     ),
     "conns": (
         Example("periscope conns -p {pid}",
@@ -68,8 +74,10 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
     "top": (
         Example("periscope top --since 10m",
                 "busiest PID/syscall pairs, last 10 min"),
-        Example("periscope top -c {cgroup} --limit 500",
-                "the same over a cgroup's last 500 syscalls"),
+        Example("periscope top -c {cgroup} --limit 5",
+                "a cgroup's 5 busiest, everything stored"),
+        Example("periscope top -n {comm} --syscall read --since 1h",
+                "{comm}'s reads of the last hour, p50/p99"),
     ),
     "snapshot": (
         Example("periscope snapshot {pid}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import textwrap
 import time
 from collections.abc import Callable
@@ -201,29 +202,70 @@ def _profile(add: Adder) -> None:
 
 QUERIES = {
     "events": ("stored events", "Events the daemon stored from earlier trace sessions, "
-               "newest last, only those you may see."),
-    "errors": ("stored failed syscalls", "Stored syscalls that failed (with an errno), "
-               "newest last."),
+               "newest last, only those you may see. Filters apply before --limit; when more "
+               "match, a note says how to read the older ones (--before)."),
+    "errors": ("stored failed syscalls, grouped", "Stored syscalls that failed, counted per "
+               "process, syscall, errno and path or peer over the whole time range, "
+               "commonest first."),
     "conns": ("stored connects and accepts", "Stored connect/accept calls with their peers, "
               "newest last."),
     "http": ("stored HTTP requests and responses", "Stored reads and writes whose redacted "
              "payload starts an HTTP/1 request or response (captured at payload level)."),
-    "top": ("busiest PID/syscall pairs", "Stored syscalls counted per PID and syscall: count, "
-            "errors, bytes and total latency, busiest first."),
+    "top": ("busiest PID/syscall pairs", "Stored syscalls counted per process and syscall "
+            "over the whole time range: count, errors, bytes, p50/p99 latency (from "
+            "quarter-octave histograms: within 9 %) and total latency, busiest first."),
 }
 
 
-def _query(add: Adder, name: str) -> None:
-    short, description = QUERIES[name]
-    q = add(name, short, description)
+def name(pattern: str, what: str) -> Callable[[str], str]:
+    """A syscall or errno name, checked against pattern."""
+    rx = re.compile(pattern)
+
+    def parse(text: str) -> str:
+        if not rx.match(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return text
+    return parse
+
+
+def cursor(text: str) -> str:
+    if not re.match(r"^\d{1,18}\.\d{1,9}$", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a page cursor (the note after a "
+                                         "page prints it, e.g. 12.345)")
+    return text
+
+
+EVENT_KINDS = ("syscall", "tls", "exec", "fork", "exit", "data")
+
+
+def _query(add: Adder, name_: str) -> None:
+    short, description = QUERIES[name_]
+    q = add(name_, short, description)
     _targets(q, live=False)
     q.add_argument("--since", type=since, metavar="TIME",
-                   help="only events after TIME: how long ago (15m, 2h, 1d) or an ISO time "
-                   "(2026-11-29T10:00, local)")
+                   help="only events at or after TIME: how long ago (15m, 2h, 1d) or an ISO "
+                   "time (2026-11-29T10:00, local)")
+    q.add_argument("--until", type=since, metavar="TIME",
+                   help="only events before TIME (same forms as --since)")
+    if name_ == "events":
+        q.add_argument("--kind", action="append", choices=EVENT_KINDS,
+                       help="only events of this kind (repeatable)")
+    if name_ in ("events", "top"):
+        q.add_argument("--syscall", action="append", metavar="NAME",
+                       type=name(r"^[a-z0-9_]{1,32}$", "a syscall name (e.g. openat)"),
+                       help="only this syscall, e.g. openat, connect, write (repeatable)")
+    if name_ in ("events", "errors"):
+        q.add_argument("--errno", action="append", metavar="NAME",
+                       type=name(r"^E[A-Z0-9]{1,31}$", "an errno name (e.g. ENOENT)"),
+                       help="only calls that failed with this errno, e.g. ENOENT (repeatable)")
+    if name_ == "events":
+        q.add_argument("--before", type=cursor, metavar="CURSOR",
+                       help="the next page: events older than the cursor a previous page "
+                       "printed")
     q.add_argument("--limit", type=limit, default=100, metavar="N",
-                   help=("aggregate over the N newest stored syscalls" if name == "top" else
-                         "at most N events, the newest") + f" (1-{MAX_LIMIT}, default "
-                   "%(default)s)")
+                   help=("at most N rows, the busiest" if name_ in ("top", "errors") else
+                         "at most N events, the newest that match every filter")
+                   + f" (1-{MAX_LIMIT}, default %(default)s)")
     _reason(q)
 
 
@@ -266,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add = adder(sub, "")
     _trace(add)
-    for name in QUERIES:
-        _query(add, name)
+    for command in QUERIES:
+        _query(add, command)
     _snapshot(add)
     _profile(add)
     add("status", "daemon health: probes, targets, sessions, losses",

@@ -136,12 +136,37 @@ def table(rows: Iterable[dict[str, Any]], cols: list[Col], empty: str = "(none)"
         print(line(row))
 
 
+def event_page(page: dict[str, Any]) -> None:
+    """events with "page": the rows, then (on stderr) how to read the older ones."""
+    events(page["events"])
+    page_note(page)
+
+
+def page_note(page: dict[str, Any]) -> None:
+    if page.get("more"):
+        print(f"periscope: showing the newest {len(page['events'])} that match; older ones: "
+              f"add --before {page['next']} (or narrow with --since/--until)", file=sys.stderr)
+
+
+def _us(us: float | None) -> str:
+    return "" if us is None else f"{us:,.1f}" if us < 1000 else f"{us / 1000:,.2f}ms"
+
+
 def top(rows: list[dict[str, Any]]) -> None:
     table(rows, [Col("pid", "PID", right=True), Col("comm", "COMM"),
                  Col("syscall", "SYSCALL"), Col("count", "COUNT", right=True),
                  Col("errors", "ERRORS", right=True), Col("bytes", "BYTES", fmt_bytes, True),
+                 Col("p50_us", "P50(µs)", _us, True), Col("p99_us", "P99(µs)", _us, True),
                  Col("total_us", "TOTAL(ms)", lambda us: f"{us / 1000:.3f}", True)],
           empty="(no stored syscalls match)")
+
+
+def errors(rows: list[dict[str, Any]]) -> None:
+    table(rows, [Col("count", "COUNT", right=True), Col("errno", "ERRNO"),
+                 Col("syscall", "SYSCALL"), Col("detail", "PATH/PEER"),
+                 Col("pid", "PID", right=True), Col("comm", "COMM"),
+                 Col("last", "LAST", lambda ts: fmt_time(ts, not _today(ts)))],
+          empty="(no stored failed calls match)")
 
 
 def _until(ts: float) -> str:

@@ -90,7 +90,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     enricher = Enricher(procfs)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
     router = Router()
-    pipeline = Pipeline(redactor, [store.add_many, router], enricher, cfg.capture.queue_max)
+    pipeline = Pipeline(redactor, [store, router], enricher, cfg.capture.queue_max)
     options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
                            cfg.capture.poll_interval_ms / 1000)
     capture = cfg.capture
@@ -159,6 +159,8 @@ async def serve(cfg: config.Config, started: float) -> None:
     log.info("ready in %.2fs: socket %s, state %s", ready_s, cfg.paths.socket, cfg.paths.state_dir)
     notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
     svc.counters["ready_ms"] = int(ready_s * 1000)
+    if cfg.capture.preload:
+        svc.tracer.preload()  # after READY: the compile never delays the start
     keepalive = asyncio.create_task(_keepalive(svc, stop))
     await stop.wait()
     log.info("shutting down")
@@ -188,6 +190,9 @@ async def _keepalive(svc: Services, stop: asyncio.Event) -> None:
     while not stop.is_set():
         if interval:
             notify("WATCHDOG=1")
+        # A block of events not yet full is written after a few seconds; retention runs.
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(None, svc.store.tick)
         if time.monotonic() - last_anchor > ANCHOR_EVERY_S:
             last_anchor = time.monotonic()
             with contextlib.suppress(Exception):

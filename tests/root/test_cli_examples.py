@@ -45,7 +45,7 @@ OTHER_COMM = "pscliother"  # a second traced workload that no -n/-u/-c example n
 SECRET = "s3cr3t-cli-example-t0ken"
 
 WORKLOAD = r"""
-import http.client, http.server, sys, threading, time
+import http.client, http.server, socket, sys, threading, time
 open("/proc/self/comm", "w").write(sys.argv[1])  # before any thread: they inherit it
 port = int(sys.argv[2])
 def busy():  # a few % of a CPU in short bursts: something for the profile examples to sample
@@ -71,6 +71,12 @@ while True:
         open("/nonexistent/periscope-cli-example")
     except OSError:
         pass
+    s = socket.socket()  # blocking: connect itself fails (with a timeout: EINPROGRESS)
+    try:  # nothing listens on port 1: ECONNREFUSED, for the errors --errno example
+        s.connect(("127.0.0.1", 1))
+    except OSError:
+        pass
+    s.close()
     with open("/etc/hostname") as f:
         f.read()
     time.sleep(float(sys.argv[4]))
@@ -392,17 +398,51 @@ def _errno(row: Row) -> bool:
     return re.search(r"\sE[A-Z0-9]+\s", row.line) is not None
 
 
-def check_errors(w: World, line: str) -> None:
+def _as_json(w: World, line: str, header: str) -> list[dict[str, Any]]:
+    """Run the example as printed (a table with `header`), then again with --json: rows."""
+    r = run_once(w, line)
+    assert r.rc == 0, r.err
+    assert header in r.out.splitlines()[0], r.out[:500]
+    r = run_once(w, line + " --json")
+    assert r.rc == 0, r.err
+    return json_rows(r.out)
+
+
+def check_events_syscall_errno(w: World, line: str) -> None:
     _, rows = _query(w, line)
-    assert rows and all(_errno(r) for r in rows), rows[:5]
+    assert rows and all(r.pid == pid_of(w) and r.syscall == "openat" and "ENOENT" in r.line
+                        for r in rows), rows[:5]
     assert any("/nonexistent/periscope-cli-example" in r.line for r in rows)
 
 
+def check_events_exec_until(w: World, line: str) -> None:
+    r = run_once(w, line)
+    assert r.rc == 0, r.err
+    rows = json_rows(run_once(w, line + " --json").out)
+    # the workloads exec nothing after they start: what is there is older than a minute
+    assert all(e["kind"] == "exec" and e["ts"] < time.time() - 55 for e in rows), rows[:3]
+
+
+def check_errors(w: World, line: str) -> None:
+    rows = _as_json(w, line, "ERRNO")
+    assert rows and all(x["errno"].startswith("E") and x["count"] >= 1 for x in rows), rows
+    counts = [x["count"] for x in rows]
+    assert counts == sorted(counts, reverse=True), counts
+    assert any(x["errno"] == "ENOENT" and x.get("detail") == "/nonexistent/periscope-cli-example"
+               for x in rows), rows
+
+
 def check_errors_unit(w: World, line: str) -> None:
-    _, rows = _query(w, line)
-    assert rows and all(_errno(r) for r in rows), rows[:5]
-    if SERVER_FILTERS_STORED_QUERIES:
-        assert all(r.pid == pid_of(w) for r in rows), rows[:5]
+    rows = _as_json(w, line, "ERRNO")
+    assert rows and all(x["errno"].startswith("E") for x in rows), rows
+    assert all(x["pid"] == pid_of(w) for x in rows), rows
+
+
+def check_errors_errno(w: World, line: str) -> None:
+    rows = _as_json(w, line, "ERRNO")
+    assert rows and all(x["errno"] == "ECONNREFUSED" and x["pid"] == pid_of(w)
+                        and x["syscall"] == "connect" for x in rows), rows
+    assert any(x.get("detail") == "127.0.0.1:1" for x in rows), rows
 
 
 def check_conns_pid(w: World, line: str) -> None:
@@ -421,14 +461,14 @@ def check_http_unit(w: World, line: str) -> None:
     assert not any(SECRET in r.line for r in rows)
 
 
-def _top(w: World, line: str, limit: int, pids: set[int]) -> None:
-    r = run_once(w, line)
-    assert r.rc == 0, r.err
-    rows = table_rows(r.out)
-    assert rows, r.out
-    counts = [int(x[3]) for x in rows]
-    assert counts == sorted(counts, reverse=True) and sum(counts) <= limit, rows
-    assert {int(x[0]) for x in rows} <= pids, rows
+def _top(w: World, line: str, limit: int, pids: set[int]) -> list[dict[str, Any]]:
+    rows = _as_json(w, line, "P99")
+    assert 1 <= len(rows) <= limit, rows
+    counts = [x["count"] for x in rows]
+    assert counts == sorted(counts, reverse=True), counts
+    assert {x["pid"] for x in rows} <= pids, rows
+    assert all(x["p50_us"] <= x["p99_us"] for x in rows), rows
+    return rows
 
 
 def check_top(w: World, line: str) -> None:
@@ -436,8 +476,12 @@ def check_top(w: World, line: str) -> None:
 
 
 def check_top_cgroup(w: World, line: str) -> None:
-    _top(w, line, 500, {w.main.pid} if SERVER_FILTERS_STORED_QUERIES else
-         {w.main.pid, w.other.pid})
+    _top(w, line, 5, {w.main.pid})
+
+
+def check_top_comm_syscall(w: World, line: str) -> None:
+    rows = _top(w, line, 100, {w.main.pid})
+    assert all(x["syscall"] == "read" and x["comm"] == COMM for x in rows), rows
 
 
 def check_snapshot(w: World, line: str) -> None:
@@ -700,12 +744,16 @@ CHECKS: dict[str, Callable[[World, str], None]] = {
     "periscope trace -p {pid} --level payload --reason {reason} -d 5m": check_trace_payload,
     "periscope events -p {pid} --limit 50": check_events_pid,
     "periscope events -n {comm} --since 15m --json": check_events_comm_json,
+    "periscope events -p {pid} --syscall openat --errno ENOENT": check_events_syscall_errno,
+    "periscope events --kind exec --since {time} --until 1m": check_events_exec_until,
     "periscope errors --since 1h": check_errors,
     "periscope errors -u {unit} --since {time}": check_errors_unit,
+    "periscope errors -p {pid} --errno ECONNREFUSED": check_errors_errno,
     "periscope conns -p {pid}": check_conns_pid,
     "periscope http -u {unit} --since 2h --limit 20": check_http_unit,
     "periscope top --since 10m": check_top,
-    "periscope top -c {cgroup} --limit 500": check_top_cgroup,
+    "periscope top -c {cgroup} --limit 5": check_top_cgroup,
+    "periscope top -n {comm} --syscall read --since 1h": check_top_comm_syscall,
     "periscope snapshot {pid}": check_snapshot,
     "periscope snapshot {pid} -o {file}": check_snapshot_file,
     "periscope profile -p {pid} -d 5s": check_profile_pid,

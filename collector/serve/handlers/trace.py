@@ -81,6 +81,9 @@ def _record_end(svc: Services, conn: Conn, sid: str, reason: str, events: int = 
 async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
     loop = asyncio.get_running_loop()
     d = scope.decision
+    frames = scope.args.get("frames", "event")
+    if frames not in protocol.FRAMES:
+        raise BadRequest(f'"frames" must be {" or ".join(protocol.FRAMES)}')
     sid = scope.session or new_session_id()
     assert d.deadline is not None and d.duration is not None
     try:  # every allowed trace gets its session_end, even one that never started
@@ -100,7 +103,7 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
         min([d.deadline, *ends])
     deadline = min(max(d.deadline, time.time() + d.duration), cap)
     s = Session(sid, conn.who.user, conn.who.uid, cookies, d.level == Level.PAYLOAD, deadline,
-                d.sources, loop, svc.session_queue)
+                d.sources, loop, svc.session_queue, batched=frames == "batch")
     svc.router.add(s)
     writer = conn.writer
     writer.write(protocol.ok({"session": sid, "targets": list(d.targets),
@@ -146,11 +149,11 @@ async def _pump(svc: Services, s: Session, writer: asyncio.StreamWriter) -> None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(s.wakeup.wait(), min(left, 1.0))
             continue
-        frames = s.take()
-        if frames:
-            s.events += len(frames)
-            s.bytes += sum(n for _line, n in frames)
-            writer.write(b"".join([line for line, _n in frames]))
+        data, n, nbytes = s.take()
+        if data:
+            s.events += n
+            s.bytes += nbytes
+            writer.write(data)
         if s.ended is not None or not await _drain(svc, s, writer):
             return
 

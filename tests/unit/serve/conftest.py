@@ -72,18 +72,26 @@ class FakeProbe:
 
     def __init__(self) -> None:
         self.load_seconds = 0.25
-        self.loaded = self.closed = False
+        self.loaded = self.closed = self.prepared = False
         self.pid_map: dict[int, int] = {}
         self.comms: dict[str, Any] = {}
         self.cgroups: dict[int, Any] = {}
         self.counts = {"emitted": 0, "skipped_rate": 0, "drop_ringbuf": 0}
         self.tls: list[list[int]] = []
 
+    def prepare(self) -> None:
+        self.prepared = True
+
     def load(self) -> None:
-        self.loaded = True
+        self.prepared = self.loaded = True
+        self.closed = False
+
+    def detach(self) -> None:
+        self.closed = True  # nothing attached any more (what the tests ask of a release)
 
     def close(self) -> None:
         self.closed = True
+        self.prepared = False
 
     def add_pid(self, tgid: int, spec: Any) -> None:
         self.pid_map[tgid] = spec[0]

@@ -17,6 +17,7 @@ import orjson
 
 from collector import config, protocol
 from collector.access.policy import Policy
+from collector.capture.events import Batch
 from collector.protocol import Fault, Op
 from collector.serve.dispatch import HANDLERS, Rebind, Streaming, Unary
 from collector.serve.server import Server
@@ -111,9 +112,9 @@ def test_trace_streams_through_the_same_table(host: Host) -> None:
         deadline = time.monotonic() + 10
         while not host.svc.router.sessions and time.monotonic() < deadline:
             time.sleep(0.01)
-        host.svc.router([{"kind": "syscall", "target": 1, "pid": 4242, "payload": "hi",
-                          "captured": 2},
-                         {"kind": "exit", "target": 99, "pid": 1}])  # not this session's
+        host.svc.router(Batch([{"kind": "syscall", "target": 1, "pid": 4242, "payload": "hi",
+                                "captured": 2},
+                               {"kind": "exit", "target": 99, "pid": 1}]))  # not this session's
 
     async def body(c: Client) -> None:
         c[1].write(protocol.request(Op.TRACE, {"targets": ["pid:4242"], "level": "payload",
