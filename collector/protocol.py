@@ -88,6 +88,18 @@ class Op(str, enum.Enum):
     GRANT_REVOKE = ("grant.revoke", OpKind.ADMIN)
     AUDIT_SHOW = ("audit.show", OpKind.ADMIN)
     AUDIT_VERIFY = ("audit.verify", OpKind.ADMIN)
+    # Identity-provider step-up: present an OIDC ID token for this connection (anyone may).
+    AUTH = ("auth", OpKind.IDENTITY)
+    # Access requests (collector/access/requests.py): allowed by a role's ops, then checked
+    # by their handlers against the role's request rules and the reviewer lists.
+    REQUEST_CREATE = ("request.create", OpKind.ADMIN)
+    REQUEST_LIST = ("request.list", OpKind.ADMIN)
+    REQUEST_SHOW = ("request.show", OpKind.ADMIN)
+    REQUEST_WAIT = ("request.wait", OpKind.ADMIN, True)
+    REQUEST_CANCEL = ("request.cancel", OpKind.ADMIN)
+    REQUEST_APPROVE = ("request.approve", OpKind.ADMIN)
+    REQUEST_DENY = ("request.deny", OpKind.ADMIN)
+    REQUEST_BREAK_GLASS = ("request.break_glass", OpKind.ADMIN)
 
 
 OPS: tuple[str, ...] = tuple(op.value for op in Op)  # wire names, in declaration order

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from collector.cli import debug, render
+from collector.cli import access, debug, login, render
 from collector.cli.client import ClientError, Connection, check_reply
 from collector.cli.parser import build_parser
 
@@ -22,6 +22,11 @@ OPS: dict[str, str] = {
     "status": "status",
     "whoami": "hello", "grant add": "grant.add", "grant list": "grant.list",
     "grant revoke": "grant.revoke", "audit show": "audit.show", "audit verify": "audit.verify",
+    "request create": "request.create", "request list": "request.list",
+    "request show": "request.show", "request approve": "request.approve",
+    "request deny": "request.deny", "request cancel": "request.cancel",
+    "request break-glass": "request.break_glass",
+    "login": "hello",  # asks the daemon which identity provider to use; the rest is HTTP
 }
 
 Args = dict[str, Any]
@@ -87,15 +92,34 @@ SIMPLE: dict[str, Simple] = {
                                    "level": a.level, "for": f"{a.duration}s",
                                    "reason": a.reason}, render.grant_added),
     "grant list": Simple(_none, render.grants),
-    "grant revoke": Simple(lambda a: {"id": a.id}, render.revoked),
-    "audit show": Simple(lambda a: {"limit": a.limit}, render.audit),
+    "grant revoke": Simple(lambda a: {"all": True} if a.all else {"id": a.id},
+                           render.revoked),
+    "audit show": Simple(lambda a: {k: v for k, v in (("limit", a.limit), ("since", a.since),
+                                                      ("kinds", a.kind)) if v is not None},
+                         render.audit),
     "audit verify": Simple(_none, render.audit_verified, lambda r: not r.get("ok")),
+    **{name: Simple(access.ARGS[name], access.SHOW[name]) for name in access.ARGS},
 }
+
+
+def connect(a: argparse.Namespace, timeout: float | None = 30) -> Connection:
+    """A connection to the daemon; with an ID token (flag, environment or login cache) it
+    is presented first, so the daemon knows this connection's IdP identity too."""
+    token = login.token_from(getattr(a, "id_token_file", None))
+    conn = Connection(a.socket, timeout)
+    if token:
+        try:
+            got = conn.call("auth", {"id_token": token})
+        except ClientError:
+            conn.close()
+            raise
+        _say(f"identity provider: {got['username']} (sub {got['sub']})")
+    return conn
 
 
 def run_simple(a: argparse.Namespace) -> int:
     cmd = SIMPLE[a.command]
-    conn = Connection(a.socket)
+    conn = connect(a)
     try:
         result = conn.call(OPS[a.command], cmd.args(a))
     finally:
@@ -111,9 +135,39 @@ def _say(text: str) -> None:
     print(f"periscope: {text}", file=sys.stderr, flush=True)
 
 
+def approved_request(a: argparse.Namespace) -> dict[str, Any]:
+    """--request ID [--wait]: the request once approved; a clear error if it cannot be."""
+    while True:
+        conn = connect(a, timeout=None)
+        try:
+            if a.wait:
+                _say(f"waiting for request {a.request} to be reviewed...")
+            req: dict[str, Any] = conn.call("request.wait" if a.wait else "request.show",
+                                            {"id": a.request, "timeout": 600} if a.wait
+                                            else {"id": a.request})
+        finally:
+            conn.close()
+        if req["state"] == "approved":
+            return req
+        if req["state"] != "pending":
+            raise ClientError(f"request {a.request} is {req['state']}: no session")
+        if not a.wait:
+            raise ClientError(f"request {a.request} is pending: add --wait to start when "
+                              "it is approved")
+
+
 def run_trace(a: argparse.Namespace) -> int:
+    if a.wait and not a.request:
+        raise ClientError("--wait needs --request ID")
+    if a.request:
+        req = approved_request(a)
+        a.targets = a.targets or [req["target"]]
+        a.level = req["granted_level"] if a.level == "meta" else a.level
+        a.reason = a.reason or req["reason"]
     args = trace_args(a)
-    conn = Connection(a.socket, timeout=None)
+    if a.request:
+        args["request"] = a.request
+    conn = connect(a, timeout=None)
     received = 0
     try:
         conn.send(OPS["trace"], args)
@@ -157,10 +211,30 @@ def run_trace(a: argparse.Namespace) -> int:
         conn.close()
 
 
+def run_login(a: argparse.Namespace) -> int:
+    issuer, client_id = a.issuer, a.client_id
+    if not (issuer and client_id):  # the daemon says which provider it trusts
+        conn = Connection(a.socket)
+        try:
+            idp = conn.call(OPS["login"], {}).get("idp") or {}
+        finally:
+            conn.close()
+        issuer, client_id = issuer or idp.get("issuer"), client_id or idp.get("client_id")
+    if not issuer or not client_id:
+        raise ClientError("this daemon has no identity provider configured ([idp] issuer); "
+                          "pass --issuer and --client-id")
+    token = login.device_flow(issuer, client_id)
+    path = login.save(token)
+    who = login.claims(token)
+    _say(f"logged in as {who.get('preferred_username') or who.get('email') or who.get('sub')};"
+         f" token kept in {path} (0600)")
+    return 0
+
+
 # Every leaf command of the parser -> its handler. An unknown command is an error.
 DISPATCH: dict[str, Callable[[argparse.Namespace], int]] = {
-    "trace": run_trace, "snapshot": debug.run_snapshot, "profile": debug.run_profile,
-    **{name: run_simple for name in SIMPLE},
+    "trace": run_trace, "login": run_login, "snapshot": debug.run_snapshot,
+    "profile": debug.run_profile, **{name: run_simple for name in SIMPLE},
 }
 
 

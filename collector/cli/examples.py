@@ -26,6 +26,7 @@ SAMPLE: dict[str, str] = {
     "time": "2026-11-29T10:00",
     "file": "snap.json",
     "svg": "cpu.svg",
+    "request": "7c2e9d10",
 }
 
 # command (as typed, sub-commands joined by a space) -> its examples, bcc style.
@@ -41,6 +42,8 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
                 "a cgroup v2 subtree, for a minute"),
         Example("periscope trace -p {pid} --level payload --reason {reason} -d 5m",
                 "plus redacted payload bytes (needs a reason)"),
+        Example("periscope trace --request {request} --wait",
+                "start as soon as request {request} is approved"),
     ),
     "events": (
         Example("periscope events -p {pid} --limit 50",
@@ -113,14 +116,48 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
     "grant revoke": (
         Example("periscope grant revoke {grant}",
                 "end grant {grant} and its sessions now"),
+        Example("periscope grant revoke --all",
+                "emergency: end every grant and its sessions"),
     ),
     "audit show": (
         Example("periscope audit show --limit 20",
                 "who asked for what, allowed or denied"),
+        Example("periscope audit show --since 7d --kind request,grant,break_glass",
+                "a week of access requests, grants and break-glass"),
     ),
     "audit verify": (
         Example("periscope audit verify",
                 "check the hash chain; exit 1 if broken"),
+    ),
+    "request create": (
+        Example("periscope request create -u {unit} --level payload --for 1h --reason {reason}",
+                "ask for payload on a unit for 1 h"),
+    ),
+    "request list": (
+        Example("periscope request list --state pending",
+                "pending requests you filed or may review"),
+    ),
+    "request show": (
+        Example("periscope request show {request}", "its state, reviews and grant"),
+    ),
+    "request approve": (
+        Example("periscope request approve {request} --comment 'scope is right'",
+                "approve it (never your own)"),
+    ),
+    "request deny": (
+        Example("periscope request deny {request} --reason 'meta is enough'",
+                "deny it, saying why"),
+    ),
+    "request cancel": (
+        Example("periscope request cancel {request}",
+                "withdraw your request (ends its grant)"),
+    ),
+    "request break-glass": (
+        Example("periscope request break-glass -u {unit} --for 10m --reason {reason}",
+                "on-call: payload now, 10 min, loudly"),
+    ),
+    "login": (
+        Example("periscope login", "an ID token from your identity provider"),
     ),
 }
 

@@ -79,6 +79,15 @@ def limit(text: str) -> int:
     return n
 
 
+def kinds(text: str) -> list[str]:
+    """'request,grant,break_glass' -> the names, each a lowercase word."""
+    names = [k.strip() for k in text.split(",") if k.strip()]
+    if not names or not all(k.replace("_", "").isalpha() and k.islower() for k in names):
+        raise argparse.ArgumentTypeError(f"expected kinds like request,grant,break_glass, "
+                                         f"got {text!r}")
+    return names
+
+
 def target(text: str) -> str:
     """A grant's target: any selector (unit:, cgroup:, comm:, exe:, pid:)."""
     try:
@@ -129,6 +138,11 @@ def _trace(add: Adder) -> None:
                    help="meta: syscalls, sizes, paths, peers; payload: plus redacted bytes "
                    "(default %(default)s)")
     _reason(t)
+    r = t.add_argument_group("with an access request")
+    r.add_argument("--request", metavar="ID", help="use this approved request: its target, "
+                   "level and reason unless given, until its grant ends")
+    r.add_argument("--wait", action="store_true",
+                   help="with --request: wait until it is approved, then start at once")
 
 
 def profile_duration(text: str) -> int:
@@ -273,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true",
                         help="JSON lines (one object per line) instead of human output")
+    common.add_argument("--id-token-file", metavar="PATH",
+                        help="an OIDC ID token to present (else env PERISCOPE_ID_TOKEN, else "
+                        "the one `periscope login` keeps)")
 
     def adder(parent: argparse._SubParsersAction[argparse.ArgumentParser],
               prefix: str) -> Adder:
@@ -319,8 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     _reason(ga, required=True)
     gadd("list", "active grants", "Grants in force now, with who made them and when they end.")
     gr = gadd("revoke", "revoke a grant (ends its sessions now)",
-              "Revoke a grant: it stops applying now and every session it allowed ends.")
-    gr.add_argument("id", metavar="ID", help="the grant's id (from grant add or grant list)")
+              "Revoke a grant: it stops applying now and every session it allowed ends. "
+              "--all revokes every active grant (an emergency stop).")
+    which = gr.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", metavar="ID",
+                       help="the grant's id (from grant add or grant list)")
+    which.add_argument("--all", action="store_true", help="every active grant")
 
     au = add("audit", "read or verify the audit log (admin)",
              "The hash-chained audit log: every request, allowed or denied.", leaf=False)
@@ -329,7 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     sh = aadd("show", "the last audit records", "The newest audit records, oldest first.")
     sh.add_argument("--limit", type=limit, default=50, metavar="N",
                     help=f"how many records (1-{MAX_LIMIT}, default %(default)s)")
+    sh.add_argument("--since", type=since, metavar="TIME",
+                    help="only records after TIME: how long ago (7d, 2h) or an ISO time")
+    sh.add_argument("--kind", type=kinds, metavar="KIND[,KIND...]",
+                    help="only these kinds: an op family (request, grant, trace, audit, ...) "
+                    "or a record kind (break_glass, session_end, idp_auth, start, stop, "
+                    "policy_reload, crash_recovered)")
     aadd("verify", "verify the hash chain against its anchors",
          "Recompute the hash chain and compare it with the anchors (also sent to journald). "
          "Exit status 1 if the log was changed or truncated.")
+    from collector.cli import access  # it builds on this module's value types
+
+    access.add_commands(add, adder)
     return p

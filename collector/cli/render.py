@@ -188,6 +188,11 @@ def grant_added(g: dict[str, Any]) -> None:
 
 
 def revoked(r: dict[str, Any]) -> None:
+    if isinstance(r["revoked"], list):  # grant revoke --all
+        print(f"revoked {_n(len(r['revoked']), 'grant')}"
+              + (f" ({', '.join(r['revoked'])})" if r["revoked"] else "")
+              + f"; {_n(r['sessions_ended'], 'session')} ended")
+        return
     print(f"revoked grant {r['revoked']}; {_n(r['sessions_ended'], 'session')} ended")
 
 
@@ -257,7 +262,9 @@ def _n(count: int, noun: str) -> str:
 
 
 def whoami(w: dict[str, Any]) -> None:
-    print(f"{w['user']} (uid {w['uid']}), groups: {', '.join(w.get('groups', [])) or 'none'}")
+    print(f"{w['user']} (uid {w['uid']}), groups: {', '.join(w.get('groups', [])) or 'none'}"
+          + (f"; identity provider: {w['idp_login']['sub']} ({w['idp_login']['iss']})"
+             if w.get("idp_login") else ""))
 
 
 def audit_verified(r: dict[str, Any]) -> None:

@@ -5,19 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from collector import config
+from collector.access import idp, lifecycle
+from collector.access.alerts import Hook
 from collector.access.audit import AuditLog, emit_anchor, install_journal_handler
+from collector.access.desk import Desk
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.policy import Policy
+from collector.access.requests import RequestStore
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs
@@ -96,17 +103,40 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     # The gate reads facts fresh for every decision: its own enricher, never the cache
     # the pipeline thread uses.
     gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor)
+    counters: Counter[str] = Counter()  # the server's; the notify hook counts into them too
+    desk = Desk(gate, RequestStore(str(state / "requests.json"), cfg.access.request_ttl_s),
+                Hook(cfg.notify.command, cfg.notify.timeout_s, counters))
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(paths.audit_log),
                    anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
                    redactor=redactor, profiles=Profiles(cfg.server.max_profiles),
                    session_queue=cfg.server.send_buffer_events,
-                   max_reply_bytes=cfg.server.max_reply_bytes)
+                   max_reply_bytes=cfg.server.max_reply_bytes, counters=counters, desk=desk,
+                   idp=idp.build(cfg.idp, str(state / "idp-jwks.json")))
     return svc, pipeline
+
+
+def config_digest(cfg: config.Config) -> str:
+    """SHA-256 of the effective config (file, defaults and flags), as canonical JSON."""
+    doc = dataclasses.asdict(cfg)
+    doc.pop("source", None)
+    return lifecycle.digest(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+
+
+def record_start(svc: Services, cfg: config.Config) -> None:
+    """The audit log's account of this start: a crash of the last run first (with every
+    session it left open closed as ended by crash), then `start`."""
+    audit = svc.gate.audit
+    crash = lifecycle.recover(audit)
+    if crash is not None:
+        log.warning("the previous periscoped did not stop cleanly: %d session(s) closed as "
+                    "ended by crash (audit seq %s)", len(crash["sessions"]), crash["seq"])
+    lifecycle.start(audit, config_digest(cfg), cfg.source, svc.gate.policy)
 
 
 async def serve(cfg: config.Config, started: float) -> None:
     svc, pipeline = build(cfg)
+    record_start(svc, cfg)
     pipeline.start()
     server = Server(svc, cfg.server)
     sock = listen_unix(cfg.paths.socket, cfg.paths.socket_group or None)
@@ -139,11 +169,16 @@ async def serve(cfg: config.Config, started: float) -> None:
     log.info("shutting down")
     notify("STOPPING=1")
     keepalive.cancel()
+    sessions = len(svc.router.sessions)
     await server.close()
     svc.profiles.close()
     svc.tracer.close()  # detaches every probe
     pipeline.stop()
     svc.store.close()
+    try:
+        lifecycle.stop(svc.gate.audit, sessions)
+    except PeriscopeError as err:  # the next start will find no stop and recover
+        log.error("audit: stop record not written: %s", err)
     with contextlib.suppress(Exception):
         svc.gate.audit.anchor_now()
     svc.gate.audit.close()
@@ -165,7 +200,12 @@ async def _keepalive(svc: Services, stop: asyncio.Event) -> None:
             last_anchor = time.monotonic()
             with contextlib.suppress(Exception):
                 await asyncio.get_running_loop().run_in_executor(None, svc.gate.audit.anchor_now)
-        await asyncio.sleep(min(interval or 2.0, 2.0))
+        if svc.desk is not None:
+            try:  # pending requests past their time expire (each one audited)
+                await asyncio.get_running_loop().run_in_executor(None, svc.desk.expire_due)
+            except PeriscopeError as err:
+                log.error("request expiry: %s", err)
+        await asyncio.sleep(min(interval or 1.0, 1.0))
 
 
 def raise_nofile_limit() -> None:

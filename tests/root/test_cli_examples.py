@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import grp
 import json
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -21,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ import pytest
 
 from collector.cli import examples
 from tests.root.conftest import REPO, TEST_GROUP, Daemon, start_daemon, stop_daemon, wait_for
+from tests.unit.access.fakeidp import AUDIENCE, FakeIdp, device_flow_server
 
 # Until the server treats a stored query's targets as filters (the collector restructuring
 # does that), -n/-u/-c on events/errors/conns/http/top do not narrow the rows. The checks
@@ -79,6 +83,15 @@ while True:
 """
 
 
+ONCALL = """
+[roles.oncall]
+ops = ["trace"]
+max_level = "meta"
+targets = ["*"]
+break_glass = true
+"""
+
+
 def cgroup2_mount() -> str | None:
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
@@ -97,6 +110,8 @@ class World:
     values: dict[str, str]
     cgroup_dir: Path | None
     daemon_sees_cgroup: bool  # a cgroup v2 hierarchy exists (the daemon finds its mount)
+    user_uid: int = 0
+    issuer: str = ""          # the test identity provider (device flow on 127.0.0.1)
     grants_made: list[str] = field(default_factory=list)
 
     def grant(self, principal: str) -> str:
@@ -109,6 +124,24 @@ class World:
 
     def active_grants(self) -> dict[str, dict[str, Any]]:
         return {g["id"]: g for g in self.daemon.request("grant.list")["result"]}
+
+    def file_request(self, as_root: bool = False) -> str:
+        """A pending request for payload on the main workload, filed by the test user (or
+        by root, for what only a requester may do)."""
+        sock = None if as_root else self.daemon.connect(self.user_uid, grp.getgrnam(
+            TEST_GROUP).gr_gid)
+        r = self.daemon.request("request.create", {"target": f"pid:{self.main.pid}",
+                                                   "level": "payload", "duration": 600,
+                                                   "reason": "INC-1234"}, sock=sock)
+        if sock is not None:
+            sock.close()
+        assert r["ok"], r
+        return str(r["result"]["id"])
+
+    def request_state(self, rid: str) -> dict[str, Any]:
+        r = self.daemon.request("request.show", {"id": rid})
+        assert r["ok"], r
+        return dict(r["result"])
 
 
 def _spawn(comm: str, port: int, pause: float,
@@ -151,17 +184,26 @@ def world() -> Iterator[World]:
     with contextlib.ExitStack() as stack:
         base = Path(tempfile.mkdtemp(prefix="periscope-cli-"))
         stack.callback(subprocess.run, ["rm", "-rf", str(base)], check=False)
-        d = start_daemon(base)
+        user = f"pscli{os.getpid() % 100000}"
+        # The embedded default policy, plus: the test user is an investigator (meta, may
+        # request payload) and root may also break glass.
+        policy = resources.files("collector").joinpath("defaults/policy.toml").read_text()
+        policy = policy.replace('root = ["admin"]', f'root = ["admin", "oncall"]\n{user} = '
+                                '["investigator"]') + ONCALL
+        idp = FakeIdp()
+        issuer, _calls = stack.enter_context(device_flow_server(idp, "root"))
+        idp.write_jwks(base / "jwks.json")
+        d = start_daemon(base, f'[idp]\nissuer = "{issuer}"\naudience = "{AUDIENCE}"\n'
+                         f'jwks = "{base / "jwks.json"}"\n', policy_text=policy)
 
         def stop() -> None:
             rc = stop_daemon(d)
             assert rc == 0, d.log_text()[-3000:]
 
         stack.callback(stop)
-        user = f"pscli{os.getpid() % 100000}"
         subprocess.run(["userdel", user], check=False, capture_output=True)
         subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        "--user-group", user], check=True)
+                        "--user-group", "--groups", TEST_GROUP, user], check=True)
         stack.callback(subprocess.run, ["userdel", user], check=False, capture_output=True)
         unit = f"pscli-{os.getpid()}.service"
         cg = _make_cgroup(unit, stack)
@@ -177,7 +219,8 @@ def world() -> Iterator[World]:
                   "user": user, "group": TEST_GROUP, "reason": "INC-1234",
                   "time": ago.strftime("%Y-%m-%dT%H:%M"), "file": str(base / "snap.json"),
                   "svg": str(base / "cpu.svg")}
-        w = World(d, main, other, values, cg[0] if cg else None, cg is not None)
+        w = World(d, main, other, values, cg[0] if cg else None, cg is not None,
+                  pwd.getpwnam(user).pw_uid, issuer)
         # Stored queries need stored rows of both workloads, interleaved, all along: one
         # session traces both at payload level for the whole module.
         background = subprocess.Popen(
@@ -556,6 +599,15 @@ def check_grant_revoke(w: World, line: str) -> None:
     assert w.values["grant"] not in w.active_grants()
 
 
+def check_grant_revoke_all(w: World, line: str) -> None:
+    made = {w.grant(w.values["user"]), w.grant(f"@{w.values['group']}")}
+    r = run_once(w, line)
+    assert r.rc == 0, r.err
+    m = re.match(r"revoked (\d+) grants \(([0-9a-f, ]+)\); \d+ sessions? ended", r.out)
+    assert m and made <= set(m.group(2).split(", ")), r.out
+    assert w.active_grants() == {}
+
+
 def check_audit_show(w: World, line: str) -> None:
     r = run_once(w, line)
     assert r.rc == 0, r.err
@@ -569,6 +621,119 @@ def check_audit_show(w: World, line: str) -> None:
 def check_audit_verify(w: World, line: str) -> None:
     r = run_once(w, line)
     assert r.rc == 0 and "chain intact" in r.out, r.out + r.err
+
+
+def check_trace_request(w: World, line: str) -> None:
+    """Run as the requester: waits, then starts once root approves, with payload."""
+    rid = w.values["request"]
+    user = pwd.getpwuid(w.user_uid).pw_name
+    p = subprocess.Popen(["runuser", "-u", user, "--", *_argv(w, line)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    out: list[str] = []
+    assert p.stdout is not None
+    stdout = p.stdout
+    reader = threading.Thread(target=lambda: out.extend(iter(stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        time.sleep(1)
+        assert p.poll() is None, "it waits for the approval: " + (p.stderr.read()
+                                                                  if p.stderr else "")
+        assert w.daemon.request("request.approve", {"id": rid})["ok"]
+        wait_for(lambda: len([r for r in event_rows("".join(out)) if '"' in r.line]) >= 3
+                 or p.poll() is not None, 90, what=f"payload rows of {line!r}")
+    finally:
+        if p.poll() is None:  # Ctrl-C reaches the whole foreground group, runuser's child too
+            os.killpg(p.pid, signal.SIGINT)
+        p.wait(30)
+    reader.join(10)
+    assert p.stderr is not None
+    err = p.stderr.read()
+    rows = event_rows("".join(out))
+    assert rows and all(r.pid == pid_of(w) for r in rows), rows[:5]
+    assert "waiting for request" in err and "level=payload" in err, err
+    assert w.request_state(rid)["used"] == 1
+
+
+def check_audit_show_kinds(w: World, line: str) -> None:
+    r = run_once(w, line)
+    assert r.rc == 0, r.err
+    what = [x[4] for x in table_rows(r.out)]
+    assert what and all(x.split(".")[0] in ("request", "grant") or x == "break_glass"
+                        for x in what), what
+    assert "request.approve" in what and "grant.add" in what
+
+
+def _one(w: World, r: Run) -> dict[str, Any]:
+    assert r.rc == 0, r.err
+    m = re.match(r"request ([0-9a-f]{8}): ", r.out)
+    assert m, r.out
+    return w.request_state(m.group(1))
+
+
+def check_request_create(w: World, line: str) -> None:
+    got = _one(w, run_once(w, line))
+    assert (got["requester"], got["target"], got["level"], got["duration"], got["state"]) == (
+        "root", f"unit:{w.values['unit']}", "payload", 3600, "pending")
+
+
+def check_request_list(w: World, line: str) -> None:
+    rid = w.file_request()
+    r = run_once(w, line)
+    assert r.rc == 0, r.err
+    rows = table_rows(r.out)
+    assert rid in {x[0] for x in rows} and all(x[5] == "pending" for x in rows), r.out
+
+
+def check_request_show(w: World, line: str) -> None:
+    r = run_once(w, line)
+    got = _one(w, r)
+    assert got["id"] == w.values["request"] and "state:   pending (0/1)" in r.out, r.out
+
+
+def check_request_approve(w: World, line: str) -> None:
+    got = _one(w, run_once(w, line))
+    assert got["state"] == "approved" and got["reviews"][0]["comment"] == "scope is right"
+    g = w.active_grants()[got["grant"]]
+    assert (g["principal"], g["target"], g["level"]) == (got["requester"], got["target"],
+                                                         "payload")
+
+
+def check_request_deny(w: World, line: str) -> None:
+    got = _one(w, run_once(w, line))
+    assert got["state"] == "denied" and got["reviews"][0]["comment"] == "meta is enough"
+
+
+def check_request_cancel(w: World, line: str) -> None:
+    got = _one(w, run_once(w, line))
+    assert got["state"] == "cancelled"
+
+
+def check_break_glass(w: World, line: str) -> None:
+    got = _one(w, run_once(w, line))
+    assert got["state"] == "approved" and got["break_glass"] and got["duration"] == 600
+    g = w.active_grants()[got["grant"]]
+    assert g["level"] == "payload" and g["expires"] - g["created"] == 600
+    w.grants_made.append(g["id"])
+
+
+def check_login(w: World, line: str) -> None:
+    cache = Path(tempfile.mkdtemp(prefix="periscope-login-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(cache)}
+    try:
+        r = subprocess.run(_argv(w, line), capture_output=True, text=True, timeout=60, cwd=REPO,
+                           env=env)
+        assert r.returncode == 0, r.stderr
+        assert f"open {w.issuer}/activate and enter the code" in r.stderr
+        tok = cache / "periscope" / "id-token"
+        assert (tok.stat().st_mode & 0o777) == 0o600 and "logged in as root" in r.stderr
+        # Later commands present it: the daemon verified it for this connection.
+        r = subprocess.run(_argv(w, "periscope whoami --json"), capture_output=True, text=True,
+                           timeout=60, cwd=REPO, env=env)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["idp_login"]["sub"] == "00u-root", r.stdout
+    finally:
+        subprocess.run(["rm", "-rf", str(cache)], check=False)
 
 
 CHECKS: dict[str, Callable[[World, str], None]] = {
@@ -603,8 +768,20 @@ CHECKS: dict[str, Callable[[World, str], None]] = {
         check_grant_add_group,
     "periscope grant list": check_grant_list,
     "periscope grant revoke {grant}": check_grant_revoke,
+    "periscope grant revoke --all": check_grant_revoke_all,
     "periscope audit show --limit 20": check_audit_show,
     "periscope audit verify": check_audit_verify,
+    "periscope trace --request {request} --wait": check_trace_request,
+    "periscope audit show --since 7d --kind request,grant,break_glass": check_audit_show_kinds,
+    "periscope request create -u {unit} --level payload --for 1h --reason {reason}":
+        check_request_create,
+    "periscope request list --state pending": check_request_list,
+    "periscope request show {request}": check_request_show,
+    "periscope request approve {request} --comment 'scope is right'": check_request_approve,
+    "periscope request deny {request} --reason 'meta is enough'": check_request_deny,
+    "periscope request cancel {request}": check_request_cancel,
+    "periscope request break-glass -u {unit} --for 10m --reason {reason}": check_break_glass,
+    "periscope login": check_login,
 }
 
 ALL = [ex for exs in examples.EXAMPLES.values() for ex in exs]
@@ -621,6 +798,8 @@ def test_example(world: World, ex: examples.Example) -> None:
     values = dict(world.values)
     if "{grant}" in ex.line:
         values["grant"] = world.grant(values["user"])
+    if "{request}" in ex.line:  # only a requester cancels; others review the user's
+        values["request"] = world.file_request(as_root="cancel" in ex.line)
     line, _says = examples.render(ex, values)
     world.values = values
     CHECKS[ex.line](world, line)

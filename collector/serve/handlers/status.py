@@ -29,7 +29,14 @@ def thread_cpu() -> dict[str, float]:
 
 def hello(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     """Who the daemon thinks the caller is (from SO_PEERCRED and the user database)."""
-    return {"uid": who.uid, "user": who.user, "groups": sorted(who.group_names)}
+    out: dict[str, Any] = {"uid": who.uid, "user": who.user,
+                           "groups": sorted(who.group_names)}
+    if svc.idp is not None:  # what `periscope login` needs to find the identity provider
+        cfg = svc.idp.cfg
+        out["idp"] = {"issuer": cfg.issuer, "client_id": cfg.client_id or cfg.audience}
+    if who.idp is not None:
+        out["idp_login"] = who.idp.audit()
+    return out
 
 
 def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
