@@ -65,7 +65,12 @@ def build_request(op: Op, args: dict[str, Any]) -> Request:
     reason = _str_arg(args, "reason")
     if reason is not None and len(reason) > 500:
         raise BadRequest('"reason" is longer than 500 characters')
-    return Request(op.value, tuple(targets), level, duration, reason)
+    export = args.get("export", False)
+    if not isinstance(export, bool):
+        raise BadRequest('"export" must be true or false')
+    if export and op is not Op.TRACE:
+        raise BadRequest(f'"export" applies to trace sessions, not to {op.value}')
+    return Request(op.value, tuple(targets), level, duration, reason, export)
 
 
 class FieldRedactor(Protocol):
@@ -75,12 +80,18 @@ class FieldRedactor(Protocol):
 
 
 class Gate:
-    """Decides and audits every request; thread-safe (requests run on executor threads)."""
+    """Decides and audits every request; thread-safe (requests run on executor threads).
+
+    `export_to` names where an exported session's events go ("otlp http://host:4318",
+    "jsonlog /var/lib/periscope/events.jsonl"): empty when no exporter is enabled, and
+    then no session may ask for export.
+    """
 
     def __init__(self, policy: Policy, policy_path: str | None, grants: GrantStore,
                  audit: AuditLog, enricher: Enricher, resolver: Resolver, *,
-                 redactor: FieldRedactor) -> None:
+                 redactor: FieldRedactor, export_to: tuple[str, ...] = ()) -> None:
         self.redactor = redactor
+        self.export_to = export_to
         self.policy = policy
         self.policy_path = policy_path
         self.grants = grants
@@ -120,6 +131,10 @@ class Gate:
             return Scope(op, Decision(True, "identity query"), args)
         try:
             req = build_request(op, args)
+            if req.export and not self.export_to:
+                raise BadRequest("export was asked for, but no exporter is enabled in the "
+                                 "daemon's config ([export.otlp] enabled, [export.jsonlog] "
+                                 "path)")
         except BadRequest as err:
             self.record(who, op, args, allowed=False, reason=str(err))
             raise
@@ -127,20 +142,31 @@ class Gate:
         # stored with each row (see decide._stored), so nothing is resolved for them.
         facts = self.facts_for(req.targets) if op.kind is OpKind.LIVE else {}
         decision = decide(self.policy, self.grants.list(), who, req, facts, time.time())
-        self.record(who, op, args, allowed=decision.allowed, reason=decision.reason)
+        self.record(who, op, args, allowed=decision.allowed, reason=decision.reason,
+                    export=self.export_record(decision.export))
         if not decision.allowed:
             raise Denied(decision.reason)
         return Scope(op, decision, args)
 
+    def export_record(self, level: Level | None) -> dict[str, Any] | None:
+        """What an audit record says of a session's export: its level and destinations."""
+        return None if level is None else {"level": str(level), "to": list(self.export_to)}
+
     def record(self, who: Principal, op: str, args: dict[str, Any], *, allowed: bool,
                reason: str, session: str | None = None, events: int = 0,
-               nbytes: int = 0, kind: str = "request") -> None:
-        """Append one audit record; if it is not durable, nothing may be disclosed."""
+               nbytes: int = 0, kind: str = "request",
+               export: dict[str, Any] | None = None) -> None:
+        """Append one audit record; if it is not durable, nothing may be disclosed.
+
+        `export` (from export_record) says the session's events also leave the host.
+        """
         # Arguments are client text (reasons, selectors): redacted like any captured value.
         rec = request_record(who, str(op), self.redactor.redact_fields(args), allowed=allowed,
                              reason=reason,
                              session=session, events=events, bytes_disclosed=nbytes)
         rec["kind"] = kind
+        if export is not None:
+            rec["export"] = export
         try:
             self.audit.append(rec)
         except AuditWriteError as err:

@@ -30,7 +30,7 @@ __all__ = ["ROLE_OPS", "Policy", "PolicyError", "Role"]
 
 # What a role may list: every op the policy decides (hello is answered for anyone).
 ROLE_OPS = frozenset(op.value for op in Op if op.kind is not OpKind.IDENTITY)
-_ROLE_KEYS = {"ops", "max_level", "targets", "max_duration", "require_reason"}
+_ROLE_KEYS = {"ops", "max_level", "targets", "max_duration", "require_reason", "export"}
 _ROLE_NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
 _UNIX_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?\Z")  # no '#', '@', ':' or spaces
 
@@ -45,6 +45,9 @@ class Role:
     targets: tuple[Selector, ...]
     max_duration: int  # seconds
     require_reason: bool
+    # Highest level at which a session this role allows may also be sent off the host
+    # (the exporters of [export.*]); None: never. The session asks for it (trace --export).
+    export: Level | None = None
 
 
 @dataclass(frozen=True)
@@ -123,15 +126,24 @@ def _parse_role(name: str, table: Any, source: str) -> Role:
     reason = table.get("require_reason", False)
     if not isinstance(reason, bool):
         raise _fail(source, f"{where}.require_reason", "expected true or false")
+    export = table.get("export", False)
+    if export is not False and export not in ("meta", "payload"):
+        raise _fail(source, f"{where}.export",
+                    'expected false, "meta" or "payload" (the highest level exported)')
     try:
+        max_level = Level.parse(level)
+        exported = Level.parse(export) if export else None
+        if exported is not None and exported > max_level:
+            raise _fail(source, f"{where}.export", f"{export!r} is above max_level {level!r}")
         return Role(
             name=name,
             ops=ROLE_OPS if "*" in ops else frozenset(ops),
-            max_level=Level.parse(level),
+            max_level=max_level,
             targets=tuple(parse_selector(t)
                           for t in _str_list(table["targets"], source, f"{where}.targets")),
             max_duration=parse_duration(duration),
             require_reason=reason,
+            export=exported,
         )
     except SelectorError as err:
         raise _fail(source, where, str(err)) from err

@@ -153,6 +153,8 @@ def test_selectors_keep_their_order_and_normal_form() -> None:
                          "cgroup:/system.slice/x"]
     assert commands.trace_args(a) == {"targets": a.targets, "level": "payload",
                                       "duration": 600, "reason": "INC-1"}
+    a = parse("trace", "-p", "12", "--export")  # asks for export; the daemon decides
+    assert commands.trace_args(a) == {"targets": ["pid:12"], "level": "meta", "export": True}
 
 
 def test_since_relative_and_iso() -> None:
