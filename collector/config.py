@@ -75,6 +75,7 @@ class Server:
 @dataclass(frozen=True)
 class Metrics:
     listen: str
+    max_targets: int                # distinct target label values in per-target metrics
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "server.max_conns_per_uid": (1, 1 << 16),
     "server.max_conns": (1, 1 << 20),
     "server.send_buffer_events": (16, 1 << 20),
+    "metrics.max_targets": (1, 1000),
     "export.otlp.timeout_s": (0.1, 300),
     "export.otlp.queue_size": (16, 1 << 20),
     "export.otlp.batch_size": (1, 1 << 16),

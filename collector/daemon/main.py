@@ -18,14 +18,16 @@ from collector.access.audit import AuditLog, emit_anchor, install_journal_handle
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.policy import Policy
-from collector.capture.pipeline import Pipeline
+from collector.capture.pipeline import Pipeline, Sink
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs
 from collector.daemon.notify import notify, watchdog_interval
 from collector.errors import ConfigError, PeriscopeError
+from collector.export.route import open_exporters
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver, cgroup2_root
 from collector.serve.listen import listen_unix
+from collector.serve.red import TargetRed
 from collector.serve.server import Server
 from collector.serve.services import Services
 from collector.serve.sessions import Router
@@ -68,6 +70,10 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     paths = cfg.paths
     state = Path(paths.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    router = Router()
+    # First: an exporter that cannot start (ExportError) stops the daemon before it
+    # opens anything else. Export sinks come after redaction, like the store.
+    exporters = open_exporters(cfg.export, router, router.exporting_session)
     try:
         redactor = Redactor.from_file(cfg.redaction.rules) if cfg.redaction.rules \
             else Redactor.default()
@@ -81,8 +87,11 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     resolver = Resolver(procfs, cgroot or cgroup2_root())
     enricher = Enricher(procfs)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
-    router = Router()
-    pipeline = Pipeline(redactor, [store.add_many, router], enricher, cfg.capture.queue_max)
+    # Per-target figures cost a little per event: only when /metrics is served.
+    red = TargetRed(cfg.metrics.max_targets) if cfg.metrics.listen else None
+    sinks: list[Sink] = [store.add_many, router]
+    sinks += [s for s in (red, exporters) if s is not None]
+    pipeline = Pipeline(redactor, sinks, enricher, cfg.capture.queue_max)
     options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
                            cfg.capture.poll_interval_ms / 1000)
     capture = cfg.capture
@@ -91,16 +100,20 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
                                                    capture.rate_limit), resolver)
     # The gate reads facts fresh for every decision: its own enricher, never the cache
     # the pipeline thread uses.
-    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor)
+    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor,
+                export_to=exporters.destinations if exporters is not None else ())
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(paths.audit_log),
                    anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
-                   session_queue=cfg.server.send_buffer_events)
+                   session_queue=cfg.server.send_buffer_events, exporters=exporters, red=red)
     return svc, pipeline
 
 
 async def serve(cfg: config.Config, started: float) -> None:
     svc, pipeline = build(cfg)
+    if svc.exporters is not None:
+        svc.exporters.start()
+        log.info("export: %s", ", ".join(svc.exporters.destinations))
     pipeline.start()
     server = Server(svc, cfg.server)
     sock = listen_unix(cfg.paths.socket, cfg.paths.socket_group or None)
@@ -126,6 +139,7 @@ async def serve(cfg: config.Config, started: float) -> None:
     log.info("ready in %.2fs: socket %s, state %s", ready_s, cfg.paths.socket, cfg.paths.state_dir)
     notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
     svc.counters["ready_ms"] = int(ready_s * 1000)
+    svc.metrics.ready_seconds.set(ready_s)
     keepalive = asyncio.create_task(_keepalive(svc, stop))
     await stop.wait()
     log.info("shutting down")
@@ -134,6 +148,8 @@ async def serve(cfg: config.Config, started: float) -> None:
     await server.close()
     svc.tracer.close()  # detaches every probe
     pipeline.stop()
+    if svc.exporters is not None:  # after the pipeline: what it redacted is flushed
+        svc.exporters.close()
     svc.store.close()
     with contextlib.suppress(Exception):
         svc.gate.audit.anchor_now()

@@ -12,6 +12,9 @@ from collector.access.grants import GrantStore
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
 from collector.errors import BadRequest
+from collector.export.route import ExportRoute
+from collector.serve.instruments import Instruments
+from collector.serve.red import TargetRed
 from collector.serve.sessions import Router
 from collector.store.store import EventStore
 
@@ -32,6 +35,9 @@ class Services:
     session_queue: int = 4096  # frames a trace session may have queued (server config)
     started: float = field(default_factory=time.time)
     counters: Counter[str] = field(default_factory=Counter)
+    exporters: ExportRoute | None = None  # the export sinks, when [export.*] enables one
+    red: TargetRed | None = None          # per-target figures, when /metrics is served
+    metrics: Instruments = field(default_factory=Instruments)
 
 
 def int_arg(args: dict[str, Any], key: str, default: int | None, lo: int, hi: int) -> int | None:

@@ -73,13 +73,17 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
     if not any(src.startswith("grant ") for src in d.sources):
         deadline = max(deadline, time.time() + d.duration)
     s = Session(sid, conn.who.user, conn.who.uid, cookies, d.level == Level.PAYLOAD, deadline,
-                d.sources, loop, svc.session_queue)
+                d.sources, loop, svc.session_queue, export=d.export)
     svc.router.add(s)
+    svc.metrics.session_started(str(d.level), None if d.export is None else str(d.export))
+    exported = svc.gate.export_record(d.export)
+    head = {"session": sid, "targets": list(d.targets), "level": str(d.level),
+            "deadline": deadline, "narrowed": list(d.narrowed),
+            "probe_load_s": round(svc.tracer.last_load_seconds, 3)}
+    if exported is not None:
+        head["export"] = exported
     writer = conn.writer
-    writer.write(protocol.ok({"session": sid, "targets": list(d.targets),
-                              "level": str(d.level), "deadline": deadline,
-                              "narrowed": list(d.narrowed),
-                              "probe_load_s": round(svc.tracer.last_load_seconds, 3)}))
+    writer.write(protocol.ok(head))
     watcher = asyncio.create_task(_watch_client(s, conn.reader))
     try:
         await writer.drain()
@@ -88,6 +92,7 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
         watcher.cancel()
         svc.router.remove(s)
         reason = s.ended or "client_closed"
+        svc.metrics.session_ended(reason, time.time() - s.started)
         if reason != "client_closed":
             # Tell the client first: releasing may detach probes, which takes a while.
             now = await loop.run_in_executor(None, loss_counters, svc)
@@ -104,7 +109,8 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
         with contextlib.suppress(AuditFailed):  # the stream already disclosed; log it
             await loop.run_in_executor(None, lambda: svc.gate.record(
                 conn.who, "trace.end", {"session": sid}, allowed=True, reason=reason,
-                session=sid, events=s.events, nbytes=s.bytes, kind="session_end"))
+                session=sid, events=s.events, nbytes=s.bytes, kind="session_end",
+                export=exported))
 
 
 async def _pump(svc: Services, s: Session, writer: asyncio.StreamWriter) -> None:

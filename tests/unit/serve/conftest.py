@@ -73,6 +73,7 @@ class FakeProbe:
         self.cgroups: dict[int, Any] = {}
         self.counts = {"emitted": 0, "skipped_rate": 0, "drop_ringbuf": 0}
         self.tls: list[list[int]] = []
+        self.ring = (0, 0, 4 << 20)
 
     def load(self) -> None:
         self.loaded = True
@@ -109,6 +110,10 @@ class FakeProbe:
 
     def tls_failures(self) -> int:
         return 0
+
+    def ring_usage(self) -> tuple[int, int, int]:
+        return self.ring
+
 
 
 @dataclass
