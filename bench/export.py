@@ -4,9 +4,10 @@ Real kernel-record bytes go through the real pipeline core (decode, redact, enri
 serialize) and its sinks, on this thread, as the pipeline's threads do; conditions:
 OTLP off, OTLP on (logs) to a live OTLP/HTTP receiver (a separate process, so its CPU is
 not ours), OTLP on with a dead endpoint (accepts, never answers), the JSON log file, and
-L7 records as spans + RED metrics. For each: the pipeline thread's CPU per event, the sink
-call's own cost per event (what export adds to the pipeline), the export threads' CPU per
-item, and what was sent and dropped.
+L7 records as spans + RED metrics; and the per-target RED sink of /metrics
+(collector/serve/red.py), which runs on the pipeline's sink thread. For each: the pipeline
+thread's CPU per event, the sink call's own cost per event (what it adds to the pipeline),
+the export threads' CPU per item, and what was sent and dropped.
 """
 
 from __future__ import annotations
@@ -109,6 +110,28 @@ def run(name: str, n: int, make: Callable[[], Any] | None, l7: bool = False) -> 
                worker_s / n * 1e6 if sink is not None else 0.0, sent, dropped)
 
 
+class RedSink:
+    """The /metrics per-target sink, shaped like an exporter for run()."""
+
+    def __init__(self) -> None:
+        from collector.serve.red import TargetRed
+
+        self.red = TargetRed(50)
+        self.counters: dict[str, int] = {}
+
+    def __call__(self, events: list[Any], bodies: list[bytes] | None = None) -> None:
+        self.red(events)
+
+    def start(self) -> None:
+        pass
+
+    def backlog(self) -> int:
+        return 0
+
+    def close(self, _timeout: float) -> None:
+        pass
+
+
 def median(rows: list[Row]) -> Row:
     """The round with the median pipeline cost (the export threads' for L7)."""
     return sorted(rows, key=lambda r: (r.pipeline_us, r.worker_us))[len(rows) // 2]
@@ -169,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         plan: list[tuple[str, Callable[[], Any] | None, bool]] = [
             ("OTLP off", None, False), ("OTLP on (logs)", otlp(base), False),
             ("OTLP on, endpoint dead", otlp(dead), False), ("JSON log file", jsonlog, False),
-            ("L7 -> spans + RED", otlp(red), True)]
+            ("L7 -> spans + RED", otlp(red), True), ("/metrics per-target RED", RedSink, False)]
         # Rounds interleave the conditions, so a noisy neighbour hits them all alike; the
         # median round of each is reported.
         runs: dict[str, list[Row]] = {name: [] for name, _m, _l in plan}

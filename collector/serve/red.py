@@ -1,9 +1,9 @@
 """Per-target RED figures for /metrics: syscalls and L7 requests, aggregated per batch.
 
 A pipeline sink, after the store and the sessions (on the pipeline's sink thread). Per
-event it does one pass over the batch keyed by (pid, syscall) with the latency's bucket;
-the label values are resolved once per key and batch, and the shared totals are updated
-under one lock per batch. The scrape reads a copy. Label values come only from fixed
+event it does one dict update, keyed by (pid, syscall, latency bucket, failed); the label
+values are resolved once per key and batch, and the shared totals are updated under one
+lock per batch. The scrape reads a copy. Label values come only from fixed
 tables (syscall class, protocol) and the bounded target table (a process's systemd unit,
 else its comm, never a pid: `collector.export.red.TargetLabels`), so the series count
 is bounded by (max_targets + 2) x classes, whatever the traced processes do.
@@ -87,7 +87,9 @@ class TargetRed:
         first = events[0].get("ts")
         # Sinks run in order: the store and the sessions have this batch by now.
         lag = time.time() - first if isinstance(first, int | float) else 0.0
-        agg: dict[tuple[int, str], list[Any]] = {}
+        # (pid, syscall, bucket, failed) -> [count, latency sum in µs, an event for labels]
+        agg: dict[tuple[int, str, int, bool], list[Any]] = {}
+        get = agg.get
         l7: list[Event] = []
         bounds = SYSCALL_BOUNDS_US
         for ev in events:
@@ -96,28 +98,25 @@ class TargetRed:
                 if ev.get("kind") == "l7":
                     l7.append(ev)
                 continue
-            key = (ev["pid"], ev["syscall"])
-            a = agg.get(key)
-            if a is None:  # counts per bucket, latency sum, errors, an event for the labels
-                a = agg[key] = [0] * _NS + [0.0, 0, ev]
-            a[bisect_left(bounds, lat)] += 1
-            a[_NS] += lat
-            if "errno" in ev:
-                a[_NS + 1] += 1
+            key = (ev["pid"], ev["syscall"], bisect_left(bounds, lat), "errno" in ev)
+            a = get(key)
+            if a is None:
+                agg[key] = [1, lat, ev]
+            else:
+                a[0] += 1
+                a[1] += lat
         with self._lock:
             self.store_lag_s = max(0.0, lag)
-            for (_pid, syscall), a in agg.items():
-                ev = a[-1]
-                n = sum(a[:_NS])
-                key2 = (self.targets.label(ev.get("unit"), ev.get("comm"), n),
-                        SYSCALL_CLASS.get(syscall, "other"))
-                h = self._syscalls.get(key2)
+            for (_pid, syscall, bucket, failed), (n, total, ev) in agg.items():
+                series = (self.targets.label(ev.get("unit"), ev.get("comm"), n),
+                          SYSCALL_CLASS.get(syscall, "other"))
+                h = self._syscalls.get(series)
                 if h is None:
-                    h = self._syscalls[key2] = [0.0] * (_NS + 1)
-                for i in range(_NS + 1):
-                    h[i] += a[i]
-                if a[_NS + 1]:
-                    self._syscall_errors[key2] += a[_NS + 1]
+                    h = self._syscalls[series] = [0.0] * (_NS + 1)
+                h[bucket] += n
+                h[_NS] += total
+                if failed:
+                    self._syscall_errors[series] += n
             for rec in l7:
                 self._request(rec)
 

@@ -140,7 +140,11 @@ def world() -> Iterator[World]:
     with contextlib.ExitStack() as stack:
         base = Path(tempfile.mkdtemp(prefix="periscope-cli-"))
         stack.callback(subprocess.run, ["rm", "-rf", str(base)], check=False)
-        d = start_daemon(base)
+        # The embedded default policy, plus export for admin (root), and a JSON-lines
+        # exporter: what `trace --export` needs.
+        policy = (REPO / "collector" / "defaults" / "policy.toml").read_text().replace(
+            "[roles.admin]\n", '[roles.admin]\nexport = "payload"\n')
+        d = start_daemon(base, f'[export.jsonlog]\npath = "{base}/exported.jsonl"\n', policy)
 
         def stop() -> None:
             rc = stop_daemon(d)
@@ -318,6 +322,21 @@ def check_trace_payload(w: World, line: str) -> None:
     _trace_check(w, line, event_rows, lambda r: r.pid == pid_of(w), payload=True)
 
 
+def check_trace_export(w: World, line: str) -> None:
+    exported = w.daemon.state.parent / "exported.jsonl"
+    before = exported.read_bytes().count(b"\n") if exported.exists() else 0
+    _trace_check(w, line, event_rows, lambda r: r.pid == pid_of(w))
+
+    def lines() -> list[dict[str, Any]]:
+        got = exported.read_bytes().splitlines()[before:] if exported.exists() else []
+        return [json.loads(x) for x in got]
+
+    got = wait_for(lambda: len(lines()) >= 5 and lines(), 30, what="exported JSON lines")
+    assert {e["pid"] for e in got} == {pid_of(w)}  # the session's target only
+    assert not any("payload" in e for e in got)  # a meta session exports meta
+    assert SECRET.encode() not in exported.read_bytes()
+
+
 def _query(w: World, line: str) -> tuple[Run, list[Row]]:
     r = run_once(w, line)
     assert r.rc == 0, r.err
@@ -478,6 +497,7 @@ CHECKS: dict[str, Callable[[World, str], None]] = {
     "periscope trace -u {unit} --json": check_trace_unit_json,
     "periscope trace -c {cgroup} -d 1m": check_trace_cgroup,
     "periscope trace -p {pid} --level payload --reason {reason} -d 5m": check_trace_payload,
+    "periscope trace -p {pid} --export -d 10m": check_trace_export,
     "periscope events -p {pid} --limit 50": check_events_pid,
     "periscope events -n {comm} --since 15m --json": check_events_comm_json,
     "periscope errors --since 1h": check_errors,
