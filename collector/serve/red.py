@@ -88,7 +88,7 @@ class TargetRed:
         # Sinks run in order: the store and the sessions have this batch by now.
         lag = time.time() - first if isinstance(first, int | float) else 0.0
         # (pid, syscall, bucket, failed) -> [count, latency sum in µs, an event for labels]
-        agg: dict[tuple[int, str, int, bool], list[Any]] = {}
+        agg: dict[tuple[int, str | None, int, bool], list[Any]] = {}
         get = agg.get
         l7: list[Event] = []
         bounds = SYSCALL_BOUNDS_US
@@ -98,7 +98,8 @@ class TargetRed:
                 if ev.get("kind") == "l7":
                     l7.append(ev)
                 continue
-            key = (ev["pid"], ev["syscall"], bisect_left(bounds, lat), "errno" in ev)
+            # .get: a record of another stage with a latency but no syscall is "other"
+            key = (ev["pid"], ev.get("syscall"), bisect_left(bounds, lat), "errno" in ev)
             a = get(key)
             if a is None:
                 agg[key] = [1, lat, ev]
@@ -109,7 +110,7 @@ class TargetRed:
             self.store_lag_s = max(0.0, lag)
             for (_pid, syscall, bucket, failed), (n, total, ev) in agg.items():
                 series = (self.targets.label(ev.get("unit"), ev.get("comm"), n),
-                          SYSCALL_CLASS.get(syscall, "other"))
+                          SYSCALL_CLASS.get(syscall, "other") if syscall else "other")
                 h = self._syscalls.get(series)
                 if h is None:
                     h = self._syscalls[series] = [0.0] * (_NS + 1)

@@ -122,12 +122,13 @@ def test_target_labels_are_capped_and_never_pids() -> None:
 
 def test_classes_are_a_fixed_table() -> None:
     red = TargetRed(10)
-    red([sc(1, "ssl_write", 2.0), sc(1, "io_uring_enter", 2.0)])
+    conn = {"ts": 1.0, "kind": "conn", "pid": 1, "comm": "app", "latency_us": 9.0}
+    red([sc(1, "ssl_write", 2.0), sc(1, "io_uring_enter", 2.0), conn])
     value = reader(red)
     assert value("periscope_syscall_duration_seconds_count", {"target": "app",
                                                               "class": "tls"}) == 1
     assert value("periscope_syscall_duration_seconds_count", {"target": "app",
-                                                              "class": "other"}) == 1
+                                                              "class": "other"}) == 2
     assert set(SYSCALL_CLASS.values()) | {"other"} == set(CLASSES)
     assert list(SYSCALL_BUCKETS) == sorted(SYSCALL_BUCKETS)
 
