@@ -74,6 +74,7 @@ class ExportRoute:
             return
         out: list[Event] = []
         out_bodies: list[bytes] = []
+        lines = self.jsonlog is not None  # only the JSON lines take serialized bodies
         logs: list[Event] = []
         l7: list[Event] = []
         for i, ev in enumerate(events):
@@ -93,8 +94,9 @@ class ExportRoute:
                 seen = narrowed
                 logs.append(seen)
             out.append(seen)
-            out_bodies.append(bodies[i] if bodies is not None and seen is ev
-                              else orjson.dumps(seen))
+            if lines:  # the pipeline's serialization, unless narrowing changed the event
+                out_bodies.append(bodies[i] if bodies is not None and seen is ev
+                                  else orjson.dumps(seen))
         if not out:
             return
         self.counters.add("export_offered_events", len(logs))

@@ -18,8 +18,9 @@ from collector.export.jsonlog import JsonLogSink, RotatingFile
 from collector.export.route import ExportRoute
 from collector.protocol import LOSSES
 from collector.selectors import Level
-from collector.serve import metrics
-from collector.serve.metrics import registry, route, thread_label
+from collector.serve import metric_names
+from collector.serve.metric_names import route
+from collector.serve.metrics import registry, thread_label
 from collector.serve.sessions import Session
 from probes.layout import F_DATA_OUT, F_PAYLOAD, Sc, Stat
 from tests.unit.pipeline_corpus import sys_rec
@@ -140,20 +141,20 @@ def test_every_loss_and_kernel_stat_has_its_own_family() -> None:
     for name, where, _text in LOSSES:
         if where in ("kernel", "pipeline"):
             series = route(where, name)
-            assert series is not None and series[0] in metrics.COUNTER_FAMILIES, name
+            assert series is not None and series[0] in metric_names.COUNTER_FAMILIES, name
             assert not series[0].endswith("_other"), name
     for stat in Stat:
         series = route("kernel", stat.name.lower())
         assert series is not None and not series[0].endswith("_other"), stat
     for name in ("decode_short", "decode_version", "decode_unknown_op"):
         assert route("pipeline", name) == ("periscope_events_dropped", (name,))
-    for table in metrics.TABLES.values():
+    for table in metric_names.TABLES.values():
         for series in table.values():
             if series is not None:
                 family, values = series
-                assert len(values) == len(metrics.COUNTER_FAMILIES[family][1]), family
-    for family, values in metrics.EXPORT.values():
-        assert len(values) == len(metrics.EXPORT_FAMILIES[family][1]), family
+                assert len(values) == len(metric_names.COUNTER_FAMILIES[family][1]), family
+    for family, values in metric_names.EXPORT.values():
+        assert len(values) == len(metric_names.EXPORT_FAMILIES[family][1]), family
 
 
 def test_a_counter_no_table_knows_still_shows(host: Host) -> None:
