@@ -1,7 +1,7 @@
 """Export cost, side by side in one run: `python -m bench.export [--events N]` (no root).
 
 Real kernel-record bytes go through the real pipeline core (decode, redact, enrich,
-serialize) and its sinks, on this thread, as the pipeline's threads do; conditions:
+serialize once per batch) and its sinks, on this thread, as the pipeline's threads do; conditions:
 OTLP off, OTLP on (logs) to a live OTLP/HTTP receiver (a separate process, so its CPU is
 not ours), OTLP on with a dead endpoint (accepts, never answers), the JSON log file, and
 L7 records as spans + RED metrics; and the per-target RED sink of /metrics
@@ -24,9 +24,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import orjson
-
 from collector import config
+from collector.capture.events import Batch
 from collector.capture.pipeline import Pipeline
 from collector.proc.facts import Enricher
 from probes.layout import F_DATA_OUT, F_PAYLOAD, HDR, SYS, Op, Sc
@@ -88,10 +87,10 @@ def run(name: str, n: int, make: Callable[[], Any] | None, l7: bool = False) -> 
             sink_ns += time.thread_time_ns() - t
         else:
             events = pipe.process(batch)
-            bodies = [orjson.dumps(ev) for ev in events]
+            Batch(events).json()  # the pipeline's one serialization per batch (the store's)
             if sink is not None:
                 t = time.thread_time_ns()
-                sink(events, bodies)
+                sink(events)
                 sink_ns += time.thread_time_ns() - t
         # Pace the bench (not the sink): stay under the queue so the worker's CPU per item
         # is measured on items it exports, not on drops. The dead endpoint is not paced.
@@ -119,8 +118,8 @@ class RedSink:
         self.red = TargetRed(50)
         self.counters: dict[str, int] = {}
 
-    def __call__(self, events: list[Any], bodies: list[bytes] | None = None) -> None:
-        self.red(events)
+    def __call__(self, events: list[Any]) -> None:
+        self.red(Batch(events))
 
     def start(self) -> None:
         pass

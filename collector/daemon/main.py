@@ -5,19 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from collector import config
+from collector.access import idp, lifecycle
+from collector.access.alerts import Hook
 from collector.access.audit import AuditLog, emit_anchor, install_journal_handler
+from collector.access.desk import Desk
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.policy import Policy
+from collector.access.requests import RequestStore
 from collector.capture.pipeline import Pipeline, Sink
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs
@@ -27,6 +34,7 @@ from collector.export.route import open_exporters
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver, cgroup2_root
 from collector.serve.listen import listen_unix
+from collector.serve.profiles import Profiles
 from collector.serve.red import TargetRed
 from collector.serve.server import Server
 from collector.serve.services import Services
@@ -89,7 +97,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
     # Per-target figures cost a little per event: only when /metrics is served.
     red = TargetRed(cfg.metrics.max_targets) if cfg.metrics.listen else None
-    sinks: list[Sink] = [store.add_many, router]
+    sinks: list[Sink] = [store, router]
     sinks += [s for s in (red, exporters) if s is not None]
     pipeline = Pipeline(redactor, sinks, enricher, cfg.capture.queue_max)
     options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
@@ -102,15 +110,41 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     # the pipeline thread uses.
     gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor,
                 export_to=exporters.destinations if exporters is not None else ())
+    counters: Counter[str] = Counter()  # the server's; the notify hook counts into them too
+    desk = Desk(gate, RequestStore(str(state / "requests.json"), cfg.access.request_ttl_s),
+                Hook(cfg.notify.command, cfg.notify.timeout_s, counters))
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(paths.audit_log),
                    anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
-                   session_queue=cfg.server.send_buffer_events, exporters=exporters, red=red)
+                   redactor=redactor, profiles=Profiles(cfg.server.max_profiles),
+                   session_queue=cfg.server.send_buffer_events,
+                   max_reply_bytes=cfg.server.max_reply_bytes, counters=counters, desk=desk,
+                   idp=idp.build(cfg.idp, str(state / "idp-jwks.json")),
+                   exporters=exporters, red=red)
     return svc, pipeline
+
+
+def config_digest(cfg: config.Config) -> str:
+    """SHA-256 of the effective config (file, defaults and flags), as canonical JSON."""
+    doc = dataclasses.asdict(cfg)
+    doc.pop("source", None)
+    return lifecycle.digest(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+
+
+def record_start(svc: Services, cfg: config.Config) -> None:
+    """The audit log's account of this start: a crash of the last run first (with every
+    session it left open closed as ended by crash), then `start`."""
+    audit = svc.gate.audit
+    crash = lifecycle.recover(audit)
+    if crash is not None:
+        log.warning("the previous periscoped did not stop cleanly: %d session(s) closed as "
+                    "ended by crash (audit seq %s)", len(crash["sessions"]), crash["seq"])
+    lifecycle.start(audit, config_digest(cfg), cfg.source, svc.gate.policy)
 
 
 async def serve(cfg: config.Config, started: float) -> None:
     svc, pipeline = build(cfg)
+    record_start(svc, cfg)
     if svc.exporters is not None:
         svc.exporters.start()
         log.info("export: %s", ", ".join(svc.exporters.destinations))
@@ -140,17 +174,25 @@ async def serve(cfg: config.Config, started: float) -> None:
     notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
     svc.counters["ready_ms"] = int(ready_s * 1000)
     svc.metrics.ready_seconds.set(ready_s)
+    if cfg.capture.preload:
+        svc.tracer.preload()  # after READY: the compile never delays the start
     keepalive = asyncio.create_task(_keepalive(svc, stop))
     await stop.wait()
     log.info("shutting down")
     notify("STOPPING=1")
     keepalive.cancel()
+    sessions = len(svc.router.sessions)
     await server.close()
+    svc.profiles.close()
     svc.tracer.close()  # detaches every probe
     pipeline.stop()
     if svc.exporters is not None:  # after the pipeline: what it redacted is flushed
         svc.exporters.close()
     svc.store.close()
+    try:
+        lifecycle.stop(svc.gate.audit, sessions)
+    except PeriscopeError as err:  # the next start will find no stop and recover
+        log.error("audit: stop record not written: %s", err)
     with contextlib.suppress(Exception):
         svc.gate.audit.anchor_now()
     svc.gate.audit.close()
@@ -165,11 +207,19 @@ async def _keepalive(svc: Services, stop: asyncio.Event) -> None:
     while not stop.is_set():
         if interval:
             notify("WATCHDOG=1")
+        # A block of events not yet full is written after a few seconds; retention runs.
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(None, svc.store.tick)
         if time.monotonic() - last_anchor > ANCHOR_EVERY_S:
             last_anchor = time.monotonic()
             with contextlib.suppress(Exception):
                 await asyncio.get_running_loop().run_in_executor(None, svc.gate.audit.anchor_now)
-        await asyncio.sleep(min(interval or 5.0, 5.0))
+        if svc.desk is not None:
+            try:  # pending requests past their time expire (each one audited)
+                await asyncio.get_running_loop().run_in_executor(None, svc.desk.expire_due)
+            except PeriscopeError as err:
+                log.error("request expiry: %s", err)
+        await asyncio.sleep(min(interval or 1.0, 1.0))
 
 
 def raise_nofile_limit() -> None:

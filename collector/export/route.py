@@ -8,6 +8,8 @@ see), and routes by kind: L7 request records ("l7") become OTLP spans and RED me
 (`OtlpExporter.requests`), every other event an OTLP log; the JSON-lines sink gets both.
 An L7 record is payload-level data (method, path, query text), so it leaves only with a
 session exported at payload. With no exporting session the call costs one truth test.
+Nothing is serialized here: the exporters take event dicts onto their own queues and
+build their wire formats on their own threads.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-import orjson
-
-from collector.capture.events import Event, narrow
+from collector.capture.events import Batch, Event, narrow
 from collector.config import Export
 from collector.export.handoff import Counts
 from collector.export.jsonlog import JsonLogSink, open_sink
@@ -67,17 +67,15 @@ class ExportRoute:
         self.destinations = tuple(destinations)
         self.counters = Counts(COUNTERS)
 
-    def __call__(self, events: list[Event], bodies: list[bytes] | None = None,
-                 _procs: object = None) -> None:
+    def __call__(self, batch: Batch) -> None:
+        """Pipeline sink (sink thread): the batch's exported events to the exporters."""
         levels = self.sessions.exports
         if not levels:
             return
         out: list[Event] = []
-        out_bodies: list[bytes] = []
-        lines = self.jsonlog is not None  # only the JSON lines take serialized bodies
         logs: list[Event] = []
         l7: list[Event] = []
-        for i, ev in enumerate(events):
+        for ev in batch.events:
             got = levels.get(ev.get("target"))  # type: ignore[arg-type]
             if got is None:
                 continue  # no exporting session on this target: it stays on the host
@@ -94,20 +92,17 @@ class ExportRoute:
                 seen = narrowed
                 logs.append(seen)
             out.append(seen)
-            if lines:  # the pipeline's serialization, unless narrowing changed the event
-                out_bodies.append(bodies[i] if bodies is not None and seen is ev
-                                  else orjson.dumps(seen))
         if not out:
             return
         self.counters.add("export_offered_events", len(logs))
         self.counters.add("export_offered_l7", len(l7))
         if self.otlp is not None:
             if logs:
-                self.otlp(logs, None)
+                self.otlp(logs)
             if l7:
                 self.otlp.requests(l7)  # type: ignore[arg-type]  # JSON-ready L7 records
         if self.jsonlog is not None:
-            self.jsonlog(out, out_bodies)
+            self.jsonlog(out)
 
     def start(self) -> None:
         for sink in (self.otlp, self.jsonlog):

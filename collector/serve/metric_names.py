@@ -51,7 +51,24 @@ COUNTER_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "periscope_connections_closed": (
         "Client connections the daemon closed or lost, by reason", ("reason",)),
     "periscope_bad_frames": ("Request frames that were not valid requests", ()),
-    "periscope_break_glass": ("Break-glass self-grants", ()),
+    "periscope_break_glass": (
+        "Break-glass self-grants (periscope request break-glass; each is audited, logged at "
+        "warning and sent to the [notify] hook)", ()),
+    "periscope_notify_hook_runs": (
+        "Runs of the [notify] command (break-glass alerts), by outcome: sent, failed",
+        ("outcome",)),
+    "periscope_idp_tokens": (
+        "Identity-provider ID tokens presented (periscope login, --id-token-file), by "
+        "outcome: verified, refused", ("outcome",)),
+    "periscope_snapshots": ("Process snapshots taken", ()),
+    "periscope_snapshots_partial": (
+        "Snapshots with a section that could not be read (marked partial)", ()),
+    "periscope_snapshots_exited": (
+        "Snapshots whose process exited while it was read (marked exited)", ()),
+    "periscope_snapshots_truncated": (
+        "Snapshot replies cut to server.max_reply_bytes (marked truncated)", ()),
+    "periscope_profiles": ("CPU profiles started", ()),
+    "periscope_profile_samples": ("Stack samples the CPU profiles took", ()),
     "periscope_kernel_other": ("Kernel counters no family names yet", ("counter",)),
     "periscope_pipeline_other": ("Pipeline counters no family names yet", ("counter",)),
     "periscope_server_other": ("Server counters no family names yet", ("counter",)),
@@ -93,6 +110,16 @@ SERVER: dict[str, Route | None] = {
     "stream_aborted": (_CLOSED, ("stream_aborted",)),
     "bad_frame": ("periscope_bad_frames", ()),
     "break_glass": ("periscope_break_glass", ()),
+    "notify_sent": ("periscope_notify_hook_runs", ("sent",)),
+    "notify_failed": ("periscope_notify_hook_runs", ("failed",)),
+    "idp_verified": ("periscope_idp_tokens", ("verified",)),
+    "idp_refused": ("periscope_idp_tokens", ("refused",)),
+    "snapshots": ("periscope_snapshots", ()),
+    "snapshots_partial": ("periscope_snapshots_partial", ()),
+    "snapshots_exited": ("periscope_snapshots_exited", ()),
+    "snapshots_truncated": ("periscope_snapshots_truncated", ()),
+    "profiles": ("periscope_profiles", ()),
+    "profile_samples": ("periscope_profile_samples", ()),
 }
 # Names that carry their label value: prefix -> family; the value is the rest of the name
 # (decode_short -> reason "decode_short": the reason names the stage that lost it).

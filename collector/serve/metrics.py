@@ -15,7 +15,6 @@ traced data. docs/operations.md ("Metrics") lists every family and the old names
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections import defaultdict
@@ -68,13 +67,6 @@ class _Families:
             for values, v in sorted(self.values.get(name, {}).items()):
                 fam.add_metric(list(values), v)
             yield fam
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:  # no WAL yet (or removed at a checkpoint)
-        return 0
 
 
 class HealthCollector(Collector):
@@ -151,10 +143,9 @@ class HealthCollector(Collector):
                                   "store", value=store.written)
         yield CounterMetricFamily("periscope_store_events_pruned", "Events removed from the "
                                   "store by retention (age or size)", value=store.pruned)
-        db = str(store.path)
         yield GaugeMetricFamily("periscope_store_size_bytes", "Size of the store on disk "
-                                "(database and write-ahead log)",
-                                value=_file_size(db) + _file_size(db + "-wal"))
+                                "(database, write-ahead log and shared memory: what "
+                                "store.max_bytes caps)", value=store.disk_bytes())
 
     def _access(self) -> Iterator[Metric]:
         svc = self.svc

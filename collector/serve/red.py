@@ -26,7 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from collector.capture.events import Event
+from collector.capture.events import Batch, Event
 from collector.export.red import DURATION_BUCKETS, PROTOCOLS, UNKNOWN, TargetLabels
 
 # Syscall classes: what a dashboard groups by. A name not listed is "other".
@@ -80,8 +80,9 @@ class TargetRed:
         self._l7_errors: Counter[tuple[str, str]] = Counter()
         self.store_lag_s = 0.0
 
-    def __call__(self, events: list[Event], bodies: list[bytes] | None = None,
-                 _procs: object = None) -> None:
+    def __call__(self, batch: Batch) -> None:
+        """Pipeline sink (sink thread): reads the batch's events, serializes nothing."""
+        events = batch.events
         if not events:
             return
         first = events[0].get("ts")

@@ -26,7 +26,7 @@ def test_defaults_export_nothing(tmp_path: Path) -> None:
     try:
         assert svc.exporters is None and svc.gate.export_to == ()
         assert svc.red is not None  # metrics.listen is on by default
-        assert pipeline.sinks == [svc.store.add_many, svc.router, svc.red]
+        assert pipeline.sinks == [svc.store, svc.router, svc.red]
     finally:
         svc.store.close()
         svc.gate.audit.close()
@@ -39,7 +39,7 @@ def test_exporters_are_sinks_after_the_store_and_sessions(tmp_path: Path) -> Non
     try:
         assert svc.red is None  # no /metrics: no per-event metrics work
         assert svc.exporters is not None
-        assert pipeline.sinks == [svc.store.add_many, svc.router, svc.exporters]
+        assert pipeline.sinks == [svc.store, svc.router, svc.exporters]
         assert svc.gate.export_to == ("otlp http://127.0.0.1:9", f"jsonlog {tmp_path}/e.jsonl")
         assert svc.exporters.otlp is not None and svc.exporters.jsonlog is not None
     finally:

@@ -98,11 +98,11 @@ def test_every_periscope_error_is_under_one_root() -> None:
 def test_op_table() -> None:
     assert tuple(op.value for op in Op) == protocol.OPS
     assert len(set(protocol.OPS)) == len(protocol.OPS)
-    assert [op for op in Op if op.streaming] == [Op.TRACE]
-    assert {op for op in Op if op.kind is OpKind.IDENTITY} == {Op.HELLO}
+    assert [op for op in Op if op.streaming] == [Op.TRACE, Op.PROFILE, Op.REQUEST_WAIT]
+    assert {op for op in Op if op.kind is OpKind.IDENTITY} == {Op.HELLO, Op.AUTH}
     assert {op for op in Op if op.kind is OpKind.STORED} == {
         Op.EVENTS, Op.ERRORS, Op.CONNS, Op.HTTP, Op.TOP}
-    assert {op for op in Op if op.kind is OpKind.LIVE} == {Op.TRACE, Op.SNAPSHOT}
+    assert {op for op in Op if op.kind is OpKind.LIVE} == {Op.TRACE, Op.SNAPSHOT, Op.PROFILE}
     assert all(op.targeted == (op.kind in (OpKind.LIVE, OpKind.STORED)) for op in Op)
     assert orjson.loads(protocol.request(Op.GRANT_ADD)) == {"op": "grant.add", "args": {}}
 

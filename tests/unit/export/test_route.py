@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from collector import config
+from collector.capture.events import Batch
 from collector.errors import PeriscopeError
 from collector.export import ExportError
 from collector.export.jsonlog import JsonLogSink, RotatingFile
@@ -37,14 +38,10 @@ class Recorder:
 
     def __init__(self) -> None:
         self.logs: list[dict[str, Any]] = []
-        self.bodies: list[bytes] = []
         self.spans: list[dict[str, Any]] = []
 
-    def __call__(self, events: list[dict[str, Any]], bodies: list[bytes] | None = None,
-                 _procs: object = None) -> None:
+    def __call__(self, events: list[dict[str, Any]]) -> None:
         self.logs += events
-        if bodies is not None:
-            self.bodies += bodies
 
     def requests(self, records: list[dict[str, Any]]) -> None:
         self.spans += records
@@ -65,8 +62,7 @@ def batch() -> list[dict[str, Any]]:
 def routed(exports: Mapping[int, tuple[Level, str]]) -> tuple[Recorder, Recorder]:
     otlp, jsonlog = Recorder(), Recorder()
     route = ExportRoute(Sessions(exports), otlp, jsonlog)  # type: ignore[arg-type]
-    events = batch()
-    route(events, [orjson.dumps(ev) for ev in events])
+    route(Batch(batch()))
     return otlp, jsonlog
 
 
@@ -81,7 +77,6 @@ def test_payload_export_passes_its_targets_events_whole() -> None:
     assert otlp.logs == [events[0], events[1], events[3]]  # not cookie 2's open
     assert otlp.spans == [events[2]]  # the L7 record, as a span
     assert jsonlog.logs == events[:4]  # JSON lines: everything, in order
-    assert jsonlog.bodies == [orjson.dumps(ev) for ev in events[:4]]
 
 
 def test_meta_export_is_what_a_meta_session_sees() -> None:
@@ -92,14 +87,13 @@ def test_meta_export_is_what_a_meta_session_sees() -> None:
     assert otlp.logs == [write, events[3], events[4]]  # no data event, payload stripped
     assert otlp.spans == []  # L7 fields are payload: never in a meta export
     assert jsonlog.logs == otlp.logs
-    assert [orjson.loads(b) for b in jsonlog.bodies] == jsonlog.logs  # re-serialized
-    assert "payload" not in str(jsonlog.bodies) and "rest" not in str(jsonlog.bodies)
+    assert "payload" not in str(jsonlog.logs) and "rest" not in str(jsonlog.logs)
 
 
 def test_counts_what_it_offered() -> None:
     otlp, jsonlog = Recorder(), Recorder()
     route = ExportRoute(Sessions({1: (PAYLOAD, "s1")}), otlp, jsonlog)  # type: ignore[arg-type]
-    route(batch(), None)
+    route(Batch(batch()))
     assert route.counters["export_offered_events"] == 3
     assert route.counters["export_offered_l7"] == 1
 
@@ -145,7 +139,7 @@ def test_through_real_exporters(tmp_path: Path) -> None:
         route = ExportRoute(sessions, otlp, jsonlog)
         route.start()
         events = batch()
-        route(events, None)
+        route(Batch(events))
         route.close(10)
         logs = rx.logs()
         assert sorted(orjson.loads(any_value(lr.body))["kind"] for _r, lr in logs) == \

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver
+from collector.profile import Profile
+from collector.profile.model import make_profile
+from collector.serve.profiles import Profiles
 from collector.serve.services import Services
 from collector.serve.sessions import Router
 from collector.store.store import EventStore
@@ -38,7 +43,7 @@ max_level = "payload"
 targets = ["*"]
 
 [roles.viewer]
-ops = ["trace", "events", "errors", "conns", "http", "top", "snapshot"]
+ops = ["trace", "events", "errors", "conns", "http", "top", "snapshot", "profile"]
 max_level = "meta"
 targets = ["*"]
 
@@ -67,7 +72,7 @@ class FakeProbe:
 
     def __init__(self) -> None:
         self.load_seconds = 0.25
-        self.loaded = self.closed = False
+        self.loaded = self.closed = self.prepared = False
         self.pid_map: dict[int, int] = {}
         self.comms: dict[str, Any] = {}
         self.cgroups: dict[int, Any] = {}
@@ -75,11 +80,19 @@ class FakeProbe:
         self.tls: list[list[int]] = []
         self.ring = (0, 0, 4 << 20)
 
+    def prepare(self) -> None:
+        self.prepared = True
+
     def load(self) -> None:
-        self.loaded = True
+        self.prepared = self.loaded = True
+        self.closed = False
+
+    def detach(self) -> None:
+        self.closed = True  # nothing attached any more (what the tests ask of a release)
 
     def close(self) -> None:
         self.closed = True
+        self.prepared = False
 
     def add_pid(self, tgid: int, spec: Any) -> None:
         self.pid_map[tgid] = spec[0]
@@ -114,6 +127,32 @@ class FakeProbe:
     def ring_usage(self) -> tuple[int, int, int]:
         return self.ring
 
+
+
+class FakeSampler:
+    """collector.profile.sample without BPF: after `load_s` (the compile), freq samples a
+    second per pid until the duration or the cancel, in one stack whose leaf names a
+    secret (so redaction shows)."""
+
+    LEAF = "handle_request token=s3cr3tv4lue"
+
+    def __init__(self, load_s: float = 0.0) -> None:
+        self.load_s = load_s
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, pids: list[int], duration_s: float, freq: int, *,
+                 redact: Callable[[str], str], cancel: threading.Event, symbolizer: Any,
+                 on_start: Callable[[], None]) -> Profile:
+        self.calls.append({"pids": pids, "duration_s": duration_s, "freq": freq,
+                           "symbolizer": symbolizer})
+        cancel.wait(self.load_s)
+        on_start()
+        t0 = time.monotonic()
+        cancel.wait(duration_s)
+        secs = time.monotonic() - t0
+        n = max(1, int(secs * freq))
+        stacks = {(f"proc{pid}", "main", redact(self.LEAF)): n for pid in pids}
+        return make_profile(stacks, pids=tuple(pids), freq=freq, duration_s=round(secs, 3))
 
 
 @dataclass
@@ -157,6 +196,8 @@ def host(tmp_path: Path) -> Iterator[Host]:
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(tmp_path / "audit.log"),
                    anchors_path=str(tmp_path / "audit.anchors"), max_payload=256,
+                   redactor=REDACTOR, profiles=Profiles(2, sampler=FakeSampler(),
+                                                          symbolizer=object),
                    session_queue=100)
     h = Host(svc, probes, tmp_path)
     yield h

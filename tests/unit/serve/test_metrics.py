@@ -5,6 +5,7 @@ the conventions (one family per figure, base units, _total only on counters)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import time
@@ -14,6 +15,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import collector
+from collector.capture.events import Batch
 from collector.export.jsonlog import JsonLogSink, RotatingFile
 from collector.export.route import ExportRoute
 from collector.protocol import LOSSES
@@ -127,7 +130,7 @@ def test_export_results(host: Host, tmp_path: Path) -> None:
     sink.start()
     events = [{"ts": 1.0, "kind": "exit", "pid": 1, "target": 1, "code": i}
               for i in range(20)]  # 4 more than the queue holds
-    svc.exporters(events, None)
+    svc.exporters(Batch(events))
     sink.close(5)
     assert value("periscope_export_offered_total", {"kind": "event"}) == 20
     assert value("periscope_export_sent_total", {"exporter": "jsonlog", "signal": "logs"}) == 16
@@ -155,6 +158,49 @@ def test_every_loss_and_kernel_stat_has_its_own_family() -> None:
                 assert len(values) == len(metric_names.COUNTER_FAMILIES[family][1]), family
     for family, values in metric_names.EXPORT.values():
         assert len(values) == len(metric_names.EXPORT_FAMILIES[family][1]), family
+
+
+# A counter incremented by name anywhere in the daemon: counters["x"] or, in the snapshot
+# collector (which counts into the server's counters), count["x"].
+_COUNTED = re.compile(r'\bcount(?:ers)?\[\s*"([a-z_]+)"\s*\]')
+
+
+def test_every_counter_the_daemon_increments_has_a_family() -> None:
+    """Nothing lands under *_other_total by accident: each counter name written in
+    collector/ (f-string names go through the prefix tables) has a row in a table."""
+    root = Path(collector.__file__).parent
+    named = {m.group(1): path.relative_to(root) for path in root.rglob("*.py")
+             for m in _COUNTED.finditer(path.read_text())}
+    assert {"break_glass", "notify_failed", "idp_refused", "snapshots_truncated",
+            "profile_samples", "dropped_overload"} <= set(named)  # the scan finds them
+    known = {name for table in metric_names.TABLES.values() for name in table}
+    known |= {name for _exporter, name in metric_names.EXPORT}  # the exporters' own Counts
+    missing = {name: str(where) for name, where in named.items() if name not in known}
+    assert not missing, f"counters with no family in metric_names.py: {missing}"
+
+
+def test_access_and_debug_counters_have_their_own_families(host: Host) -> None:
+    svc = host.svc
+    value = registry(svc).get_sample_value
+    assert value("periscope_break_glass_total") == 0  # there from the start
+    for name, n in (("break_glass", 2), ("notify_sent", 3), ("notify_failed", 1),
+                    ("idp_verified", 4), ("idp_refused", 5), ("snapshots", 6),
+                    ("snapshots_partial", 2), ("snapshots_exited", 1),
+                    ("snapshots_truncated", 1), ("profiles", 7), ("profile_samples", 990)):
+        svc.counters[name] += n
+    assert value("periscope_break_glass_total") == 2
+    assert value("periscope_notify_hook_runs_total", {"outcome": "sent"}) == 3
+    assert value("periscope_notify_hook_runs_total", {"outcome": "failed"}) == 1
+    assert value("periscope_idp_tokens_total", {"outcome": "verified"}) == 4
+    assert value("periscope_idp_tokens_total", {"outcome": "refused"}) == 5
+    assert value("periscope_snapshots_total") == 6
+    assert value("periscope_snapshots_partial_total") == 2
+    assert value("periscope_snapshots_exited_total") == 1
+    assert value("periscope_snapshots_truncated_total") == 1
+    assert value("periscope_profiles_total") == 7
+    assert value("periscope_profile_samples_total") == 990
+    text = generate_latest(registry(svc)).decode()
+    assert "periscope_server_other_total{" not in text  # the family is declared, empty
 
 
 def test_a_counter_no_table_knows_still_shows(host: Host) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
+from collector.capture.events import Batch
 from collector.export.red import OVERFLOW, UNKNOWN
 from collector.serve.red import CLASSES, SYSCALL_BUCKETS, SYSCALL_CLASS, TargetRed
 
@@ -36,6 +37,11 @@ def l7(proto: str, latency_ms: float | None, error: bool = False, **over: Any) -
     return rec
 
 
+def feed(red: TargetRed, events: list[dict[str, Any]]) -> None:
+    """One pipeline batch to the sink, as the pipeline hands it over."""
+    red(Batch(events))
+
+
 def reader(red: TargetRed) -> Any:
     reg = CollectorRegistry()
     reg.register(red)
@@ -53,8 +59,8 @@ def test_syscalls_counted_exactly_per_target_and_class() -> None:
                 sc(2, "openat", 2000.0, unit="shop.service", errno="ENOENT")]
              + [sc(3, "connect", 0.5, comm="cron")] * 4
              + [{"ts": 1.0, "kind": "exec", "pid": 3, "target": 1, "argv": "x"}])
-    red(batch)
-    red(batch[:3])  # a second batch adds up
+    feed(red, batch)
+    feed(red, batch[:3])  # a second batch adds up
     io = {"target": "shop.service", "class": "io"}
     assert value("periscope_syscall_duration_seconds_count", io) == 8
     assert value("periscope_syscall_duration_seconds_sum", io) == pytest.approx(
@@ -76,7 +82,7 @@ def test_syscalls_counted_exactly_per_target_and_class() -> None:
 
 def test_a_latency_on_a_bound_is_in_that_bucket() -> None:
     red = TargetRed(10)
-    red([sc(1, "read", 5.0), sc(1, "read", 5.001)])
+    feed(red, [sc(1, "read", 5.0), sc(1, "read", 5.001)])
     value = reader(red)
     labels = {"target": "app", "class": "io"}
     assert value("periscope_syscall_duration_seconds_bucket", {**labels, "le": "5e-06"}) == 1
@@ -85,7 +91,7 @@ def test_a_latency_on_a_bound_is_in_that_bucket() -> None:
 
 def test_l7_requests_errors_and_latency_per_protocol() -> None:
     red = TargetRed(10)
-    red([l7("http", 12.0), l7("http", 300.0, error=True), l7("http", None, partial=True),
+    feed(red, [l7("http", 12.0), l7("http", 300.0, error=True), l7("http", None, partial=True),
          l7("pgsql", 0.2), l7("gopher", 1.0)])
     value = reader(red)
     http = {"target": "api.service", "protocol": "http"}
@@ -104,7 +110,7 @@ def test_l7_requests_errors_and_latency_per_protocol() -> None:
 
 def test_target_labels_are_capped_and_never_pids() -> None:
     red = TargetRed(3)
-    red([sc(pid, "read", 1.0, comm=f"w{pid}") for pid in range(100, 150)]
+    feed(red, [sc(pid, "read", 1.0, comm=f"w{pid}") for pid in range(100, 150)]
         + [sc(999, "read", 1.0, comm=None)])
     reg = CollectorRegistry()
     reg.register(red)
@@ -123,7 +129,7 @@ def test_target_labels_are_capped_and_never_pids() -> None:
 def test_classes_are_a_fixed_table() -> None:
     red = TargetRed(10)
     conn = {"ts": 1.0, "kind": "conn", "pid": 1, "comm": "app", "latency_us": 9.0}
-    red([sc(1, "ssl_write", 2.0), sc(1, "io_uring_enter", 2.0), conn])
+    feed(red, [sc(1, "ssl_write", 2.0), sc(1, "io_uring_enter", 2.0), conn])
     value = reader(red)
     assert value("periscope_syscall_duration_seconds_count", {"target": "app",
                                                               "class": "tls"}) == 1
@@ -135,6 +141,6 @@ def test_classes_are_a_fixed_table() -> None:
 
 def test_store_lag_is_the_age_of_the_batch() -> None:
     red = TargetRed(10)
-    red([{**sc(1, "read", 1.0), "ts": time.time() - 2.0}])
+    feed(red, [{**sc(1, "read", 1.0), "ts": time.time() - 2.0}])
     lag = reader(red)("periscope_store_lag_seconds")
     assert lag is not None and 2.0 <= lag < 60
