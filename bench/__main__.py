@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only overhead,tcp,ingest,daemon,redaction,l7]: run the benchmarks.
+"""python -m bench [--quick] [--only overhead,tcp,ingest,daemon,redaction,l7,export]: run them.
 
 Every part measures its conditions side by side in this one invocation and prints
 ratios; raw samples go to bench/results/results.json and the plot to bench/overhead.png.
@@ -19,7 +19,7 @@ import orjson
 from bench import daemon_cost, harness, ingest, overhead
 from bench.plot import plot
 
-PARTS = ("overhead", "tcp", "ingest", "daemon", "redaction", "l7")
+PARTS = ("overhead", "tcp", "ingest", "daemon", "redaction", "l7", "export")
 
 
 def machine() -> str:
@@ -91,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
 
         subprocess.run([sys.executable, "-m", "bench.l7", "--seconds",
                         "0.5" if a.quick else "1.5"], check=False,
+                       env={**os.environ, "PYTHONPATH": str(harness.REPO)})
+    if "export" in parts:
+        print("\n== export and /metrics, daemon level (bench/export_daemon.py) ==", flush=True)
+        import subprocess
+
+        quick = ["--rounds", "1", "--seconds", "2"] if a.quick else []
+        subprocess.run([sys.executable, "-m", "bench.export_daemon", *quick], check=False,
                        env={**os.environ, "PYTHONPATH": str(harness.REPO)})
     harness.RESULTS.mkdir(parents=True, exist_ok=True)
     out = harness.RESULTS / "results.json"

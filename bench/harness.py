@@ -62,15 +62,18 @@ def spread(xs: Sequence[float]) -> str:
 class Daemon:
     """periscoped in a temp dir (metrics off), like tests/root/conftest.start_daemon."""
 
-    def __init__(self, config_text: str = "", repo: Path = REPO,
-                 probe_cache: Path | None = None) -> None:
+    def __init__(self, config_text: str = "", policy_text: str | None = None,
+                 repo: Path = REPO, probe_cache: Path | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="periscope-bench-"))
         if probe_cache is not None:  # a warm start: the compiled probes of an earlier run
             (self.base / "state").mkdir(mode=0o700)
             shutil.copytree(probe_cache, self.base / "state" / "probe-cache")
         self.sock = str(self.base / "run" / "periscope.sock")
         cfg = self.base / "periscope.toml"
-        cfg.write_text('[metrics]\nlisten = ""\n' + config_text)
+        no_metrics = "" if "[metrics]" in config_text else '[metrics]\nlisten = ""\n'
+        cfg.write_text(no_metrics + config_text)
+        if policy_text is not None:
+            (self.base / "policy.toml").write_text(policy_text)
         self.log = self.base / "daemon.log"
         env = {**os.environ, "PYTHONPATH": str(repo)}
         self.started = time.monotonic()
@@ -126,12 +129,15 @@ class Session:
     {"event"} line, N per {"n": N, "events"} batch (a daemon from before batches ignores
     the request for them and sends lines)."""
 
-    def __init__(self, d: Daemon, targets: list[str], level: str = "meta") -> None:
+    def __init__(self, d: Daemon, targets: list[str], level: str = "meta",
+                 export: bool = False) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(d.sock)
-        self.sock.sendall(orjson.dumps({"op": "trace", "args": {
-            "targets": targets, "level": level, "duration": 3600, "reason": "bench",
-            "frames": "batch"}}) + b"\n")
+        args: dict[str, Any] = {"targets": targets, "level": level, "duration": 3600,
+                                "reason": "bench", "frames": "batch"}
+        if export:
+            args["export"] = True
+        self.sock.sendall(orjson.dumps({"op": "trace", "args": args}) + b"\n")
         f = self.sock.makefile("rb")
         head = orjson.loads(f.readline())
         if not head.get("ok"):
@@ -171,8 +177,9 @@ class Session:
 
 
 @contextmanager
-def session(d: Daemon, targets: list[str], level: str = "meta") -> Iterator[Session]:
-    s = Session(d, targets, level)
+def session(d: Daemon, targets: list[str], level: str = "meta",
+            export: bool = False) -> Iterator[Session]:
+    s = Session(d, targets, level, export)
     try:
         yield s
     finally:

@@ -40,6 +40,7 @@ class ProbeLike(Protocol):
     def add_cgroup(self, cgroup_id: int, spec: Any) -> None: ...
     def remove_cgroup(self, cgroup_id: int) -> None: ...
     def stats(self) -> dict[str, int]: ...
+    def ring_usage(self) -> tuple[int, int, int]: ...
     def attach_tls(self, pids: list[int]) -> None: ...
     def tls_failures(self) -> int: ...
 
@@ -234,6 +235,12 @@ class Tracer:
     def tls_failures(self) -> int:
         with self._lock:
             return self._probe.tls_failures() if self._probe is not None else 0
+
+    def ring_usage(self) -> tuple[int, int, int]:
+        """(bytes waiting in the ring buffer, the most seen at a drain, its size); zeros
+        while detached."""
+        with self._lock:
+            return self._probe.ring_usage() if self._probe is not None else (0, 0, 0)
 
     def targets(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -25,15 +25,17 @@ from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.policy import Policy
 from collector.access.requests import RequestStore
-from collector.capture.pipeline import Pipeline
+from collector.capture.pipeline import Pipeline, Sink
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs
 from collector.daemon.notify import notify, watchdog_interval
 from collector.errors import ConfigError, PeriscopeError
+from collector.export.route import open_exporters
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver, cgroup2_root
 from collector.serve.listen import listen_unix
 from collector.serve.profiles import Profiles
+from collector.serve.red import TargetRed
 from collector.serve.server import Server
 from collector.serve.services import Services
 from collector.serve.sessions import Router
@@ -77,6 +79,10 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     paths = cfg.paths
     state = Path(paths.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    router = Router()
+    # First: an exporter that cannot start (ExportError) stops the daemon before it
+    # opens anything else. Export sinks come after redaction, like the store.
+    exporters = open_exporters(cfg.export, router, router.exporting_session)
     try:
         redactor = Redactor.from_file(cfg.redaction.rules) if cfg.redaction.rules \
             else Redactor.default()
@@ -90,8 +96,11 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     resolver = Resolver(procfs, cgroot or cgroup2_root())
     enricher = Enricher(procfs, cgroup_path=resolver.cgroup_path)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
-    router = Router()
-    pipeline = Pipeline(redactor, [store, router], enricher, cfg.capture.queue_max)
+    # Per-target figures cost a little per event: only when /metrics is served.
+    red = TargetRed(cfg.metrics.max_targets) if cfg.metrics.listen else None
+    sinks: list[Sink] = [store, router]
+    sinks += [s for s in (red, exporters) if s is not None]
+    pipeline = Pipeline(redactor, sinks, enricher, cfg.capture.queue_max)
     # Compiled probes are cached under the state dir (root-only): a start with the same
     # kernel, sources and bcc loads them with bpf(2) instead of compiling (~2-25 s).
     options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
@@ -102,7 +111,8 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
                                                    capture.rate_limit), resolver)
     # The gate reads facts fresh for every decision: its own enricher, never the cache
     # the pipeline thread uses.
-    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor)
+    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor,
+                export_to=exporters.destinations if exporters is not None else ())
     counters: Counter[str] = Counter()  # the server's; the notify hook counts into them too
     desk = Desk(gate, RequestStore(str(state / "requests.json"), cfg.access.request_ttl_s),
                 Hook(cfg.notify.command, cfg.notify.timeout_s, counters))
@@ -112,7 +122,8 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
                    redactor=redactor, profiles=Profiles(cfg.server.max_profiles),
                    session_queue=cfg.server.send_buffer_events,
                    max_reply_bytes=cfg.server.max_reply_bytes, counters=counters, desk=desk,
-                   idp=idp.build(cfg.idp, str(state / "idp-jwks.json")))
+                   idp=idp.build(cfg.idp, str(state / "idp-jwks.json")),
+                   exporters=exporters, red=red)
     return svc, pipeline
 
 
@@ -137,6 +148,9 @@ def record_start(svc: Services, cfg: config.Config) -> None:
 async def serve(cfg: config.Config, started: float) -> None:
     svc, pipeline = build(cfg)
     record_start(svc, cfg)
+    if svc.exporters is not None:
+        svc.exporters.start()
+        log.info("export: %s", ", ".join(svc.exporters.destinations))
     pipeline.start()
     server = Server(svc, cfg.server)
     sock = listen_unix(cfg.paths.socket, cfg.paths.socket_group or None)
@@ -162,6 +176,7 @@ async def serve(cfg: config.Config, started: float) -> None:
     log.info("ready in %.2fs: socket %s, state %s", ready_s, cfg.paths.socket, cfg.paths.state_dir)
     notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
     svc.counters["ready_ms"] = int(ready_s * 1000)
+    svc.metrics.ready_seconds.set(ready_s)
     if cfg.capture.preload:
         svc.tracer.preload()  # after READY: the compile never delays the start
     keepalive = asyncio.create_task(_keepalive(svc, stop))
@@ -174,6 +189,8 @@ async def serve(cfg: config.Config, started: float) -> None:
     svc.profiles.close()
     svc.tracer.close()  # detaches every probe
     pipeline.stop()
+    if svc.exporters is not None:  # after the pipeline: what it redacted is flushed
+        svc.exporters.close()
     svc.store.close()
     try:
         lifecycle.stop(svc.gate.audit, sessions)

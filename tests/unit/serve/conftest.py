@@ -80,6 +80,7 @@ class FakeProbe:
         self.cgroups: dict[int, Any] = {}
         self.counts = {"emitted": 0, "skipped_rate": 0, "drop_ringbuf": 0}
         self.tls: list[list[int]] = []
+        self.ring = (0, 0, 4 << 20)
 
     def prepare(self) -> None:
         self.prepared = True
@@ -124,6 +125,10 @@ class FakeProbe:
 
     def tls_failures(self) -> int:
         return 0
+
+    def ring_usage(self) -> tuple[int, int, int]:
+        return self.ring
+
 
 
 class FakeSampler:
