@@ -65,6 +65,7 @@ class Stat(IntEnum):
 F_TRUNCATED = 0x1
 F_DATA_OUT = 0x2
 F_PAYLOAD = 0x4
+F_CIPHERTEXT = 0x8  # moved inside SSL_read/SSL_write: TLS records, never copied
 
 # struct event_hdr: op, version, size, cookie, ktime, tgid, tid
 HDR = struct.Struct("<BBHIQII")

@@ -34,6 +34,7 @@ from collector.capture.events import (
 from collector.capture.streams import Closed, StreamKey, StreamTable
 from collector.proc.facts import Enricher, ProcFacts
 from probes.layout import (
+    F_CIPHERTEXT,
     F_DATA_OUT,
     F_PAYLOAD,
     F_TRUNCATED,
@@ -243,11 +244,15 @@ class Pipeline:
             ev["latency_us"] = latency_ns / 1000
             if kind == "tls":
                 ev["conn"] = where = f"ssl:{arg:x}"  # the SSL* identifies the connection
+                if fd >= 0:  # its socket, when the kernel learned it
+                    ev["fd"] = fd
             else:
                 ev["fd"] = where = fd
                 if sized:
                     ev["size"] = arg
             ev["direction"] = direction = "out" if flags & F_DATA_OUT else "in"
+            if flags & F_CIPHERTEXT:  # inside SSL_read/SSL_write: see the "tls" event
+                ev["ciphertext"] = True
             data: bytes | None = None
             missing = 0
             if flags & F_PAYLOAD:
