@@ -11,14 +11,15 @@ from typing import Any
 
 import orjson
 
-from collector.cli import render
+from collector.cli import records, render
 from collector.cli.client import ClientError, Connection, check_reply
 from collector.cli.parser import build_parser
 
 # Command -> wire op name, in one place (collector.protocol owns the names themselves).
 OPS: dict[str, str] = {
     "trace": "trace", "events": "events", "errors": "errors", "conns": "conns",
-    "http": "http", "top": "top", "snapshot": "snapshot", "status": "status",
+    "http": "http", "sql": "sql", "redis": "redis", "dns": "dns",
+    "top": "top", "snapshot": "snapshot", "status": "status",
     "whoami": "hello", "grant add": "grant.add", "grant list": "grant.list",
     "grant revoke": "grant.revoke", "audit show": "audit.show", "audit verify": "audit.verify",
 }
@@ -42,6 +43,18 @@ def query_args(a: argparse.Namespace) -> Args:
     return _reason(a, args)
 
 
+def record_args(a: argparse.Namespace) -> Args:
+    """conns/http/sql/redis/dns: query_args plus the filters each takes (only those given)."""
+    args = query_args(a)
+    for key in ("until", "status", "slow", "method", "peer", "before"):
+        value = getattr(a, key, None)
+        if value is not None:
+            args[key] = value
+    if a.errors:
+        args["errors"] = True
+    return args
+
+
 def trace_args(a: argparse.Namespace) -> Args:
     if not a.targets:
         raise ClientError("trace needs a target: -p PID, -n NAME, -u UNIT or -c CGROUP")
@@ -58,6 +71,7 @@ class Simple:
     args: Callable[[argparse.Namespace], Args]
     show: Callable[[Any], None]
     failed: Callable[[Any], bool] = lambda _result: False
+    paged: bool = False  # the result is a page ({"rows", "more", "before"}): records.show
 
 
 def _none(a: argparse.Namespace) -> Args:
@@ -65,7 +79,8 @@ def _none(a: argparse.Namespace) -> Args:
 
 
 SIMPLE: dict[str, Simple] = {
-    **{q: Simple(query_args, render.events) for q in ("events", "errors", "conns", "http")},
+    **{q: Simple(query_args, render.events) for q in ("events", "errors")},
+    **{q: Simple(record_args, records.TABLES[q], paged=True) for q in records.TABLES},
     "top": Simple(query_args, render.top),
     "snapshot": Simple(lambda a: _reason(a, {"targets": [f"pid:{a.pid}"]}), render.snapshot),
     "status": Simple(_none, render.status),
@@ -87,7 +102,9 @@ def run_simple(a: argparse.Namespace) -> int:
         result = conn.call(OPS[a.command], cmd.args(a))
     finally:
         conn.close()
-    if a.json:
+    if cmd.paged:
+        records.show(a.command, result, a.json)
+    elif a.json:
         render.json_lines(result)
     else:
         cmd.show(result)

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from collector import config
@@ -18,6 +19,7 @@ from collector.access.audit import AuditLog, emit_anchor, install_journal_handle
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.policy import Policy
+from collector.capture.l7stage import L7Stage, StageOptions
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs
@@ -29,6 +31,7 @@ from collector.serve.listen import listen_unix
 from collector.serve.server import Server
 from collector.serve.services import Services
 from collector.serve.sessions import Router
+from collector.store.l7store import L7Store, SplitSink
 from collector.store.store import EventStore
 
 log = logging.getLogger("periscope.daemon")
@@ -81,11 +84,22 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     resolver = Resolver(procfs, cgroot or cgroup2_root())
     enricher = Enricher(procfs)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
+    l7store = L7Store(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
     router = Router()
-    pipeline = Pipeline(redactor, [store.add_many, router], enricher, cfg.capture.queue_max)
-    options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
-                           cfg.capture.poll_interval_ms / 1000)
     capture = cfg.capture
+    # Connections and L7 records (a pipeline observer). Its kernel-facing calls go to the
+    # tracer, built below: a larger cap on fds with a detected protocol, never waiting on
+    # the tracer's lock, and TLS probes for processes that load libssl later, off-thread.
+    late_tls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tls-late")
+    stage = L7Stage(redactor.redact_text, StageOptions(
+        l7=capture.l7, l7_cap=capture.l7_payload_bytes if capture.l7 else 0), procfs=procfs,
+        fd_cap=lambda pid, fd, cap: tracer.set_fd_cap(pid, fd, cap),
+        tls_candidate=lambda pid, cookie: late_tls.submit(tracer.attach_tls_late, pid, cookie))
+    pipeline = Pipeline(redactor, [SplitSink(store.add_many, l7store), router], enricher,
+                        capture.queue_max, observers=[stage])
+    # data[] is sized for the larger of the two caps; targets start at max_payload_bytes
+    kernel_max = max(capture.max_payload_bytes, capture.l7_payload_bytes if capture.l7 else 0)
+    options = ProbeOptions(kernel_max, capture.ringbuf_pages, capture.poll_interval_ms / 1000)
     tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
                     lambda cookie, cap: TargetSpec(cookie, cap, capture.sample_every,
                                                    capture.rate_limit), resolver)
@@ -95,7 +109,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(paths.audit_log),
                    anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
-                   session_queue=cfg.server.send_buffer_events)
+                   session_queue=cfg.server.send_buffer_events, l7store=l7store, stage=stage)
     return svc, pipeline
 
 
@@ -135,6 +149,8 @@ async def serve(cfg: config.Config, started: float) -> None:
     svc.tracer.close()  # detaches every probe
     pipeline.stop()
     svc.store.close()
+    if svc.l7store is not None:
+        svc.l7store.close()
     with contextlib.suppress(Exception):
         svc.gate.audit.anchor_now()
     svc.gate.audit.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 Redact = Callable[[str, str], str]  # redact(text, protocol) -> text; Redactor.redact_text
 
@@ -40,9 +40,11 @@ def printable(data: bytes | bytearray | memoryview) -> str:
     return bytes(data).decode("utf-8", "backslashreplace")
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One request/response pair (or a request or response alone, then partial)."""
+class Record(NamedTuple):
+    """One request/response pair (or a request or response alone, then partial).
+
+    A NamedTuple, not a frozen dataclass: building one is on the per-request path, and a
+    frozen dataclass's __init__ (one object.__setattr__ per field) cost twice as much."""
 
     ts: float
     proto: str
@@ -71,8 +73,9 @@ class Record:
         out["resp_bytes"] = self.resp_bytes
         out["partial"] = self.partial
         out["error"] = self.error
-        for name in ("method", "path", "status", "query", "command", "qname", "qtype", "rcode"):
-            v = getattr(self, name)
+        for name, v in (("method", self.method), ("path", self.path), ("status", self.status),
+                        ("query", self.query), ("command", self.command),
+                        ("qname", self.qname), ("qtype", self.qtype), ("rcode", self.rcode)):
             if v is not None:
                 out[name] = v
         if self.headers is not None:

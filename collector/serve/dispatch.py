@@ -15,7 +15,7 @@ from typing import Any
 from collector.access.auth import Principal
 from collector.access.gate import Scope
 from collector.protocol import Op
-from collector.serve.handlers import audit, grants, queries, status, trace
+from collector.serve.handlers import audit, grants, l7, queries, status, trace
 from collector.serve.handlers.trace import Conn
 from collector.serve.services import Services
 
@@ -38,10 +38,13 @@ HANDLERS: Mapping[Op, Route] = MappingProxyType({
     Op.TRACE: Streaming(trace.trace),
     Op.SNAPSHOT: Unary(queries.snapshot),
     Op.EVENTS: Unary(queries.events),
-    Op.CONNS: Unary(queries.conns),
+    Op.CONNS: Unary(l7.conns),
     Op.TOP: Unary(queries.top),
     Op.ERRORS: Unary(queries.errors),
-    Op.HTTP: Unary(queries.http),
+    Op.HTTP: Unary(l7.http),
+    Op.SQL: Unary(l7.sql),
+    Op.REDIS: Unary(l7.redis),
+    Op.DNS: Unary(l7.dns),
     Op.GRANT_ADD: Unary(grants.grant_add),
     Op.GRANT_LIST: Unary(grants.grant_list),
     Op.GRANT_REVOKE: Unary(grants.grant_revoke),

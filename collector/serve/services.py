@@ -9,10 +9,12 @@ from typing import Any
 
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
+from collector.capture.l7stage import L7Stage
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
 from collector.errors import BadRequest
 from collector.serve.sessions import Router
+from collector.store.l7store import L7Store
 from collector.store.store import EventStore
 
 
@@ -30,6 +32,8 @@ class Services:
     anchors_path: str
     max_payload: int
     session_queue: int = 4096  # frames a trace session may have queued (server config)
+    l7store: L7Store | None = None  # connection and L7 records (conns, http, sql, redis, dns)
+    stage: L7Stage | None = None    # seeds a session's connections open at its start
     started: float = field(default_factory=time.time)
     counters: Counter[str] = field(default_factory=Counter)
 

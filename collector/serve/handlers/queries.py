@@ -1,4 +1,5 @@
-"""Handlers of stored queries (events, errors, conns, http, top) and the live snapshot.
+"""Handlers of stored event queries (events, errors, top) and the live snapshot
+(connection and L7 queries: handlers/l7.py).
 
 A stored query runs under the request's decision: the gate said which selectors the
 caller may see at which level, the requested targets filter on top, and the store
@@ -18,8 +19,6 @@ from collector.serve.services import Services, int_arg
 from collector.store.query import MAX_LIMIT, Query
 
 KINDS = ("syscall", "tls", "exec", "fork", "exit", "data")
-CONN_SYSCALLS = ("connect", "accept", "accept4")
-HTTP_STARTS = ("GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "PATCH ", "OPTIONS ", "HTTP/1.")
 
 
 def _query(svc: Services, scope: Scope, **kw: Any) -> list[Event]:
@@ -45,14 +44,6 @@ def events(svc: Services, who: Principal, scope: Scope) -> list[Event]:
 
 def errors(svc: Services, who: Principal, scope: Scope) -> list[Event]:
     return _query(svc, scope, errors_only=True)
-
-
-def conns(svc: Services, who: Principal, scope: Scope) -> list[Event]:
-    return _query(svc, scope, kinds=("syscall",), syscalls=CONN_SYSCALLS)
-
-
-def http(svc: Services, who: Principal, scope: Scope) -> list[Event]:
-    return _query(svc, scope, kinds=("syscall",), payload_prefixes=HTTP_STARTS)
 
 
 def top(svc: Services, who: Principal, scope: Scope) -> list[dict[str, Any]]:

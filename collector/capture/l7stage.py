@@ -1,0 +1,343 @@
+"""The L7 stage: a pipeline RecordObserver that follows each connection of the traced
+processes and feeds the bytes it moves to one L7Conn, so "conn" and "l7" records come out.
+
+    stage = L7Stage(redactor.redact_text, StageOptions(l7_cap=1024), fd_cap=..., ...)
+    Pipeline(..., observers=[stage])
+
+Connections open at connect/accept (role client/server), at the session's start (seeded
+from sock_diag, `preexisting`), or when a socket fd we never saw open carries payload
+(adopted, role inferred from content). TLS plaintext (kind "tls") is fed to the
+connection of its fd and replaces the syscall bytes on it, which are ciphertext. Runs
+on the pipeline's worker thread; only seed() is called from elsewhere (it queues).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.capture.conns import Conn, ConnTable
+from collector.capture.events import Event
+from collector.capture.sockets import SocketBook
+from collector.l7 import L7Conn, Record, Redact
+from collector.l7.detect import dns_message
+
+log = logging.getLogger("periscope.l7stage")
+
+FILES_MAX = 65536  # (pid, fd) known not to be sockets; cleared when full
+TLS_ASKED_MAX = 4096
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    l7: bool = True          # parse L7 (else connections only)
+    l7_cap: int = 0          # payload cap asked of the kernel for fds with a detected protocol
+    update_s: float = 10.0   # an open connection with new traffic gets a record this often
+    lookup_s: float = 1.0    # at most one sock_diag dump this often (local addresses)
+    max_conns: int = 16384
+
+
+class L7Stage:
+    """Connections and L7 records from what the pipeline captured (a RecordObserver)."""
+
+    def __init__(self, redact: Redact, options: StageOptions | None = None, *,
+                 procfs: str | Path = "/proc", book: SocketBook | None = None,
+                 fd_cap: Callable[[int, int, int], bool] | None = None,
+                 tls_candidate: Callable[[int, int], object] | None = None) -> None:
+        self.options = options or StageOptions()
+        self.counters: Counter[str] = Counter()  # read by metrics at scrape time
+        self._redact = redact
+        self._clean: set[tuple[str, str]] = set()  # values redaction left unchanged (shared)
+        self._table = ConnTable(self.options.max_conns)
+        self._ssl: dict[tuple[int, str], Conn] = {}  # TLS connections whose fd is unknown
+        self._files: dict[int, set[int]] = {}  # pid -> fds that are not sockets
+        self._nfiles = 0
+        self._book = book or SocketBook(procfs)
+        self._fd_cap = fd_cap
+        self._tls_candidate = tls_candidate
+        self._tls_asked: set[int] = set()
+        self._out: list[Event] = []
+        self._seeds: deque[list[Conn]] = deque()  # filled by seed() on another thread
+        self._last_sweep = 0.0
+
+    # -- RecordObserver --------------------------------------------------------------------
+    def observe(self, ev: Event, data: bytes | None, missing: int, /) -> None:
+        if self._seeds:
+            self._take_seeds()
+        kind = ev["kind"]
+        if kind == "syscall":
+            direction = ev.get("direction")
+            if direction is not None:
+                self._io(ev, direction, data, missing)
+                return
+            sc = ev["syscall"]
+            if sc == "connect":
+                self._connect(ev)
+            elif sc == "accept" or sc == "accept4":
+                self._accept(ev)
+            elif sc == "close":
+                self._close(ev)
+            elif sc == "openat" or sc == "openat2":
+                self._opened(ev)
+        elif kind == "tls":
+            self._tls(ev, data, missing)
+        elif kind == "exit":
+            self._exit(ev)
+
+    def collect(self, now: float, /) -> list[Event]:
+        if self._seeds:
+            self._take_seeds()
+        mono = time.monotonic()
+        if mono - self._last_sweep >= 1.0:
+            self._last_sweep = mono
+            self._sweep(now)
+            for c in self._book.resolve(mono):
+                c.dirty = True
+        out, self._out = self._out, []
+        return out
+
+    # -- connections -----------------------------------------------------------------------
+    def _open(self, pid: int, fd: int, cookie: int, role: str | None, ts: float,
+              family: str | None, peer: str | None) -> Conn:
+        c, old, evicted = self._table.open(pid, fd, cookie, role, ts, family, peer)
+        self._ended(old, ts)  # its close was not seen (lost, or before we traced it)
+        if evicted is not None:
+            self.counters["conns_evicted"] += 1
+            self._ended(evicted, ts)
+        files = self._files.get(pid)
+        if files is not None:
+            files.discard(fd)
+        return c
+
+    def _connect(self, ev: Event) -> None:
+        family = ev.get("family")
+        if family not in ("AF_INET", "AF_INET6", "AF_UNIX"):
+            return  # AF_UNSPEC (dissolves a UDP association), netlink, ...
+        err = ev.get("errno")
+        if err is not None and err != "EINPROGRESS":
+            if err in ("EALREADY", "EISCONN", "EINTR", "EAGAIN"):
+                return  # a non-blocking connect polled again: the first call opened it
+            c = Conn(self._table.new_id(), ev["pid"], ev["fd"], ev["target"], "client",
+                     ev["ts"], family, ev.get("peer"))
+            c.error(err)
+            self._out.append(c.record("failed", ev["ts"]))
+            return
+        c = self._open(ev["pid"], ev["fd"], ev["target"], "client", ev["ts"], family,
+                       ev.get("peer"))
+        self._book.want(c)
+        self._out.append(c.record("open", ev["ts"]))
+
+    def _accept(self, ev: Event) -> None:
+        if ev["ret"] < 0:
+            return
+        c = self._open(ev["pid"], ev["ret"], ev["target"], "server", ev["ts"],
+                       ev.get("family"), ev.get("peer"))
+        self._book.want(c)
+        self._out.append(c.record("open", ev["ts"]))
+
+    def _close(self, ev: Event) -> None:
+        if ev["ret"] != 0:
+            return
+        pid, fd = ev["pid"], ev["fd"]
+        files = self._files.get(pid)
+        if files is not None:
+            files.discard(fd)
+        self._ended(self._table.close(pid, fd), ev["ts"])
+
+    def _exit(self, ev: Event) -> None:
+        pid, ts = ev["pid"], ev["ts"]
+        for c in self._table.close_pid(pid):
+            self._ended(c, ts)
+        for key in [k for k in self._ssl if k[0] == pid]:
+            self._ended(self._ssl.pop(key), ts, record=False)
+        self._nfiles -= len(self._files.pop(pid, ()))
+        self._tls_asked.discard(pid)
+
+    def _ended(self, c: Conn | None, ts: float, record: bool = True) -> None:
+        if c is None:
+            return
+        if c.l7 is not None:
+            self._l7_out(c, c.l7.close(ts))
+            for key, n in c.l7.stats.items():
+                self.counters[f"l7_{key}"] += n
+        if record:
+            self._out.append(c.record("closed", ts))
+
+    def _opened(self, ev: Event) -> None:
+        """A file is not a socket (no lookup for it later); an exec'd or dlopen'ing process
+        that opens libssl gets the TLS probes (the tracer attaches them off this thread)."""
+        pid = ev["pid"]
+        if ev["ret"] >= 0:
+            self._not_socket(pid, ev["ret"])
+        if self._tls_candidate is not None and "libssl.so" in ev.get("path", "") \
+                and pid not in self._tls_asked:
+            if len(self._tls_asked) >= TLS_ASKED_MAX:
+                self._tls_asked.clear()
+            self._tls_asked.add(pid)
+            self._tls_candidate(pid, ev["target"])
+
+    def _not_socket(self, pid: int, fd: int) -> None:
+        if self._nfiles >= FILES_MAX:
+            self._files.clear()
+            self._nfiles = 0
+        files = self._files.setdefault(pid, set())
+        if fd not in files:
+            files.add(fd)
+            self._nfiles += 1
+
+    def _adopt(self, ev: Event) -> Conn | None:
+        """A socket we never saw open (inherited, or opened before the session): tracked
+        from now on; an fd that is not a socket is remembered as such."""
+        pid, fd = ev["pid"], ev["fd"]
+        files = self._files.get(pid)
+        if files is not None and fd in files:
+            return None
+        inode = self._book.inode(pid, fd)
+        if inode is None:
+            self._not_socket(pid, fd)
+            return None
+        c = self._open(pid, fd, ev["target"], None, ev["ts"], None, None)
+        c.preexisting = True  # it was open before we saw it: its start is when we first did
+        c.inode = inode
+        self._book.want(c, inode)
+        self.counters["conns_adopted"] += 1
+        self._out.append(c.record("open", ev["ts"]))
+        return c
+
+    # -- bytes ---------------------------------------------------------------------------
+    def _io(self, ev: Event, direction: str, data: bytes | None, missing: int) -> None:
+        c = self._table.get(ev["pid"], ev["fd"])
+        if c is None:
+            if data is None and not missing:
+                return  # meta level: no lookup for fds we did not see open
+            c = self._adopt(ev)
+            if c is None:
+                return
+        ret = ev["ret"]
+        if ret > 0:
+            if direction == "out":
+                c.bytes_out += ret
+                c.calls_out += 1
+            else:
+                c.bytes_in += ret
+                c.calls_in += 1
+            c.dirty = True
+        elif "errno" in ev:
+            c.error(ev["errno"])
+        if "ciphertext" in ev:
+            c.tls = True
+            return
+        if c.plaintext or (data is None and not missing) or not self.options.l7:
+            return
+        self._feed(c, ev, direction, data, missing)
+
+    def _tls(self, ev: Event, data: bytes | None, missing: int) -> None:
+        pid = ev["pid"]
+        fd = ev.get("fd")
+        if fd is None:  # the kernel did not learn its socket: a connection of its own
+            key = (pid, ev["conn"])
+            c = self._ssl.get(key)
+            if c is None:
+                if len(self._ssl) >= self.options.max_conns:
+                    self._ended(self._ssl.pop(next(iter(self._ssl))), ev["ts"], record=False)
+                c = self._ssl[key] = Conn(self._table.new_id(), pid, -1, ev["target"], None,
+                                          ev["ts"])
+        else:
+            c = self._table.get(pid, fd) or self._adopt(ev)
+            if c is None:
+                return
+        if not c.plaintext:  # from now on its L7 input is the plaintext
+            c.plaintext = c.tls = True
+            if c.l7 is not None:
+                self._ended_parser(c, ev["ts"])
+            c.l7 = None
+            c.dgram = False
+        if (data is None and not missing) or not self.options.l7:
+            return
+        self._feed(c, ev, ev["direction"], data, missing)
+
+    def _ended_parser(self, c: Conn, ts: float) -> None:
+        assert c.l7 is not None
+        self._l7_out(c, c.l7.close(ts))
+
+    def _feed(self, c: Conn, ev: Event, direction: str, data: bytes | None,
+              missing: int) -> None:
+        l7 = c.l7
+        if l7 is None:
+            l7 = c.l7 = L7Conn(self._redact, c.role, self._clean)
+        elif l7.gave_up:
+            return
+        ts = ev["ts"]
+        if c.dgram is None and data:
+            c.dgram = dns_message(data, cut=missing > 0) is not None
+        if c.dgram:
+            recs = l7.datagram(direction, data, ts, len(data) + missing) if data else []
+        else:
+            recs = l7.feed(direction, data, ts) if data else []
+            if missing:
+                recs = recs + l7.gap(direction, missing, ts)
+        if l7.proto is not None and not c.cap_raised:
+            self._raise_cap(c, l7.proto)
+        if recs:
+            self._l7_out(c, recs)
+
+    def _raise_cap(self, c: Conn, proto: str) -> None:
+        """A protocol was detected: ask the kernel for the larger cap on this fd (once)."""
+        if c.proto is None:
+            c.proto = proto
+            c.dirty = True
+        c.cap_raised = True
+        if self._fd_cap is not None and self.options.l7_cap and c.fd >= 0:
+            if self._fd_cap(c.pid, c.fd, self.options.l7_cap):
+                self.counters["fd_caps_raised"] += 1
+            else:
+                self.counters["fd_caps_failed"] += 1
+
+    def _l7_out(self, c: Conn, recs: list[Record]) -> None:
+        out = self._out
+        for r in recs:
+            ev = r.to_json()
+            ev["kind"] = "l7"
+            ev["pid"] = c.pid
+            ev["target"] = c.cookie
+            ev["conn"] = c.id
+            if c.fd >= 0:
+                ev["fd"] = c.fd
+            if c.role is not None:
+                ev["role"] = c.role
+            if c.peer is not None:
+                ev["peer"] = c.peer
+            if c.tls:
+                ev["tls"] = True
+            out.append(ev)
+        self.counters["l7_records"] += len(recs)
+
+    # -- periodic ------------------------------------------------------------------------
+    def _sweep(self, now: float) -> None:
+        """Open connections with new traffic get a record every update_s."""
+        every = self.options.update_s
+        for c in self._table:
+            if c.dirty and now - c.shown >= every:
+                self._out.append(c.record("active", now))
+
+    # -- seeding (another thread) ----------------------------------------------------------
+    def seed(self, cookie: int, pids: list[int]) -> int:
+        """Connections the processes have now (a session starts): queued for the worker.
+        Called on a session opener's thread; returns how many were found."""
+        conns = self._book.seed(cookie, pids, self._table.new_id)
+        if conns:
+            self._seeds.append(conns)
+        return len(conns)
+
+    def _take_seeds(self) -> None:
+        while self._seeds:
+            for c in self._seeds.popleft():
+                if self._table.get(c.pid, c.fd) is not None:
+                    continue  # already followed (seen opening, or an earlier session)
+                for gone in self._table.add(c):
+                    self._ended(gone, c.opened)
+                self._out.append(c.record("open", c.opened))
