@@ -29,8 +29,8 @@ class Conn:
 
     __slots__ = ("bytes_in", "bytes_out", "calls_in", "calls_out", "cap_raised", "cookie",
                  "dgram", "dirty", "errors", "family", "fd", "id", "inode", "l7", "local",
-                 "opened", "peer", "pid", "plaintext", "preexisting", "proto", "role",
-                 "rx_queue", "shown", "tcp_state", "tls", "tx_queue")
+                 "opened", "peer", "pid", "plaintext", "preexisting", "proto", "quiet",
+                 "role", "rx_queue", "shown", "tcp_state", "tls", "tx_queue")
 
     def __init__(self, cid: str, pid: int, fd: int, cookie: int, role: str | None,
                  opened: float, family: str | None = None, peer: str | None = None) -> None:
@@ -57,6 +57,9 @@ class Conn:
         self.dgram: bool | None = None  # UDP: one message per call (None: not known yet)
         self.cap_raised = False  # the kernel copies the larger L7 cap on this fd
         self.dirty = False  # changed since its last record
+        # No records yet: a socket adopted unseen might be unix or netlink; it is shown once
+        # sock_diag finds it (inet) or a protocol is detected on it.
+        self.quiet = False
         self.shown = 0.0  # when its last record was made
 
     def error(self, errno_name: str) -> None:

@@ -97,6 +97,7 @@ class L7Stage:
             self._sweep(now)
             for c in self._book.resolve(mono):
                 c.dirty = True
+                self._show(c)
         out, self._out = self._out, []
         return out
 
@@ -164,8 +165,14 @@ class L7Stage:
             self._l7_out(c, c.l7.close(ts))
             for key, n in c.l7.stats.items():
                 self.counters[f"l7_{key}"] += n
-        if record:
+        if record and not c.quiet:
             self._out.append(c.record("closed", ts))
+
+    def _show(self, c: Conn) -> None:
+        """An adopted socket turned out to be a connection worth a record: its first one."""
+        if c.quiet:
+            c.quiet = False
+            self._out.append(c.record("open", c.opened))
 
     def _opened(self, ev: Event) -> None:
         """A file is not a socket (no lookup for it later); an exec'd or dlopen'ing process
@@ -202,10 +209,10 @@ class L7Stage:
             return None
         c = self._open(pid, fd, ev["target"], None, ev["ts"], None, None)
         c.preexisting = True  # it was open before we saw it: its start is when we first did
+        c.quiet = True  # unix, netlink or inet: shown once we know (sock_diag, a protocol)
         c.inode = inode
         self._book.want(c, inode)
         self.counters["conns_adopted"] += 1
-        self._out.append(c.record("open", ev["ts"]))
         return c
 
     # -- bytes ---------------------------------------------------------------------------
@@ -290,6 +297,8 @@ class L7Stage:
         if c.proto is None:
             c.proto = proto
             c.dirty = True
+        if c.fd >= 0:
+            self._show(c)
         c.cap_raised = True
         if self._fd_cap is not None and self.options.l7_cap and c.fd >= 0:
             if self._fd_cap(c.pid, c.fd, self.options.l7_cap):
@@ -321,7 +330,7 @@ class L7Stage:
         """Open connections with new traffic get a record every update_s."""
         every = self.options.update_s
         for c in self._table:
-            if c.dirty and now - c.shown >= every:
+            if c.dirty and not c.quiet and now - c.shown >= every:
                 self._out.append(c.record("active", now))
 
     # -- seeding (another thread) ----------------------------------------------------------

@@ -102,7 +102,7 @@ def show(command: str, result: dict[str, Any], as_json: bool) -> None:
     """A page as a table (or JSON lines), then the paging note on stderr."""
     rows = result.get("rows", [])
     if as_json:
-        json_lines(rows)
+        json_lines(rows, sys.stdout)
     else:
         TABLES[command](rows)
     note = page_note(command, result)

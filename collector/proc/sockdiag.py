@@ -11,7 +11,6 @@ process in another one is not found (the caller leaves those fields out).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import socket
@@ -49,8 +48,8 @@ class Sock(NamedTuple):
 
 def addr(ip: str, port: int, family: int) -> str:
     """An address as events spell it (an IPv4-mapped IPv6 peer as ::ffff:a.b.c.d)."""
-    if family == socket.AF_INET6:
-        return f"[{ipaddress.ip_address(ip).compressed}]:{port}"
+    if family == socket.AF_INET6:  # inet_ntop's spelling, as the events' sockaddr decode
+        return f"[{socket.inet_ntop(family, socket.inet_pton(family, ip))}]:{port}"
     return f"{ip}:{port}"
 
 

@@ -81,9 +81,8 @@ def peer_sql(peer: str) -> tuple[str, list[Any]]:
     (any port), or `:PORT` (any address)."""
     if peer.startswith(":") and peer[1:].isdigit():
         return "peer LIKE ? ESCAPE '\\'", ["%" + _escape_like(peer)]
-    bare = peer.strip("[]") if peer.count(":") > 1 and not peer.startswith("[") else peer
-    if bare != peer:  # an IPv6 address without brackets: any port
-        return "peer LIKE ? ESCAPE '\\'", [f"[{_escape_like(bare)}]:%"]
+    if peer.count(":") > 1 and not peer.startswith("["):  # an IPv6 address alone: any port
+        return "peer LIKE ? ESCAPE '\\'", [f"[{_escape_like(peer)}]:%"]
     return "(peer = ? OR peer LIKE ? ESCAPE '\\')", [peer, _escape_like(peer) + ":%"]
 
 
