@@ -9,7 +9,7 @@ it closes. Field names are in docs/events.md ("conn").
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 
 from collector.capture.events import Event
@@ -28,7 +28,8 @@ class Conn:
     """One connection's running totals (mutable; the stage's worker thread owns it)."""
 
     __slots__ = ("bytes_in", "bytes_out", "calls_in", "calls_out", "cap_raised", "cookie",
-                 "dgram", "dirty", "errors", "family", "fd", "id", "inode", "l7", "local",
+                 "dgram", "dirty", "errors", "facts", "family", "fd", "id", "inode", "l7",
+                 "local",
                  "opened", "peer", "pid", "plaintext", "preexisting", "proto", "quiet",
                  "role", "rx_queue", "shown", "tcp_state", "tls", "tx_queue")
 
@@ -57,10 +58,25 @@ class Conn:
         self.dgram: bool | None = None  # UDP: one message per call (None: not known yet)
         self.cap_raised = False  # the kernel copies the larger L7 cap on this fd
         self.dirty = False  # changed since its last record
+        # comm and unit as the process's events had them: its records keep them when they
+        # are made after it exited (at close or exit), when /proc can no longer say
+        self.facts: dict[str, str] | None = None
         # No records yet: a socket adopted unseen might be unix or netlink; it is shown once
         # sock_diag finds it (inet) or a protocol is detected on it.
         self.quiet = False
         self.shown = 0.0  # when its last record was made
+
+    def forked(self, child: int) -> Conn:
+        """The child's copy of this connection after fork(): the same connection (same id,
+        peer, role, totals so far); it parses the child's traffic afresh."""
+        c = Conn(self.id, child, self.fd, self.cookie, self.role, self.opened, self.family,
+                 self.peer)
+        for name in ("local", "inode", "preexisting", "tcp_state", "rx_queue", "tx_queue",
+                     "bytes_in", "bytes_out", "calls_in", "calls_out", "proto", "tls",
+                     "dgram", "quiet", "shown", "facts"):
+            setattr(c, name, getattr(self, name))
+        c.errors = dict(self.errors)
+        return c
 
     def error(self, errno_name: str) -> None:
         if errno_name in NOT_ERRORS:
@@ -90,6 +106,8 @@ class Conn:
             ev["tls"] = True
         if self.dgram:
             ev["transport"] = "udp"
+        if self.facts:
+            ev.update(self.facts)
         if self.preexisting:
             ev["preexisting"] = True
             if self.tcp_state is not None:  # seeded from sock_diag at the session's start
@@ -102,11 +120,17 @@ class Conn:
 
 
 class ConnTable:
-    """(pid, fd) -> Conn, LRU-bounded (evictions counted by the caller)."""
+    """(pid, fd) -> Conn, bounded (the oldest opened is evicted first, counted by the caller).
+
+    A connection forked into a child is one connection held by two processes: both copies
+    share its id, and only the last one to let go of it makes its closing record.
+    """
 
     def __init__(self, capacity: int = 16384) -> None:
         self.capacity = capacity
         self._by_key: OrderedDict[tuple[int, int], Conn] = OrderedDict()
+        self._by_pid: dict[int, set[int]] = {}
+        self._holders: Counter[str] = Counter()  # conn id -> processes holding it
         # ids unique across daemon restarts (the store keeps one row per id)
         self._run = secrets.token_hex(2)
         self._next = 0
@@ -119,6 +143,9 @@ class ConnTable:
 
     def get(self, pid: int, fd: int) -> Conn | None:
         return self._by_key.get((pid, fd))
+
+    def of_pid(self, pid: int) -> list[Conn]:
+        return [self._by_key[(pid, fd)] for fd in sorted(self._by_pid.get(pid, ()))]
 
     def new_id(self) -> str:
         self._next += 1
@@ -136,20 +163,33 @@ class ConnTable:
 
         A replaced one is a connection whose close we never saw (the fd was reused).
         """
-        key = (c.pid, c.fd)
-        old = self._by_key.pop(key, None)
+        old = self.close(c.pid, c.fd)
         evicted = None
         if len(self._by_key) >= self.capacity:
-            _k, evicted = self._by_key.popitem(last=False)
-        self._by_key[key] = c
+            (pid, fd), evicted = next(iter(self._by_key.items()))
+            self.close(pid, fd)
+        self._by_key[(c.pid, c.fd)] = c
+        self._by_pid.setdefault(c.pid, set()).add(c.fd)
+        self._holders[c.id] += 1
         return old, evicted
 
-    def touch(self, c: Conn) -> None:
-        self._by_key.move_to_end((c.pid, c.fd))
-
     def close(self, pid: int, fd: int) -> Conn | None:
-        return self._by_key.pop((pid, fd), None)
+        c = self._by_key.pop((pid, fd), None)
+        if c is not None:
+            fds = self._by_pid[pid]
+            fds.discard(fd)
+            if not fds:
+                del self._by_pid[pid]
+            self._holders[c.id] -= 1
+        return c
 
     def close_pid(self, pid: int) -> list[Conn]:
-        keys = [k for k in self._by_key if k[0] == pid]
-        return [self._by_key.pop(k) for k in keys]
+        return [c for c in (self.close(pid, fd) for fd in sorted(self._by_pid.get(pid, ())))
+                if c is not None]
+
+    def last(self, c: Conn) -> bool:
+        """After close(): no other process holds this connection (its record is due)."""
+        if self._holders.get(c.id, 0) > 0:
+            return False
+        self._holders.pop(c.id, None)
+        return True

@@ -41,6 +41,11 @@ class StageOptions:
     max_conns: int = 16384
 
 
+def _facts(ev: Event) -> dict[str, str]:
+    """The enrichment an event carried (comm, unit), for records made later."""
+    return {k: ev[k] for k in ("comm", "unit") if k in ev}
+
+
 class L7Stage:
     """Connections and L7 records from what the pipeline captured (a RecordObserver)."""
 
@@ -87,6 +92,8 @@ class L7Stage:
             self._tls(ev, data, missing)
         elif kind == "exit":
             self._exit(ev)
+        elif kind == "fork":
+            self._fork(ev)
 
     def collect(self, now: float, /) -> list[Event]:
         if self._seeds:
@@ -129,6 +136,7 @@ class L7Stage:
             return
         c = self._open(ev["pid"], ev["fd"], ev["target"], "client", ev["ts"], family,
                        ev.get("peer"))
+        c.facts = _facts(ev)
         self._book.want(c)
         self._out.append(c.record("open", ev["ts"]))
 
@@ -137,6 +145,7 @@ class L7Stage:
             return
         c = self._open(ev["pid"], ev["ret"], ev["target"], "server", ev["ts"],
                        ev.get("family"), ev.get("peer"))
+        c.facts = _facts(ev)
         self._book.want(c)
         self._out.append(c.record("open", ev["ts"]))
 
@@ -158,14 +167,24 @@ class L7Stage:
         self._nfiles -= len(self._files.pop(pid, ()))
         self._tls_asked.discard(pid)
 
+    def _fork(self, ev: Event) -> None:
+        """The child holds the parent's connections too (a server that accepts, then forks
+        a process to serve the connection: PostgreSQL, sshd)."""
+        child = ev["child"]
+        for c in self._table.of_pid(ev["pid"]):
+            for gone in self._table.add(c.forked(child)):
+                self._ended(gone, ev["ts"])
+
     def _ended(self, c: Conn | None, ts: float, record: bool = True) -> None:
+        """A connection's copy was closed (already taken out of the table, if it was in)."""
         if c is None:
             return
         if c.l7 is not None:
             self._l7_out(c, c.l7.close(ts))
             for key, n in c.l7.stats.items():
                 self.counters[f"l7_{key}"] += n
-        if record and not c.quiet:
+        # the closing record comes from the last process holding it
+        if record and not c.quiet and self._table.last(c):
             self._out.append(c.record("closed", ts))
 
     def _show(self, c: Conn) -> None:
@@ -224,6 +243,8 @@ class L7Stage:
             c = self._adopt(ev)
             if c is None:
                 return
+        if c.facts is None:
+            c.facts = _facts(ev)
         ret = ev["ret"]
         if ret > 0:
             if direction == "out":
@@ -257,6 +278,8 @@ class L7Stage:
             c = self._table.get(pid, fd) or self._adopt(ev)
             if c is None:
                 return
+        if c.facts is None:
+            c.facts = _facts(ev)
         if not c.plaintext:  # from now on its L7 input is the plaintext
             c.plaintext = c.tls = True
             if c.l7 is not None:
@@ -322,6 +345,8 @@ class L7Stage:
                 ev["peer"] = c.peer
             if c.tls:
                 ev["tls"] = True
+            if c.facts:
+                ev.update(c.facts)
             out.append(ev)
         self.counters["l7_records"] += len(recs)
 

@@ -32,6 +32,12 @@ class PeriscopeCollector(Collector):
         for name, v in sorted(svc.pipeline.counters.items()):
             pipe.add_metric([name], v)
         yield pipe
+        if svc.stage is not None:
+            l7 = CounterMetricFamily("periscope_l7", "Connection and L7 stage counters "
+                                     "(records, detections, gaps, resyncs)", labels=["counter"])
+            for name, v in sorted(svc.stage.counters.items()):
+                l7.add_metric([name], v)
+            yield l7
         red = CounterMetricFamily("periscope_redactions", "Redaction hits by rule",
                                   labels=["rule"])
         counters = getattr(svc.pipeline.redactor, "counters", None)

@@ -100,7 +100,10 @@ def verb(ev: Event) -> str | None:
 
 
 def _facts(ev: Event, proc: ProcFacts | None) -> tuple[Any, ...]:
-    if proc is not None:
+    """comm, unit, exe, cgroup of the record's process. A record made after its process
+    exited (at close, at exit) has no facts from /proc, only the comm and unit its events
+    carried (the L7 stage keeps them): those are stored, and no exe or cgroup."""
+    if proc is not None and proc.comm is not None:
         return proc.comm, proc.unit, proc.exe, proc.cgroup
     return ev.get("comm"), ev.get("unit"), None, None
 

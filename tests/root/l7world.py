@@ -86,8 +86,18 @@ class L7World:
                   timeout: float = 20) -> list[dict[str, Any]]:
         """The rows a query returns once at least n pass `keep`, and a moment later again
         (a record that arrives twice must show)."""
-        wait_for(lambda: len([r for r in self.query(command, *args) if keep(r)]) >= n,
-                 timeout, what=f"{n} rows of {command} {' '.join(args)}")
+        last: list[dict[str, Any]] = []
+
+        def enough() -> bool:
+            last[:] = self.query(command, *args)
+            return len([r for r in last if keep(r)]) >= n
+
+        try:
+            wait_for(enough, timeout, what=f"{n} rows of {command} {' '.join(args)}")
+        except AssertionError as err:
+            st = self.daemon.request("status").get("result", {})
+            raise AssertionError(f"{err}; the query returned: {last[-30:]}; kernel: "
+                                 f"{st.get('kernel')}; pipeline: {st.get('pipeline')}") from None
         time.sleep(0.5)
         return [r for r in self.query(command, *args) if keep(r)]
 

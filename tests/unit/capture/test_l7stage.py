@@ -265,3 +265,23 @@ def test_a_process_loading_libssl_is_offered_to_the_tls_probes_once(tmp_path: Pa
         w.ev("openat", 3, path="/usr/lib/x86_64-linux-gnu/libssl.so.3", dirfd=-100)
     w.ev("openat", 4, path="/etc/hosts", dirfd=-100)
     assert w.tls == [(PID, 3)]
+
+
+def test_a_connection_forked_into_a_child_is_one_connection(tmp_path: Path) -> None:
+    """accept, fork, the parent closes its copy, the child serves it (PostgreSQL, sshd)."""
+    w = World(tmp_path)
+    child = PID + 1
+    w.ev("accept", 9, fd=3, family="AF_INET", peer="127.0.0.1:40002")
+    w.stage.observe({"ts": w.ts, "kind": "fork", "pid": PID, "tid": PID, "target": 3,
+                     "child": child}, None, 0)
+    w.ev("close", 0, fd=9)  # the parent's copy: the child still holds it, no record yet
+    w.ev("read", len(REQ), REQ, fd=9, pid=child)
+    w.ev("write", len(RESP), RESP, fd=9, pid=child)
+    w.ev("close", 0, fd=9, pid=child)
+    recs = w.out()
+    conns = [(r["pid"], r["state"], r["role"], r["peer"]) for r in recs if r["kind"] == "conn"]
+    assert conns == [(PID, "open", "server", "127.0.0.1:40002"),
+                     (child, "closed", "server", "127.0.0.1:40002")]
+    assert len({r["conn"] for r in recs}) == 1
+    (req,) = l7(recs)
+    assert (req["pid"], req["role"], req["status"]) == (child, "server", 503)
