@@ -169,7 +169,7 @@ def test_redis_commands_auth_and_a_pipelined_batch(data: Data) -> None:
 
 # -- PostgreSQL ----------------------------------------------------------------------------
 def test_psql_simple_queries_an_error_and_a_password_change(data: Data) -> None:
-    pid, port = data.pg
+    _pid, port = data.pg
     psql = ["psql", "-X", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d",
             "postgres", "-v", "ON_ERROR_STOP=0"]
     r = run(*psql, "-c", "SELECT 42 AS l7_answer", "-c", "SELECT * FROM l7_missing_table",
@@ -190,7 +190,7 @@ def test_psql_simple_queries_an_error_and_a_password_change(data: Data) -> None:
 
 def test_psycopg_extended_protocol(data: Data) -> None:
     psycopg = pytest.importorskip("psycopg")
-    pid, port = data.pg
+    _pid, port = data.pg
     with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
                          sslmode="disable") as conn:
         for i in range(3):
