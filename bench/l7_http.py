@@ -6,8 +6,9 @@ wrk drives one nginx worker over keep-alive connections with browser-sized reque
 (~560 B: longer than the default 256 B capture cap, shorter than the 1 KiB L7 cap). Rounds
 alternate untraced and traced; probes stay attached between them on an idle process, so
 "untraced" is nginx untargeted (it pays the kernel filter's lookup, like any untargeted
-process). Each configuration is a fresh daemon: the defaults, the same without the larger
-per-connection cap (l7_payload_bytes = 256), and the defaults without the rate limit.
+process). Each configuration is a fresh daemon: the defaults, the same with L7 off
+(capture.l7 = false: no parsing, no records), without the larger per-connection cap
+(l7_payload_bytes = 256), and without the rate limit.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ HEADERS = [
 PATH = "/api/items?page=2&sort=price&filter=in-stock"
 CONFIGS = {
     "defaults": "",
+    "L7 off": "[capture]\nl7 = false\n",
     "no larger L7 cap": "[capture]\nl7_payload_bytes = 256\n",
     "no rate limit": "[capture]\nrate_limit = 0\n",
 }

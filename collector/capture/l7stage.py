@@ -330,23 +330,22 @@ class L7Stage:
                 self.counters["fd_caps_failed"] += 1
 
     def _l7_out(self, c: Conn, recs: list[Record]) -> None:
+        """The parsers' records as "l7" events, with what the stage knows of the connection."""
+        tail: Event = {"kind": "l7", "pid": c.pid, "target": c.cookie, "conn": c.id}
+        if c.fd >= 0:
+            tail["fd"] = c.fd
+        if c.role is not None:
+            tail["role"] = c.role
+        if c.peer is not None:
+            tail["peer"] = c.peer
+        if c.tls:
+            tail["tls"] = True
+        if c.facts:
+            tail.update(c.facts)
         out = self._out
         for r in recs:
             ev = r.to_json()
-            ev["kind"] = "l7"
-            ev["pid"] = c.pid
-            ev["target"] = c.cookie
-            ev["conn"] = c.id
-            if c.fd >= 0:
-                ev["fd"] = c.fd
-            if c.role is not None:
-                ev["role"] = c.role
-            if c.peer is not None:
-                ev["peer"] = c.peer
-            if c.tls:
-                ev["tls"] = True
-            if c.facts:
-                ev.update(c.facts)
+            ev.update(tail)
             out.append(ev)
         self.counters["l7_records"] += len(recs)
 

@@ -88,8 +88,13 @@ _OP_TLS = int(Op.TLS)
 class Pipeline:
     def __init__(self, redactor: RedactorLike, sinks: list[Sink], enricher: Enricher,
                  queue_max: int = 65536, max_streams: int = 4096,
-                 observers: list[RecordObserver] | None = None) -> None:
+                 observers: list[RecordObserver] | None = None,
+                 event_cap: int | None = None) -> None:
         self.redactor = redactor
+        # Payload bytes an event shows at most (the targets' cap). The kernel may copy more
+        # on a connection where the L7 stage asked for it; the observers get all of it, the
+        # event its first event_cap bytes and a gap, as if the kernel had copied only those.
+        self.event_cap = event_cap
         self.sinks = sinks
         self.observers = list(observers or [])
         self.enricher = enricher
@@ -301,6 +306,10 @@ class Pipeline:
         stays fail-closed across it (a secret cut short is not released half-masked).
         """
         stream = self.streams.get(key, cookie).stream
+        cap = self.event_cap
+        if cap is not None and len(data) > cap:
+            missing += len(data) - cap
+            data = data[:cap]
         if shed:
             self.counters["payload_shed"] += 1
             ev["payload_shed"] = True

@@ -96,7 +96,8 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
         fd_cap=lambda pid, fd, cap: tracer.set_fd_cap(pid, fd, cap),
         tls_candidate=lambda pid, cookie: late_tls.submit(tracer.attach_tls_late, pid, cookie))
     pipeline = Pipeline(redactor, [SplitSink(store.add_many, l7store), router], enricher,
-                        capture.queue_max, observers=[stage])
+                        capture.queue_max, observers=[stage],
+                        event_cap=capture.max_payload_bytes)
     # data[] is sized for the larger of the two caps; targets start at max_payload_bytes
     kernel_max = max(capture.max_payload_bytes, capture.l7_payload_bytes if capture.l7 else 0)
     options = ProbeOptions(kernel_max, capture.ringbuf_pages, capture.poll_interval_ms / 1000)

@@ -65,7 +65,8 @@ class Record(NamedTuple):
     answers: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The issue's JSON names; fields that were never set are left out."""
+        """The issue's JSON names; fields that were never set are left out. (Spelled out
+        field by field: it runs once per request, and a loop over names cost twice as much.)"""
         out: dict[str, Any] = {"ts": self.ts, "proto": self.proto}
         if self.latency_ms is not None:
             out["latency_ms"] = self.latency_ms
@@ -73,11 +74,22 @@ class Record(NamedTuple):
         out["resp_bytes"] = self.resp_bytes
         out["partial"] = self.partial
         out["error"] = self.error
-        for name, v in (("method", self.method), ("path", self.path), ("status", self.status),
-                        ("query", self.query), ("command", self.command),
-                        ("qname", self.qname), ("qtype", self.qtype), ("rcode", self.rcode)):
-            if v is not None:
-                out[name] = v
+        if self.method is not None:
+            out["method"] = self.method
+        if self.path is not None:
+            out["path"] = self.path
+        if self.status is not None:
+            out["status"] = self.status
+        if self.query is not None:
+            out["query"] = self.query
+        if self.command is not None:
+            out["command"] = self.command
+        if self.qname is not None:
+            out["qname"] = self.qname
+        if self.qtype is not None:
+            out["qtype"] = self.qtype
+        if self.rcode is not None:
+            out["rcode"] = self.rcode
         if self.headers is not None:
             out["headers"] = dict(self.headers)
         if self.answers is not None:
