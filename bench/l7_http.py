@@ -59,11 +59,16 @@ CONFIGS = {
 }
 
 
-def wrk(port: int, seconds: float, conns: int) -> tuple[int, float]:
-    """(requests completed, requests/s) of one wrk run."""
+def wrk(port: int, seconds: float, conns: int, delay_ms: float = 0) -> tuple[int, float]:
+    """(requests completed, requests/s) of one wrk run; with delay_ms each connection
+    waits that long between requests (a paced load)."""
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s"]
     for h in HEADERS:
         cmd += ["-H", h]
+    if delay_ms:
+        script = Path(tempfile.mkstemp(suffix=".lua")[1])
+        script.write_text(f"function delay() return {delay_ms} end\n")
+        cmd += ["-s", str(script)]
     out = subprocess.run([*cmd, f"http://127.0.0.1:{port}{PATH}"], capture_output=True,
                          text=True, check=True, timeout=seconds + 60).stdout
     n = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -90,7 +95,7 @@ def drained(d: harness.Daemon, timeout: float = 60) -> None:
 
 
 def measure(name: str, config: str, port: int, pids: list[int], rounds: int, seconds: float,
-            conns: int) -> dict[str, Any]:
+            conns: int, delay_ms: float = 0) -> dict[str, Any]:
     d = harness.Daemon(config)
     try:
         with harness.sleeper() as idle, harness.session(d, [f"pid:{idle}"]):
@@ -98,14 +103,15 @@ def measure(name: str, config: str, port: int, pids: list[int], rounds: int, sec
             base: list[float] = []
             traced: list[float] = []
             cpu_per_req: list[float] = []
+            cpu_per_rec: list[float] = []
             recorded: list[tuple[int, int, int]] = []
             for _ in range(rounds):
-                base.append(wrk(port, seconds, conns)[1])
+                base.append(wrk(port, seconds, conns, delay_ms)[1])
                 with harness.session(d, [f"pid:{p}" for p in pids], "payload") as s:
                     time.sleep(0.5)
                     cpu0 = harness.proc_cpu_rss(d.proc.pid)[0]
                     t0 = time.time()
-                    n, rps = wrk(port, seconds, conns)
+                    n, rps = wrk(port, seconds, conns, delay_ms)
                     t1 = time.time()
                     drained(d)
                     cpu = harness.proc_cpu_rss(d.proc.pid)[0] - cpu0
@@ -114,15 +120,16 @@ def measure(name: str, config: str, port: int, pids: list[int], rounds: int, sec
                 got, partial = records(d.base / "state" / "events.db", pids[-1], t0, t1)
                 recorded.append((n, got, partial))
                 cpu_per_req.append(cpu / max(n, 1) * 1e6)
+                cpu_per_rec.append(cpu / max(got, 1) * 1e6)
             st = d.status()
     finally:
         d.stop()
     ratio = harness.med(traced) / harness.med(base)
     print(f"{name:18} untraced {harness.spread(base)} req/s, traced {harness.spread(traced)}"
           f" req/s, ratio {ratio:.2f}")
-    for (n, got, partial), us in zip(recorded, cpu_per_req, strict=True):
+    for (n, got, partial), us, rec_us in zip(recorded, cpu_per_req, cpu_per_rec, strict=True):
         print(f"{'':18} {n:,} requests -> {got:,} records ({partial:,} partial), daemon "
-              f"{us:.1f} µs CPU per request")
+              f"{us:.1f} µs CPU per request, {rec_us:.1f} per record")
     kernel = st.get("kernel", {})
     print(f"{'':18} kernel: skipped_rate {kernel.get('skipped_rate', 0):,}, drop_ringbuf "
           f"{kernel.get('drop_ringbuf', 0):,}; pipeline shed "
@@ -138,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="untraced/traced pairs per config")
     ap.add_argument("--conns", type=int, default=4, help="keep-alive connections")
     ap.add_argument("--only", default=",".join(CONFIGS), help="configurations to run")
+    ap.add_argument("--paced", type=float, default=2.0,
+                    help="then the defaults at a paced load: ms each connection waits between "
+                    "requests (0: skip)")
     a = ap.parse_args(argv)
     if os.geteuid() != 0 or not shutil.which("wrk") or not shutil.which("nginx"):
         print("needs root, wrk and nginx", file=sys.stderr)
@@ -157,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{a.conns} keep-alive connections; {a.rounds} rounds of {a.seconds:g} s")
         for name in a.only.split(","):
             measure(name, CONFIGS[name], port, pids, a.rounds, a.seconds, a.conns)
+        if a.paced:
+            print(f"paced: {a.conns} connections, each waiting {a.paced:g} ms between requests")
+            measure("defaults, paced", "", port, pids, a.rounds, a.seconds, a.conns, a.paced)
     finally:
         nginx.terminate()
         nginx.wait(10)

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      slow_ms=200),
             "http --method POST --errors": L7Query(everyone, "http", method="POST",
                                                    errors_only=True),
-            "http --peer 10.0.3.1 (none)": L7Query(everyone, "http", peer="10.0.3.1"),
+            "http --peer 10.0.3.1": L7Query(everyone, "http", peer="10.0.3.1"),
             "one unit's role, --slow 200ms": L7Query(role, "http", slow_ms=200),
             "http --limit 10000": L7Query(everyone, "http", limit=10_000),
         }

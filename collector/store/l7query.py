@@ -16,6 +16,7 @@ from collector.selectors import Level, Selector, Visibility
 from collector.store.query import MAX_LIMIT, selector_sql
 
 TABLES = ("conns", "l7")
+SLOW_INDEX_MS = 100  # l7 rows at least this slow are in the partial index l7_slow
 # what each stored query kind reads: table and protocols
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "conns": ("conns", ()), "http": ("l7", ("http",)), "sql": ("l7", ("pgsql", "mysql")),
@@ -124,6 +125,8 @@ def compile_l7(q: L7Query) -> tuple[str, list[Any]]:
     if q.slow_ms is not None:
         where.append("latency_ms >= ?")
         params.append(q.slow_ms)
+        if q.slow_ms >= SLOW_INDEX_MS:  # spelled out: the planner may then use l7_slow
+            where.append(f"latency_ms >= {SLOW_INDEX_MS}")
     if q.errors_only:
         where.append("errors > 0" if table == "conns" else "error = 1")
     if q.method is not None:
