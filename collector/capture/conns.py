@@ -27,7 +27,7 @@ NOT_ERRORS = frozenset(("EAGAIN", "EWOULDBLOCK", "EINPROGRESS", "EALREADY", "EIN
 class Conn:
     """One connection's running totals (mutable; the stage's worker thread owns it)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "calls_in", "calls_out", "cap_raised", "cookie",
+    __slots__ = ("bytes_in", "bytes_out", "calls_in", "calls_out", "cap_tries", "cookie",
                  "dgram", "dirty", "errors", "facts", "family", "fd", "id", "inode", "l7",
                  "local",
                  "opened", "peer", "pid", "plaintext", "preexisting", "proto", "quiet",
@@ -56,7 +56,7 @@ class Conn:
         self.plaintext = False  # its L7 input is the TLS plaintext, not the syscall bytes
         self.l7: L7Conn | None = None
         self.dgram: bool | None = None  # UDP: one message per call (None: not known yet)
-        self.cap_raised = False  # the kernel copies the larger L7 cap on this fd
+        self.cap_tries = 0  # asks for the larger L7 cap on this fd (done: l7feed.CAP_TRIES)
         self.dirty = False  # changed since its last record
         # comm and unit as the process's events had them: its records keep them when they
         # are made after it exited (at close or exit), when /proc can no longer say

@@ -7,8 +7,9 @@ processes and feeds the bytes it moves to one L7Conn, so "conn" and "l7" records
 Connections open at connect/accept (role client/server), at the session's start (seeded
 from sock_diag, `preexisting`), or when a socket fd we never saw open carries payload
 (adopted, role inferred from content). TLS plaintext (kind "tls") is fed to the
-connection of its fd and replaces the syscall bytes on it, which are ciphertext. Runs
-on the pipeline's worker thread; only seed() is called from elsewhere (it queues).
+connection of its fd and replaces the syscall bytes on it, which are ciphertext. What
+happens to the bytes of a connection is l7feed.py. Runs on the pipeline's worker thread;
+only seed() is called from elsewhere (it queues).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from pathlib import Path
 
 from collector.capture.conns import Conn, ConnTable
 from collector.capture.events import Event
+from collector.capture.l7feed import Feeder
 from collector.capture.sockets import SocketBook
-from collector.l7 import L7Conn, Record, Redact
-from collector.l7.detect import dns_message
+from collector.l7 import Redact
 
 log = logging.getLogger("periscope.l7stage")
 
@@ -55,17 +56,16 @@ class L7Stage:
                  tls_candidate: Callable[[int, int], object] | None = None) -> None:
         self.options = options or StageOptions()
         self.counters: Counter[str] = Counter()  # read by metrics at scrape time
-        self._redact = redact
-        self._clean: set[tuple[str, str]] = set()  # values redaction left unchanged (shared)
+        self._out: list[Event] = []
+        self._feeder = Feeder(redact, self.options.l7_cap, self._out, self.counters, fd_cap,
+                              self._show)
         self._table = ConnTable(self.options.max_conns)
         self._ssl: dict[tuple[int, str], Conn] = {}  # TLS connections whose fd is unknown
         self._files: dict[int, set[int]] = {}  # pid -> fds that are not sockets
         self._nfiles = 0
         self._book = book or SocketBook(procfs)
-        self._fd_cap = fd_cap
         self._tls_candidate = tls_candidate
         self._tls_asked: set[int] = set()
-        self._out: list[Event] = []
         self._seeds: deque[list[Conn]] = deque()  # filled by seed() on another thread
         self._last_sweep = 0.0
 
@@ -105,7 +105,8 @@ class L7Stage:
             for c in self._book.resolve(mono):
                 c.dirty = True
                 self._show(c)
-        out, self._out = self._out, []
+        out = self._out[:]  # the feeder appends to this very list
+        self._out.clear()
         return out
 
     # -- connections -----------------------------------------------------------------------
@@ -179,10 +180,7 @@ class L7Stage:
         """A connection's copy was closed (already taken out of the table, if it was in)."""
         if c is None:
             return
-        if c.l7 is not None:
-            self._l7_out(c, c.l7.close(ts))
-            for key, n in c.l7.stats.items():
-                self.counters[f"l7_{key}"] += n
+        self._feeder.close(c, ts)
         # the closing record comes from the last process holding it
         if record and not c.quiet and self._table.last(c):
             self._out.append(c.record("closed", ts))
@@ -261,7 +259,7 @@ class L7Stage:
             return
         if c.plaintext or (data is None and not missing) or not self.options.l7:
             return
-        self._feed(c, ev, direction, data, missing)
+        self._feeder.feed(c, ev, direction, data, missing)
 
     def _tls(self, ev: Event, data: bytes | None, missing: int) -> None:
         pid = ev["pid"]
@@ -280,74 +278,12 @@ class L7Stage:
                 return
         if c.facts is None:
             c.facts = _facts(ev)
-        if not c.plaintext:  # from now on its L7 input is the plaintext
-            c.plaintext = c.tls = True
-            if c.l7 is not None:
-                self._ended_parser(c, ev["ts"])
-            c.l7 = None
-            c.dgram = False
+        if not c.plaintext:
+            self._feeder.plaintext(c, ev["ts"])
         if (data is None and not missing) or not self.options.l7:
             return
-        self._feed(c, ev, ev["direction"], data, missing)
+        self._feeder.feed(c, ev, ev["direction"], data, missing)
 
-    def _ended_parser(self, c: Conn, ts: float) -> None:
-        assert c.l7 is not None
-        self._l7_out(c, c.l7.close(ts))
-
-    def _feed(self, c: Conn, ev: Event, direction: str, data: bytes | None,
-              missing: int) -> None:
-        l7 = c.l7
-        if l7 is None:
-            l7 = c.l7 = L7Conn(self._redact, c.role, self._clean)
-        elif l7.gave_up:
-            return
-        ts = ev["ts"]
-        if c.dgram is None and data:
-            c.dgram = dns_message(data, cut=missing > 0) is not None
-        if c.dgram:
-            recs = l7.datagram(direction, data, ts, len(data) + missing) if data else []
-        else:
-            recs = l7.feed(direction, data, ts) if data else []
-            if missing:
-                recs = recs + l7.gap(direction, missing, ts)
-        if l7.proto is not None and not c.cap_raised:
-            self._raise_cap(c, l7.proto)
-        if recs:
-            self._l7_out(c, recs)
-
-    def _raise_cap(self, c: Conn, proto: str) -> None:
-        """A protocol was detected: ask the kernel for the larger cap on this fd (once)."""
-        if c.proto is None:
-            c.proto = proto
-            c.dirty = True
-        if c.fd >= 0:
-            self._show(c)
-        c.cap_raised = True
-        if self._fd_cap is not None and self.options.l7_cap and c.fd >= 0:
-            if self._fd_cap(c.pid, c.fd, self.options.l7_cap):
-                self.counters["fd_caps_raised"] += 1
-            else:
-                self.counters["fd_caps_failed"] += 1
-
-    def _l7_out(self, c: Conn, recs: list[Record]) -> None:
-        """The parsers' records as "l7" events, with what the stage knows of the connection."""
-        tail: Event = {"kind": "l7", "pid": c.pid, "target": c.cookie, "conn": c.id}
-        if c.fd >= 0:
-            tail["fd"] = c.fd
-        if c.role is not None:
-            tail["role"] = c.role
-        if c.peer is not None:
-            tail["peer"] = c.peer
-        if c.tls:
-            tail["tls"] = True
-        if c.facts:
-            tail.update(c.facts)
-        out = self._out
-        for r in recs:
-            ev = r.to_json()
-            ev.update(tail)
-            out.append(ev)
-        self.counters["l7_records"] += len(recs)
 
     # -- periodic ------------------------------------------------------------------------
     def _sweep(self, now: float) -> None:

@@ -146,12 +146,18 @@ class L7Store:
         self._last_prune = 0.0
         self.written = 0
         self.pruned = 0
+        self.write_errors = 0  # flushes that failed off the sink's path (their rows lost)
         # Rows wait here and go in one transaction per FLUSH_ROWS, or FLUSH_S, or before a
         # query reads (so a query sees every record handed to us): a commit per pipeline
         # batch cost more than the rows at a few requests per batch.
         self._conns: list[tuple[Any, ...]] = []
         self._reqs: list[tuple[Any, ...]] = []
         self._oldest = 0.0
+        # ... and when traffic stops, this thread writes what waited (within FLUSH_S)
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_idle, name="l7store-flush",
+                                         daemon=True)
+        self._flusher.start()
 
     def add_many(self, events: list[Event], bodies: list[bytes],
                  procs: list[ProcFacts | None]) -> None:
@@ -189,6 +195,17 @@ class L7Store:
         """Write what waits (a query calls this first)."""
         with self._lock:
             self._flush()
+
+    def _flush_idle(self) -> None:
+        while not self._stop.wait(FLUSH_S):
+            with self._lock:
+                if (self._conns or self._reqs) and not self._stop.is_set() \
+                        and time.monotonic() - self._oldest >= FLUSH_S:
+                    try:
+                        self._flush()
+                    except sqlite3.Error:  # those rows are lost: logged and counted
+                        self.write_errors += 1
+                        log.exception("writing connection and L7 records failed")
 
     def _flush(self) -> None:
         if not self._conns and not self._reqs:
@@ -241,6 +258,8 @@ class L7Store:
         return Page(out, more, rows[-1][0] if more else None)
 
     def close(self) -> None:
+        self._stop.set()
+        self._flusher.join(timeout=5)
         with self._read_lock:
             if self._reader is not None:
                 self._reader.close()

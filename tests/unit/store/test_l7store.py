@@ -162,3 +162,23 @@ def test_shares_the_database_with_the_events(tmp_path: Path) -> None:
     l7.close()
     again = L7Store(path)  # opening again migrates nothing and keeps the rows
     assert len(q(again, "http")) == 1
+
+
+def test_rows_are_written_soon_after_traffic_stops(tmp_path: Path) -> None:
+    """Rows wait for a batch of them, but never longer than FLUSH_S when nothing follows."""
+    import sqlite3
+
+    from collector.store import l7store
+
+    s = L7Store(tmp_path / "events.db")
+    add(s, [req(WEB, NOW, "http", path="/late", status=200)], [WEB])
+
+    def on_disk() -> int:
+        with sqlite3.connect(tmp_path / "events.db") as c:
+            return int(c.execute("SELECT COUNT(*) FROM l7").fetchone()[0])
+
+    deadline = time.monotonic() + 10 * l7store.FLUSH_S
+    while on_disk() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert on_disk() == 1
+    s.close()
