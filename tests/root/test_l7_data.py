@@ -137,6 +137,9 @@ def test_redis_commands_auth_and_a_pipelined_batch(data: Data) -> None:
     batch = b"".join(
         f"*3\r\n$3\r\nSET\r\n${len(f'l7:p{i}')}\r\nl7:p{i}\r\n$1\r\n{i}\r\n".encode()
         for i in range(10))
+    # the three connections above are all processed (their caps raised) before we count
+    data.w.wait_rows("redis", "-p", str(pid), n=6, keep=lambda r: "l7:k" in r.get("command", "")
+                     or r.get("command", "").upper().startswith("AUTH"))
     raised = data.w.daemon.request("status")["result"]["l7"].get("fd_caps_raised", 0)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(f"AUTH {REDIS_PASS}\r\n".encode())
