@@ -38,6 +38,7 @@ enum sc {
 	SC_OPENAT, SC_OPENAT2, SC_EXECVE, SC_EXECVEAT,
 	SC_CLONE, SC_CLONE3, SC_FORK, SC_VFORK,
 	SC_SSL_READ, SC_SSL_WRITE,   /* OP_TLS only: arg holds the SSL* (connection id) */
+	SC_SENDFILE,                 /* bytes sent from a file: counted, never copied */
 };
 
 /* Record flags. */

@@ -48,6 +48,7 @@ class Sc(IntEnum):
     VFORK = 22
     SSL_READ = 23
     SSL_WRITE = 24
+    SENDFILE = 25
 
 
 class Stat(IntEnum):

@@ -231,6 +231,9 @@ static __always_inline int on_exit(long ret)
 		copy_payload(e, iov.base, avail, cap, ret);
 		break;
 	}
+	case SC_SENDFILE:   /* a response body from a file: its bytes are an L7 gap */
+		e->flags |= F_DATA_OUT;
+		break;
 	case SC_CONNECT:
 		copy_sockaddr(e, a1, (u32)a2);
 		break;
@@ -294,6 +297,7 @@ SYS_IO(accept, SC_ACCEPT, fd, upeer_sockaddr, upeer_addrlen)
 SYS_IO(accept4, SC_ACCEPT4, fd, upeer_sockaddr, upeer_addrlen)
 SYS_IO(openat, SC_OPENAT, dfd, filename, flags)
 SYS_IO(openat2, SC_OPENAT2, dfd, filename, how)
+SYS_IO(sendfile64, SC_SENDFILE, out_fd, in_fd, count)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 { return on_enter(SC_CLOSE, (u64)args->fd, 0, 0); }

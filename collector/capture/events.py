@@ -102,6 +102,7 @@ class Clock:
 _PAYLOAD_SCS = {
     Sc.READ, Sc.WRITE, Sc.READV, Sc.WRITEV, Sc.PREAD64, Sc.PWRITE64,
     Sc.SENDTO, Sc.RECVFROM, Sc.SENDMSG, Sc.RECVMSG, Sc.SSL_READ, Sc.SSL_WRITE,
+    Sc.SENDFILE,  # an I/O call too (fd, size, direction), whose bytes are never copied
 }
 
 

@@ -257,8 +257,12 @@ class L7Stage:
         if "ciphertext" in ev:
             c.tls = True
             return
-        if c.plaintext or (data is None and not missing) or not self.options.l7:
+        if c.plaintext or not self.options.l7:
             return
+        if data is None and not missing:
+            if ret <= 0 or c.l7 is None or ev["syscall"] != "sendfile":
+                return  # meta level, or nothing moved
+            missing = ret  # a body sent from a file: bytes the parser skips, in sync
         self._feeder.feed(c, ev, direction, data, missing)
 
     def _tls(self, ev: Event, data: bytes | None, missing: int) -> None:

@@ -46,6 +46,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location /ok {{ return 200 "ok\\n"; }}
+        location /static/ {{ root {base}/www; sendfile on; }}
         location /fail {{ return 500 "boom\\n"; }}
     }}
 }}
@@ -114,6 +115,9 @@ def web() -> Iterator[Web]:
         base = w.base
         port = free_port()
         (base / "nginx.conf").write_text(NGINX_CONF.format(base=base, port=port))
+        (base / "www" / "static").mkdir(parents=True)
+        (base / "www" / "static" / "app.css").write_bytes(b"body { color: #333; }\n" * 1000)
+        base.chmod(0o755)  # the worker runs as nobody
         master = _start(["nginx", "-c", str(base / "nginx.conf"), "-p", str(base)], stack,
                         stderr=subprocess.DEVNULL)
         workers = wait_for(lambda: children(master.pid), 10, what="an nginx worker")
@@ -184,6 +188,22 @@ def test_keepalive_requests_each_make_one_record(web: Web) -> None:
             and _path(e).startswith("/ok/ka")]
     assert [e["conn"] for e in live] == [r["conn"] for r in rows]
     assert all(e.get("peer", "").startswith("127.0.0.1:") for e in live)
+
+
+def test_files_sent_with_sendfile_keep_the_connection_in_sync(web: Web) -> None:
+    css = web.base / "www" / "static" / "app.css"
+    urls = [f"http://127.0.0.1:{web.nginx_port}/static/app.css?v={i}" for i in range(3)]
+    out = curl(*urls, f"http://127.0.0.1:{web.nginx_port}/ok/after-static")
+    assert len(out) == 3 * css.stat().st_size + 3
+    rows = web.w.wait_rows("http", "-p", str(web.nginx[1]), n=4,
+                           keep=lambda r: "static" in _path(r))
+    assert [(_path(r), r["status"], r["partial"]) for r in rows] == [
+        *[(f"/static/app.css?v={i}", 200, False) for i in range(3)],
+        ("/ok/after-static", 200, False)]
+    assert all(r["resp_bytes"] > css.stat().st_size for r in rows[:3])
+    sent = [e for e in web.stream.events() if e.get("syscall") == "sendfile"
+            and e["pid"] == web.nginx[1]]
+    assert len(sent) >= 3 and all("payload" not in e for e in sent)
 
 
 def test_pipelined_requests_pair_in_order_and_a_500_is_found_by_status(web: Web) -> None:

@@ -75,7 +75,7 @@ class World:
                              "target": 3, "syscall": syscall, "ret": ret, **kw}
         if syscall in ("read", "recvmsg", "recvfrom", "ssl_read"):
             e["direction"] = "in"
-        elif syscall in ("write", "sendmsg", "sendto", "ssl_write"):
+        elif syscall in ("write", "writev", "sendmsg", "sendto", "sendfile", "ssl_write"):
             e["direction"] = "out"
         if -4096 < ret < 0 and kind == "syscall":
             e["errno"] = {-111: "ECONNREFUSED", -104: "ECONNRESET", -11: "EAGAIN",
@@ -285,3 +285,20 @@ def test_a_connection_forked_into_a_child_is_one_connection(tmp_path: Path) -> N
     assert len({r["conn"] for r in recs}) == 1
     (req,) = l7(recs)
     assert (req["pid"], req["role"], req["status"]) == (child, "server", 503)
+
+
+def test_a_body_sent_with_sendfile_keeps_the_parser_in_sync(tmp_path: Path) -> None:
+    """nginx serving a file: the head by writev, the body by sendfile (never copied)."""
+    w = World(tmp_path)
+    w.ev("accept4", 9, fd=3, family="AF_INET", peer="127.0.0.1:40003")
+    for i in range(3):
+        req = f"GET /static/{i}.css HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
+        w.ev("read", len(req), req, fd=9)
+        w.ev("writev", len(head), head, fd=9)
+        w.ev("sendfile", 5000, None, fd=9)
+    w.ev("close", 0, fd=9)
+    reqs = l7(w.out())
+    assert [(r["path"], r["status"], r["resp_bytes"], r["partial"]) for r in reqs] == [
+        (f"/static/{i}.css", 200, 5000 + len(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"),
+         False) for i in range(3)]
