@@ -8,6 +8,7 @@ it closes. Field names are in docs/events.md ("conn").
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
@@ -133,7 +134,7 @@ class ConnTable:
         self._holders: Counter[str] = Counter()  # conn id -> processes holding it
         # ids unique across daemon restarts (the store keeps one row per id)
         self._run = secrets.token_hex(2)
-        self._next = 0
+        self._ids = itertools.count(1)  # next() is atomic: seed() takes ids on another thread
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -148,8 +149,7 @@ class ConnTable:
         return [self._by_key[(pid, fd)] for fd in sorted(self._by_pid.get(pid, ()))]
 
     def new_id(self) -> str:
-        self._next += 1
-        return f"c{self._next:x}-{self._run}"
+        return f"c{next(self._ids):x}-{self._run}"
 
     def open(self, pid: int, fd: int, cookie: int, role: str | None, ts: float,
              family: str | None = None, peer: str | None = None

@@ -14,7 +14,6 @@ only seed() is called from elsewhere (it queues).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -26,8 +25,6 @@ from collector.capture.events import Event
 from collector.capture.l7feed import Feeder
 from collector.capture.sockets import SocketBook
 from collector.l7 import Redact
-
-log = logging.getLogger("periscope.l7stage")
 
 FILES_MAX = 65536  # (pid, fd) known not to be sockets; cleared when full
 TLS_ASKED_MAX = 4096
@@ -88,6 +85,8 @@ class L7Stage:
                 self._close(ev)
             elif sc == "openat" or sc == "openat2":
                 self._opened(ev)
+            elif (sc == "execve" or sc == "execveat") and ev["ret"] == 0:
+                self._exec(ev)
         elif kind == "tls":
             self._tls(ev, data, missing)
         elif kind == "exit":
@@ -167,6 +166,21 @@ class L7Stage:
             self._ended(self._ssl.pop(key), ts, record=False)
         self._nfiles -= len(self._files.pop(pid, ()))
         self._tls_asked.discard(pid)
+
+    def _exec(self, ev: Event) -> None:
+        """A new image: its close-on-exec sockets closed without a close() call. The
+        connections whose fd no longer holds the same socket end here; SSLs are gone."""
+        pid, ts = ev["pid"], ev["ts"]
+        held = self._table.of_pid(pid)
+        if held:
+            now = self._book.inodes(pid, [c.fd for c in held])
+            for c in held:
+                inode = now.get(c.fd)
+                if inode is None or (c.inode is not None and inode != c.inode):
+                    self._ended(self._table.close(pid, c.fd), ts)
+        for key in [k for k in self._ssl if k[0] == pid]:
+            self._ended(self._ssl.pop(key), ts, record=False)
+        self._nfiles -= len(self._files.pop(pid, ()))
 
     def _fork(self, ev: Event) -> None:
         """The child holds the parent's connections too (a server that accepts, then forks
@@ -287,7 +301,6 @@ class L7Stage:
         if (data is None and not missing) or not self.options.l7:
             return
         self._feeder.feed(c, ev, ev["direction"], data, missing)
-
 
     # -- periodic ------------------------------------------------------------------------
     def _sweep(self, now: float) -> None:

@@ -46,6 +46,10 @@ class SocketBook:
         """The socket inode of an fd, None if it is not a socket (or is gone)."""
         return socket_inodes(pid, self.procfs, (fd,)).get(fd)
 
+    def inodes(self, pid: int, fds: list[int]) -> dict[int, int]:
+        """fd -> socket inode for those of `fds` that are sockets now."""
+        return socket_inodes(pid, self.procfs, fds)
+
     def want(self, c: Conn, inode: int | None = None) -> None:
         """Find this inet connection's local address at the next resolve()."""
         if c.family not in (None, "AF_INET", "AF_INET6"):

@@ -302,3 +302,15 @@ def test_a_body_sent_with_sendfile_keeps_the_parser_in_sync(tmp_path: Path) -> N
     assert [(r["path"], r["status"], r["resp_bytes"], r["partial"]) for r in reqs] == [
         (f"/static/{i}.css", 200, 5000 + len(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"),
          False) for i in range(3)]
+
+
+def test_exec_ends_the_connections_it_closed(tmp_path: Path) -> None:
+    """close-on-exec sockets go with the old image, without a close() call."""
+    w = World(tmp_path)
+    w.socket_fd(5, 501)  # still open after the exec
+    w.ev("connect", 0, fd=5, family="AF_INET", peer="10.0.0.5:80")
+    w.ev("connect", 0, fd=6, family="AF_INET", peer="10.0.0.6:80")  # CLOEXEC: gone
+    w.ev("execve", 0, fd=-1)
+    w.ev("write", 5, b"hello", fd=5)
+    recs = [r for r in w.out() if r["kind"] == "conn"]
+    assert [(r["fd"], r["state"]) for r in recs] == [(5, "open"), (6, "open"), (6, "closed")]
