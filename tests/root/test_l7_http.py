@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -329,6 +330,52 @@ def test_a_connection_open_before_the_session_is_preexisting(web: Web) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+CLIENT = r"""
+import socket, struct, sys
+sys.stdin.readline()
+closed, resetting = int(sys.argv[1]), int(sys.argv[2])
+try:  # blocking: connect() itself fails (a non-blocking one reports it via SO_ERROR)
+    socket.create_connection(("127.0.0.1", closed))
+except ConnectionRefusedError:
+    print("refused", flush=True)
+s = socket.create_connection(("127.0.0.1", resetting), timeout=5)
+s.sendall(b"x")  # the server reads it, then resets the connection
+try:
+    s.recv(10)
+except ConnectionResetError:
+    print("reset", flush=True)
+"""
+
+
+def test_refused_and_reset_connections_are_errors(web: Web) -> None:
+    closed = free_port()  # nothing listens there
+    rst = socket.create_server(("127.0.0.1", 0))
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(closed),
+                               str(rst.getsockname()[1])], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        s = web.w.trace("-p", str(client.pid))
+        web.streams.append(s)
+        assert client.stdin is not None
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        conn, _ = rst.accept()
+        assert conn.recv(1) == b"x"
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # linger 0: the client's recv gets a reset
+        out, _ = client.communicate(timeout=20)
+        assert out.split() == ["refused", "reset"]
+        rows = web.w.wait_rows("conns", "-p", str(client.pid), "--errors", n=2)
+        assert sorted((r["state"], r["peer"].rsplit(":", 1)[1], r["errors"]) for r in rows) \
+            == sorted([("failed", str(closed), {"refused": 1}),
+                       ("closed", str(rst.getsockname()[1]), {"reset": 1})])
+    finally:
+        rst.close()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
 
 
 def test_conns_limit_returns_the_latest(web: Web) -> None:

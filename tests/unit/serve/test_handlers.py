@@ -150,6 +150,8 @@ def test_conns_and_http_under_each_callers_decision(host: Host) -> None:
     with pytest.raises(BadRequest, match="takes no"):
         call(host, ROOT, Op.CONNS, {"slow": 5})
     assert "s3cr3tt0ken" not in (host.root / "events.db").read_bytes().decode("latin-1")
+    audited = call(host, ROOT, Op.AUDIT_SHOW, {"limit": 100})
+    assert {"conns", "http", "sql"} <= {r["op"] for r in audited}  # every query, audited
 
 
 def test_snapshot_of_a_live_pid(host: Host) -> None:
