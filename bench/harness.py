@@ -45,6 +45,13 @@ def med(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def spread_f(xs: Sequence[float], digits: int = 2) -> str:
+    """spread() with decimals, for small values (µs per event)."""
+    if not xs:
+        return "n/a"
+    return f"{med(xs):.{digits}f} [{min(xs):.{digits}f}..{max(xs):.{digits}f}] n={len(xs)}"
+
+
 def spread(xs: Sequence[float]) -> str:
     """median [min..max] (n), for reporting noisy repeats honestly."""
     if not xs:
@@ -55,19 +62,19 @@ def spread(xs: Sequence[float]) -> str:
 class Daemon:
     """periscoped in a temp dir (metrics off), like tests/root/conftest.start_daemon."""
 
-    def __init__(self, config_text: str = "") -> None:
+    def __init__(self, config_text: str = "", repo: Path = REPO) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="periscope-bench-"))
         self.sock = str(self.base / "run" / "periscope.sock")
         cfg = self.base / "periscope.toml"
         cfg.write_text('[metrics]\nlisten = ""\n' + config_text)
         self.log = self.base / "daemon.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(repo)}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [PY, "-m", "collector.daemon", "--config", str(cfg), "--state-dir",
              str(self.base / "state"), "--socket", self.sock, "--policy",
              str(self.base / "policy.toml"), "--socket-group", "root"],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=repo)
         self.ready_s = self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30) -> float:
@@ -111,19 +118,23 @@ class Daemon:
 
 
 class Session:
-    """A live `trace` session; a thread counts streamed events (newlines) as they arrive."""
+    """A live `trace` session; a thread counts streamed events as they arrive: one per
+    {"event"} line, N per {"n": N, "events"} batch (a daemon from before batches ignores
+    the request for them and sends lines)."""
 
     def __init__(self, d: Daemon, targets: list[str], level: str = "meta") -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(d.sock)
         self.sock.sendall(orjson.dumps({"op": "trace", "args": {
-            "targets": targets, "level": level, "duration": 3600, "reason": "bench"}}) + b"\n")
+            "targets": targets, "level": level, "duration": 3600, "reason": "bench",
+            "frames": "batch"}}) + b"\n")
         f = self.sock.makefile("rb")
         head = orjson.loads(f.readline())
         if not head.get("ok"):
             raise RuntimeError(f"trace refused: {head}")
         self.head: dict[str, Any] = head["result"]
-        self.lines = 0
+        self.lines = 0  # events received
+        self.first_s: float | None = None  # monotonic time the first event arrived
         self.ended: bytes | None = None
         self._f = f
         self._t = threading.Thread(target=self._count, daemon=True)
@@ -132,11 +143,18 @@ class Session:
     def _count(self) -> None:
         fd = self._f
         tail = b""
+        rest = b""  # an incomplete line
         while True:
             chunk = fd.read1(1 << 20)
             if not chunk:
                 return
-            self.lines += chunk.count(b"\n")
+            if self.first_s is None:
+                self.first_s = time.monotonic()
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                self.lines += int(line[5:line.index(b",", 5)]) if line.startswith(b'{"n":') \
+                    else 1
             if b'"end"' in chunk:
                 self.ended = (tail + chunk)[-400:]
             tail = chunk[-200:]

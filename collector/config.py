@@ -56,6 +56,7 @@ class Capture:
     rate_limit: int
     l7: bool                 # connection records and L7 parsing (collector/capture/l7stage.py)
     l7_payload_bytes: int    # the payload cap on fds where an L7 protocol was detected
+    preload: bool
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Server:
     max_conns_per_uid: int
     max_conns: int
     send_buffer_events: int
+    max_profiles: int
+    max_reply_bytes: int
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,33 @@ class Export:
 
 
 @dataclass(frozen=True)
+class Access:
+    """[access]: access requests."""
+    request_ttl_s: int              # a pending request expires unreviewed after this long
+
+
+@dataclass(frozen=True)
+class Notify:
+    """[notify]: a command run with each break-glass audit record as JSON on stdin."""
+    command: list[str] = field(hash=False)  # argv, no shell; [] = off
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Idp:
+    """[idp]: OIDC identity-provider step-up (ID tokens verified offline against a JWKS)."""
+    issuer: str                     # "" = off
+    audience: str                   # the aud the tokens must carry (the client id, usually)
+    client_id: str                  # for `periscope login` (device flow); "" = audience
+    jwks: str                       # a JWKS file path, or an https:// URL fetched at start
+    username_claim: str             # the claim that must name the connecting Unix user
+    username_domain: str            # "example.com": the claim may be USER@example.com
+    groups_claim: str               # IdP groups, bound to roles by policy [idp_groups]
+    leeway_s: float                 # clock skew allowed on exp, iat and nbf
+    max_age_s: float                # a token older than this (by iat) is not "fresh"
+
+
+@dataclass(frozen=True)
 class Config:
     paths: Paths
     capture: Capture
@@ -131,6 +161,9 @@ class Config:
     metrics: Metrics
     redaction: Redaction
     export: Export
+    access: Access
+    notify: Notify
+    idp: Idp
     source: str = field(default="<embedded>", compare=False)
 
 
@@ -139,6 +172,7 @@ _SECTIONS: dict[str, type] = {
     "paths": Paths, "capture": Capture, "store": Store,
     "server": Server, "metrics": Metrics, "redaction": Redaction,
     "export.otlp": OtlpExport, "export.jsonlog": JsonLogExport,
+    "access": Access, "notify": Notify, "idp": Idp,
 }
 # Tables that only hold tables: [export] holds [export.otlp] and [export.jsonlog].
 _GROUPS: dict[str, type] = {"export": Export}
@@ -160,6 +194,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "server.max_conns_per_uid": (1, 1 << 16),
     "server.max_conns": (1, 1 << 20),
     "server.send_buffer_events": (16, 1 << 20),
+    "server.max_profiles": (1, 64),
+    "server.max_reply_bytes": (1 << 20, 1 << 30),
     "export.otlp.timeout_s": (0.1, 300),
     "export.otlp.queue_size": (16, 1 << 20),
     "export.otlp.batch_size": (1, 1 << 16),
@@ -169,6 +205,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "export.jsonlog.max_bytes": (4096, 1 << 40),
     "export.jsonlog.keep": (0, 1000),
     "export.jsonlog.queue_size": (16, 1 << 20),
+    "access.request_ttl_s": (1, 30 * 86400),
+    "notify.timeout_s": (0.1, 60),
+    "idp.leeway_s": (0, 300),
+    "idp.max_age_s": (60, 7 * 86400),
 }
 
 # key -> the values it may take
@@ -181,6 +221,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "str": str, "int": int, "float": (int, float), "bool": bool, "dict[str, str]": dict,
+    "list[str]": list,
 }
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
 
@@ -213,11 +254,36 @@ def _check_log_path(value: str) -> str | None:
     return 'must be "" (off), "journald" or an absolute file path'
 
 
+def _check_command(value: list[Any]) -> str | None:
+    if not all(isinstance(v, str) and v and "\0" not in v for v in value):
+        return "must be a list of non-empty strings (argv; no shell)"
+    if value and not value[0].startswith("/"):
+        return "must start with an absolute path (no shell, no PATH lookup)"
+    return None
+
+
+def _check_jwks(value: str) -> str | None:
+    if value == "" or value.startswith("/"):
+        return None
+    if value.startswith("https://") or value.startswith("http://127.0.0.1"):
+        return _check_endpoint(value)
+    return 'must be "", an absolute file path or an https:// URL'
+
+
+def _check_issuer(value: str) -> str | None:
+    if value and not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        return "must be an https:// URL (the iss claim the tokens carry)"
+    return None
+
+
 # key -> check(value) returning what is wrong with it, or None
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "export.otlp.endpoint": _check_endpoint,
     "export.otlp.headers": _check_headers,
     "export.jsonlog.path": _check_log_path,
+    "notify.command": _check_command,
+    "idp.jwks": _check_jwks,
+    "idp.issuer": _check_issuer,
 }
 
 
@@ -259,7 +325,8 @@ def _value(section: dict[str, Any], name: str, f: Any, source: str) -> Any:
     if problem:  # never echo a table: header values are credentials
         shown = key if isinstance(value, dict) else f"{key}={value!r}"
         raise ConfigError(f"{source}: {shown} {problem}")
-    return dict(value) if isinstance(value, dict) else value
+    return dict(value) if isinstance(value, dict) else \
+        list(value) if isinstance(value, list) else value
 
 
 def _build(data: dict[str, Any], source: str) -> Config:
@@ -273,6 +340,9 @@ def _build(data: dict[str, Any], source: str) -> Config:
     if otlp.batch_size > otlp.queue_size:
         raise ConfigError(f"{source}: export.otlp.batch_size={otlp.batch_size} must not exceed "
                           f"export.otlp.queue_size={otlp.queue_size}")
+    idp: Idp = built["idp"]
+    if idp.issuer and not (idp.audience and idp.jwks):
+        raise ConfigError(f"{source}: [idp] with an issuer needs audience and jwks too")
     return Config(**built, source=source)
 
 

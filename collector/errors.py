@@ -33,6 +33,10 @@ class GrantsError(PeriscopeError):
     """The grants file is unreadable, corrupt or cannot be written; the message says which."""
 
 
+class RequestsError(PeriscopeError):
+    """The access-requests file is unreadable, corrupt or cannot be written; says which."""
+
+
 class AuditError(PeriscopeError):
     """Base of audit failures."""
 

@@ -3,6 +3,8 @@
 One request per line: {"op": NAME, "args": {...}}. Replies are lines too:
   {"ok": true, "result": ...}                  a single reply, or
   {"event": {...}} ... {"end": {...}}          a stream (trace), ended by "end", or
+  {"n": N, "events": [{...}, ...]} ... {"end"}  the same stream in batches, for a trace
+                                               request with "frames": "batch", or
   {"ok": false, "error": {"code", "name", "message"}}
 Never pickle, never a traceback on the wire.
 """
@@ -38,7 +40,8 @@ class OpKind(enum.Enum):
 
     IDENTITY = "identity"  # hello: no policy decision (anyone may ask who they are), audited
     ADMIN = "admin"        # allowed by a role's ops alone; no targets
-    LIVE = "live"          # targets resolved against the processes running now (trace, snapshot)
+    LIVE = "live"          # targets resolved against the processes running now (trace,
+                           # snapshot, profile)
     STORED = "stored"      # stored rows, matched on the facts stored with each row
 
 
@@ -74,6 +77,7 @@ class Op(str, enum.Enum):
     STATUS = ("status", OpKind.ADMIN)
     TRACE = ("trace", OpKind.LIVE, True)
     SNAPSHOT = ("snapshot", OpKind.LIVE)
+    PROFILE = ("profile", OpKind.LIVE, True)
     EVENTS = ("events", OpKind.STORED)
     CONNS = ("conns", OpKind.STORED)
     TOP = ("top", OpKind.STORED)
@@ -87,6 +91,18 @@ class Op(str, enum.Enum):
     GRANT_REVOKE = ("grant.revoke", OpKind.ADMIN)
     AUDIT_SHOW = ("audit.show", OpKind.ADMIN)
     AUDIT_VERIFY = ("audit.verify", OpKind.ADMIN)
+    # Identity-provider step-up: present an OIDC ID token for this connection (anyone may).
+    AUTH = ("auth", OpKind.IDENTITY)
+    # Access requests (collector/access/requests.py): allowed by a role's ops, then checked
+    # by their handlers against the role's request rules and the reviewer lists.
+    REQUEST_CREATE = ("request.create", OpKind.ADMIN)
+    REQUEST_LIST = ("request.list", OpKind.ADMIN)
+    REQUEST_SHOW = ("request.show", OpKind.ADMIN)
+    REQUEST_WAIT = ("request.wait", OpKind.ADMIN, True)
+    REQUEST_CANCEL = ("request.cancel", OpKind.ADMIN)
+    REQUEST_APPROVE = ("request.approve", OpKind.ADMIN)
+    REQUEST_DENY = ("request.deny", OpKind.ADMIN)
+    REQUEST_BREAK_GLASS = ("request.break_glass", OpKind.ADMIN)
 
 
 OPS: tuple[str, ...] = tuple(op.value for op in Op)  # wire names, in declaration order
@@ -225,12 +241,23 @@ def internal_error() -> bytes:
 
 
 def event(ev: dict[str, Any]) -> bytes:
+    """One stream frame for a message built on the spot (a profile's progress)."""
     return event_line(orjson.dumps(ev))
 
 
 def event_line(body: bytes) -> bytes:
     """The stream frame for an event already serialized (once, for the store too)."""
     return b'{"event":' + body + b"}\n"
+
+
+def events_frame(body: bytes, n: int) -> bytes:
+    """The batch stream frame: `body` is a JSON array of n events already serialized."""
+    return b'{"n":%d,"events":%b}\n' % (n, body)
+
+
+# A trace request's "frames": one {"event"} line per event (the default, what clients
+# before batches read) or {"events"} batches (one line per pipeline batch and session).
+FRAMES = ("event", "batch")
 
 
 def end(info: dict[str, Any]) -> bytes:

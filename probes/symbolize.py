@@ -45,6 +45,7 @@ UNKNOWN = "[unknown]"
 KERNEL = "[kernel]"
 KERNEL_SUFFIX = "_[k]"      # flamegraph.pl's annotation of kernel frames
 _ERRORS = (OSError, ValueError, ElfError, LookupError, EOFError, MemoryError)
+Loads = tuple[tuple[int, int, int], ...]  # a file's PT_LOADs: (p_offset, p_filesz, p_vaddr)
 
 
 @dataclass
@@ -243,6 +244,17 @@ class ProcessSymbols:
         self.maps = maps
         self._starts = [m.start for m in maps]
         self.perf = perf
+        # Tables of files already opened for this reading (warm): kept here because the
+        # files are opened through /proc/PID/root, which is gone once the process exits.
+        self._modules: dict[Mapping, tuple[FuncTable | None, Loads]] = {}
+
+    def warm(self) -> None:
+        """Open and parse every file mapped now, and keep their tables in this reading, so
+        that its frames are still named after the process exits (a profile's target that
+        is killed before its samples are symbolized)."""
+        for m in self.maps:
+            if m.path.startswith("/") and m not in self._modules:
+                self._modules[m] = self._sym.module(self.pid, m)
 
     def _mapping(self, addr: int) -> Mapping | None:
         i = bisect.bisect_right(self._starts, addr) - 1
@@ -263,7 +275,8 @@ class ProcessSymbols:
                 return m.path, False  # [vdso], [vsyscall]
             return UNKNOWN, False
         base = os.path.basename(m.path.removesuffix(" (deleted)"))
-        table, loads = self._sym.module(self.pid, m)
+        kept = self._modules.get(m)
+        table, loads = kept if kept is not None else self._sym.module(self.pid, m)
         file_off = addr - m.start + m.offset
         vaddr = _vaddr(loads, file_off)
         if table is not None and vaddr is not None:

@@ -70,31 +70,55 @@ class TraceProbe:
         self._links: list[int] = []        # tracepoint perf event fds (close = detach)
         self._maps: dict[str, bpfsys.Map] = {}
         self._tls_progs: dict[str, int] = {}
+        self._tracepoints: list[tuple[int, str]] = []  # (prog fd, "cat:event")
         self._reader: RingReader | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ncpus = 1
-        self.load_seconds = 0.0
+        self.load_seconds = 0.0     # the last load(): attach, plus prepare() if it ran then
+        self.prepare_seconds = 0.0  # compile and load in the helper
         self.tls = TlsHooks()
 
     # -- lifecycle -------------------------------------------------------------
-    def load(self) -> None:
+    # prepare(): compile and load (the helper; ~2 s), fds held, nothing attached.
+    # load(): prepare() if not done, then attach the tracepoints and start the reader.
+    # detach(): the reverse of the attach only: the fds stay, ready for the next load().
+    # close(): detach and release everything.
+    def prepare(self) -> None:
+        """Compile and load the programs and maps, attach nothing. Idempotent."""
+        if self._reader is not None:
+            return
         started = time.monotonic()
         man = run_loader(self.options)
         self._fds = [p["fd"] for p in man["progs"]] + [m["fd"] for m in man["maps"]]
-        try:  # on any failure, nothing stays attached or open
+        try:  # on any failure, nothing stays open
             self._ncpus = bpfsys.possible_cpus()
             self._maps.update(bpfsys.manifest_maps(man["maps"], self._ncpus))
-            for p in man["progs"]:
-                if p["kind"] == "tracepoint":
-                    cat, event = p["tp"].split(":", 1)
-                    self._links.append(bpfsys.attach_tracepoint(p["fd"], cat, event))
-                else:
-                    self._tls_progs[p["name"]] = p["fd"]
+            self._tracepoints = [(p["fd"], p["tp"]) for p in man["progs"]
+                                 if p["kind"] == "tracepoint"]
+            self._tls_progs = {p["name"]: p["fd"] for p in man["progs"]
+                               if p["kind"] != "tracepoint"}
             events = next(m for m in man["maps"] if m["name"] == "events")
             self._reader = RingReader(events["fd"], events["max_entries"], self._sink, BATCH_MAX)
         except BaseException as err:
             self._release()
+            if isinstance(err, (OSError, ValueError)):
+                raise ProbeError(f"loading {SOURCE.name} failed: {err}") from err
+            raise
+        self.prepare_seconds = time.monotonic() - started
+
+    def load(self) -> None:
+        """Attach (after prepare(), which runs here if it has not): the probes are live."""
+        started = time.monotonic()
+        self.prepare()
+        if self._links:
+            return
+        try:
+            for fd, tp in self._tracepoints:
+                cat, event = tp.split(":", 1)
+                self._links.append(bpfsys.attach_tracepoint(fd, cat, event))
+        except BaseException as err:
+            self._detach()
             if isinstance(err, (OSError, ValueError)):
                 raise ProbeError(f"attaching {SOURCE.name} failed: {err}") from err
             raise
@@ -103,8 +127,9 @@ class TraceProbe:
         self._thread = threading.Thread(target=self._drain, name="ringbuf-reader", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
-        """Stop the reader, detach every program, drain what is left and close the fds."""
+    def detach(self) -> None:
+        """Stop the reader, detach every program and drain what is left; keep the fds (the
+        next load() only attaches). Returns with nothing of ours running in the kernel."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -117,6 +142,10 @@ class TraceProbe:
         self._detach()  # first, so the final drain sees every record the programs wrote
         if self._reader is not None:
             self._reader.drain()
+
+    def close(self) -> None:
+        """Stop the reader, detach every program, drain what is left and close the fds."""
+        self.detach()
         self._release()
 
     def _detach(self) -> None:
@@ -135,10 +164,15 @@ class TraceProbe:
         for fd in fds:
             os.close(fd)
         self._tls_progs.clear()
+        self._tracepoints = []
 
     @property
     def loaded(self) -> bool:
         return self._reader is not None
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._links)
 
     # -- targets ---------------------------------------------------------------
     def _leaf(self, spec: TargetSpec) -> bytes:

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import re2
-
+from redact import re2compat
 from redact.detectors import VALIDATORS, Validator
 
 if sys.version_info >= (3, 11):
@@ -38,7 +37,7 @@ class Rule:
     kind: str
     pattern: re.Pattern[bytes]
     hint: str
-    anchor: re2._Regexp | None  # where a match may start (group 1 if any); None: scan lines
+    anchor: re2compat.Regexp | None  # where a match may start (group 1 if any); None: scan lines
     anchor_group: int
     groups: tuple[str, ...]
     validator: Validator | None
@@ -100,8 +99,8 @@ def build_rule(raw: dict[str, Any], defs: dict[str, str]) -> Rule:
     if raw.get("ignore_case") and not hint.startswith("(?i)"):
         hint = "(?i)" + hint
     try:
-        re2.compile(hint.encode("latin-1"))
-    except Exception as err:  # re2 raises its own error type; any failure is a bad rule
+        re2compat.compile(hint.encode("latin-1"))
+    except ValueError as err:
         raise RuleError(f"rule {rid!r}: hint is not valid RE2 (give an explicit hint)") from err
     anchor = None
     anchor_group = 0
@@ -110,10 +109,10 @@ def build_rule(raw: dict[str, Any], defs: dict[str, str]) -> Rule:
         if raw.get("ignore_case") and not asrc.startswith("(?i)"):
             asrc = "(?i)" + asrc
         try:
-            anchor = re2.compile(asrc.encode("latin-1"))
-        except Exception as err:  # re2 raises its own error type; any failure is a bad rule
+            anchor = re2compat.compile(asrc.encode("latin-1"))
+        except ValueError as err:
             raise RuleError(f"rule {rid!r}: anchor is not valid RE2") from err
-        anchor_group = 1 if anchor.groups else 0
+        anchor_group = 1 if re2compat.groups(anchor) else 0
     groups = _str_list(raw.get("group", []), rid, "group")
     missing = [g for g in groups if g not in pattern.groupindex]
     if missing:

@@ -14,8 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import re2
-
+from redact import re2compat
 from redact.protocols import NEED_MORE, NOT_RESP, resp_named, resp_probe
 
 CAP = 64 * 1024
@@ -39,13 +38,12 @@ TRIGGER_SRC = (
     rb"|\*\d+\r\n\$\d+\r\n(?:auth|hello|acl|config|migrate)"
     rb"|(?:^|[\n\x00])p\x00"
 )
-_TRIGGER = re2.compile(TRIGGER_SRC)._regexp.Match  # raw RE2 call: no generator per search
-_UNANCHORED = re2._Anchor.UNANCHORED
+_TRIGGER = re2compat.searcher(re2compat.compile(TRIGGER_SRC))
 
 
 def triggered(text: bytes) -> bool:
     """Could any segment of text be longer than one line?"""
-    return bool(_TRIGGER(_UNANCHORED, text, 0, len(text))[0][0] >= 0)
+    return bool(_TRIGGER(text, 0, len(text))[0][0] >= 0)
 
 
 CLEAN, HITS, TRIGGERED = range(3)
@@ -80,10 +78,13 @@ class Segmenter:
     def __init__(self, resp: bool = False, probe: Callable[[bytes], int] | None = None) -> None:
         self._buf = bytearray()
         # probe(text) -> CLEAN (no rule can match), HITS, or TRIGGERED (a segment may span
-        # lines). The engine passes one that also keeps the prefilter result for the LINES
+        # lines). A Stream passes one that also keeps the prefilter result for the LINES
         # piece it is about to get; the default only knows about the trigger.
         self._probe = probe or _default_probe
-        self._clean = False  # the held bytes are a partial line known to need no redaction
+        # Public, read-only for callers (adopt() sets them): the held bytes are a partial
+        # line known to need no redaction; RESP traffic was seen (or declared), so a gap
+        # drops to the next command.
+        self.clean = False
         # 0: normal, 1: drop to end of line, 2: drop to end of a PEM END line,
         # 3: drop to the next line that starts a RESP array (Redis traffic after a gap),
         # 4: drop the lines a dropped keyword line would have joined (its value)
@@ -91,19 +92,48 @@ class Segmenter:
         self._extra = 0
         self._dropped = 0  # bytes dropped in mode 2: a PEM block is never longer than CAP
         self._slow_until = -1  # within one drain: end of a region known to need the slow path
-        self._resp = resp
+        self.resp = resp
         self._end_seen = False
         self._join: _Join | None = None
 
     def held(self) -> int:
         return len(self._buf)
 
+    # A Stream shares its buffer with its Segmenter: while the Segmenter is idle and holds at
+    # most a plain partial line, the Stream may append to that line itself (no LF/NUL, not a
+    # RESP array), then calls adopt() before the next push().
+    @property
+    def idle(self) -> bool:
+        """No join and no drop in progress: what is held is at most a partial segment."""
+        return not self._skip and self._join is None
+
+    def adopt(self, buf: bytearray, *, clean: bool, resp: bool) -> None:
+        """Cut `buf` from now on (shared with the caller). Only while idle: buf holds at most
+        a plain partial line, `clean` if known to need no redaction, `resp` if RESP traffic
+        was seen meanwhile."""
+        self._buf = buf
+        self.clean = clean
+        self.resp = self.resp or resp
+
+    def push_dropped(self, data: bytes) -> bool:
+        """push() for the common case while dropping the rest of a line (after a gap or an
+        oversize segment): data with no line end is dropped but for the tail the drop step
+        keeps, without the general loop. False (nothing taken) otherwise: call push()."""
+        if self._skip != 1 or data.find(b"\n") >= 0 or data.find(b"\x00") >= 0:
+            return False
+        buf = self._buf
+        buf += data
+        if len(buf) > SKIP_TAIL:
+            del buf[: len(buf) - SKIP_TAIL]
+        self.clean = False
+        return True
+
     def push(self, data: bytes) -> list[Piece]:
         if not self._buf and not self._skip and self._join is None and data[:1] not in (b"", b"*"):
             fast = self._push_lines(data)
             if fast is not None:
                 return fast
-        self._clean = False
+        self.clean = False
         self._buf += data
         return self._drain(final=False)
 
@@ -122,16 +152,16 @@ class Segmenter:
             return None
         rest = data[last + 1 :]
         if rest[:1] == b"*":
-            self._resp = self._resp or rest[1:2].isdigit()
+            self.resp = self.resp or rest[1:2].isdigit()
         self._buf += rest
-        self._clean = verdict == CLEAN
+        self.clean = verdict == CLEAN
         return [(LINES, data[: last + 1])]
 
     def finish(self) -> list[Piece]:
-        if self._clean:  # a clean partial line (no terminator, so no RESP or join either)
+        if self.clean:  # a clean partial line (no terminator, so no RESP or join either)
             out: list[Piece] = [(EMIT, bytes(self._buf))]
             self._buf.clear()
-            self._clean = False
+            self.clean = False
             return out
         out = self._drain(final=True)
         self._buf.clear()
@@ -140,14 +170,14 @@ class Segmenter:
         return out
 
     def gap(self) -> list[Piece]:
-        self._clean = False
+        self.clean = False
         out = self._drain(final=False)
         pem = (self._join is not None and self._join.pem) or _pem_opens(bytes(self._buf))
         self._buf.clear()
         self._join = None
         # In RESP traffic the lost bytes may hold a command name or a `$len`: what follows
         # cannot be trusted until the next command starts.
-        self._skip = 2 if pem or self._skip == 2 else 3 if self._resp else 1
+        self._skip = 2 if pem or self._skip == 2 else 3 if self.resp else 1
         self._dropped = 0
         self._end_seen = False
         out.append((MASK, b"gap"))
@@ -179,7 +209,7 @@ class Segmenter:
             else:
                 got = None
                 if buf[pos] == 0x2A:  # '*'
-                    self._resp = self._resp or buf[pos + 1 : pos + 2].isdigit()
+                    self.resp = self.resp or buf[pos + 1 : pos + 2].isdigit()
                     got = self._resp_step(out, pos, final)
                 pos, stop = got if got is not None else self._plain_step(out, pos, final)
         del buf[:pos]
@@ -216,7 +246,7 @@ class Segmenter:
             return i + 1, False
         elif _RESP_PART.fullmatch(line):
             self._skip = 3  # we lost the head of a RESP array: drop to the next command
-            self._resp = True
+            self.resp = True
             return i + 1, False
         elif _CONT.search(line) is not None:
             self._skip, self._extra = 4, 3

@@ -12,13 +12,9 @@ the Segmenter, and the stream comes back to the fast path once the Segmenter is 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from redact.protocols import resp_plain
-from redact.segment import CAP, CLEAN, HITS, LINES, SKIP_TAIL, TRIGGERED, Piece, Segmenter
-
-if TYPE_CHECKING:
-    from redact.engine import Redactor
+from redact.segment import CAP, CLEAN, HITS, LINES, TRIGGERED, Piece, Segmenter
+from redact.table import Hits, Table
 
 # A partial line kept after a cut is scanned with the lines before it when it is at most
 # this long (close() then needs no scan); a longer one only once it is complete.
@@ -28,25 +24,25 @@ _SCAN_REST = 512
 class Stream:
     """One direction of one connection: feed() chunks, close() at the end, gap() on loss."""
 
-    __slots__ = ("_buf", "_closed", "_fast", "_hits", "_match", "_memo", "_protocol", "_r",
-                 "_resp", "_seg", "_table", "_trigger")
+    __slots__ = ("_buf", "_closed", "_fast", "_hits", "_match", "_memo", "_resp", "_seg",
+                 "_table", "_trigger")
 
-    def __init__(self, redactor: Redactor, protocol: str | None = None) -> None:
-        self._r = redactor
-        self._protocol = protocol
-        self._table = table = redactor._tables.get(protocol) or redactor._tables[None]
+    def __init__(self, table: Table) -> None:
+        """A stream over one Table (Redactor.stream(protocol) gives the protocol's)."""
+        self._table = table
         self._match = table.match
         self._trigger = table.trigger
-        self._memo: tuple[bytes, list[int] | tuple[int, ...]] | None = None
-        self._seg: Segmenter | None = None  # made on first need; shares _buf
+        self._memo: tuple[bytes, Hits] | None = None
+        self._seg: Segmenter | None = None  # made on first need; shares _buf (see adopt)
         # Held-back bytes. While _fast, they are a plain partial line: no LF or NUL, not
         # starting with `*`, at most CAP, and the Segmenter (if any) is idle.
         self._buf = bytearray()
         self._fast = True
         # _fast only: RE2 hits of a text that ends with the held partial line (a superset of
         # its own), or None when bytes were added since.
-        self._hits: list[int] | tuple[int, ...] | None = None
-        self._resp = protocol == "redis"  # the Segmenter's "RESP traffic" flag, until it exists
+        self._hits: Hits | None = None
+        # The Segmenter's "RESP traffic" flag while the fast path runs.
+        self._resp = table.protocol == "redis"
         self._closed = False
 
     # ------------------------------------------------------------------ slow path
@@ -54,11 +50,11 @@ class Stream:
         seg = self._seg
         if seg is None:
             seg = self._seg = Segmenter(resp=self._resp, probe=self._probe)
-            seg._buf = self._buf
-        if self._fast:
-            seg._clean = self._hits is not None and not self._hits
-            seg._resp = seg._resp or self._resp
-            self._fast = False
+        elif not self._fast:
+            return seg
+        # The fast path only ever left a plain partial line in _buf, with the Segmenter idle.
+        seg.adopt(self._buf, clean=self._hits is not None and not self._hits, resp=self._resp)
+        self._fast = False
         return seg
 
     def _settle(self, seg: Segmenter) -> None:
@@ -66,10 +62,10 @@ class Stream:
         Not in RESP traffic: there most cuts are near a `*` and the fast path would only
         try and hand over."""
         buf = self._buf
-        if (not seg._skip and seg._join is None and not seg._resp and buf[:1] != b"*"
+        if (seg.idle and not seg.resp and buf[:1] != b"*"
                 and buf.find(b"\n") < 0 and buf.find(b"\x00") < 0):
             self._fast = True
-            self._hits = () if seg._clean else None
+            self._hits = () if seg.clean else None
 
     def _probe(self, text: bytes) -> int:
         """One RE2 scan answers both "does a segment span lines?" and "which rules?"."""
@@ -83,8 +79,8 @@ class Stream:
         memo = self._memo
         # The probed text is the piece or starts with it: its hits cover the piece.
         if p[0] == LINES and memo is not None and memo[0].startswith(p[1]):
-            return self._r._lines(p[1], self._table, memo[1])
-        return self._r.piece(p, self._protocol)
+            return self._table.lines(p[1], memo[1])
+        return self._table.piece(p)
 
     def _run(self, pieces: list[Piece]) -> bytes:
         if not pieces:
@@ -95,13 +91,13 @@ class Stream:
 
     def _fail(self) -> bytes:
         """Never raise, never leak: drop what is held, mask it, count it."""
-        self._r._counts["engine_error"] += 1
+        self._table.count("engine_error")
         self._memo = None
         self._seg = None
         self._buf = bytearray()
         self._fast = True
         self._hits = None
-        self._resp = self._protocol == "redis"
+        self._resp = self._table.protocol == "redis"
         self._segmenter().gap()  # what follows the error is the rest of an unknown field
         return b"[REDACTED:error]"
 
@@ -115,7 +111,24 @@ class Stream:
     # ------------------------------------------------------------------ API
     def feed(self, chunk: bytes) -> bytes:
         """Bytes safe to emit so far; a bounded tail (at most one segment) is held back."""
-        if not self._fast or type(chunk) is not bytes or not chunk:
+        if not self._fast:
+            # The Segmenter decides (here, not in a helper: one call less per feed).
+            seg = self._seg
+            if self._closed or seg is None or not chunk:
+                return b""
+            try:
+                if type(chunk) is not bytes:
+                    chunk = bytes(chunk)
+                # Dropping the rest of a line and still no line end: the Segmenter only
+                # keeps its tail (the write loop: one call, not its general loop).
+                if seg.push_dropped(chunk):
+                    return b""
+                out = self._run(seg.push(chunk))
+                self._settle(seg)
+                return out
+            except Exception:  # see _fail
+                return self._fail()
+        if type(chunk) is not bytes or not chunk:
             return self._feed(chunk)
         try:
             buf = self._buf
@@ -161,33 +174,20 @@ class Stream:
                             self._hits = hits
                             if rest:
                                 text = text[:end]
-                        return self._r._lines(text, self._table, hits) if hits else text
+                        return self._table.lines(text, hits) if hits else text
             return self._feed(chunk)
         except Exception:  # see _fail
             return self._fail()
 
     def _feed(self, chunk: bytes) -> bytes:
-        """feed() when the fast path does not apply: the Segmenter decides."""
-        if self._closed or not chunk:
+        """The fast path hands over (or chunk is empty or not bytes): the Segmenter takes
+        the held partial line and chunk."""
+        if not chunk:
             return b""
         try:
             if type(chunk) is not bytes:
-                chunk = bytes(chunk)
-                if self._fast:
-                    return self.feed(chunk)
-            seg = self._seg
-            if (seg is not None and seg._skip == 1 and not self._fast
-                    and chunk.find(b"\n") < 0 and chunk.find(b"\x00") < 0):
-                # Dropping the rest of a line (after a gap or an oversize segment) and still
-                # no line end: keep only the Segmenter's tail, as its drop step would.
-                buf = self._buf
-                buf += chunk
-                if len(buf) > SKIP_TAIL:
-                    del buf[: len(buf) - SKIP_TAIL]
-                seg._clean = False
-                return b""
-            if seg is None or self._fast:
-                seg = self._segmenter()
+                return self.feed(bytes(chunk))
+            seg = self._segmenter()
             out = self._run(seg.push(chunk))
             self._settle(seg)
             return out
@@ -210,14 +210,14 @@ class Stream:
         self._closed = True
         try:
             if self._fast:
-                self._fast = False  # feed() after close() returns b"" (see _feed)
+                self._fast = False  # feed() after close() returns b"" (see feed)
                 # A plain partial line is one last segment (the Segmenter would say LINES).
                 tail = bytes(self._buf)
                 self._buf.clear()
                 hits = self._hits
                 if not tail or (hits is not None and not hits):
                     return tail
-                return self._r._lines(tail, self._table, hits)
+                return self._table.lines(tail, hits)
             return self._run(self._segmenter().finish())
         except Exception:  # see _fail
             return self._fail()
@@ -226,3 +226,11 @@ class Stream:
     def pending(self) -> int:
         """Bytes currently held back."""
         return len(self._buf)
+
+
+def redact_once(table: Table, data: bytes) -> bytes:
+    """One complete payload cut by the Segmenter, as any stream would cut it: one-shot
+    redaction when a segment may span lines (a TRIGGER hit) or data is over CAP."""
+    stream = Stream(table)
+    stream._segmenter()  # the line fast path would only scan again and hand over
+    return stream.feed(data) + stream.close()

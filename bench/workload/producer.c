@@ -1,9 +1,12 @@
 /* Paced producer: RATE write(2)s/s of SIZE bytes to /dev/null for SECS seconds.
  * Waits for a byte on stdin; prints "done wanted elapsed_ns". Paced per 1 ms tick,
- * catching up if late, so the offered rate holds when the process is not starved. */
+ * catching up if late, so the offered rate holds when the process is not starved.
+ * A 4th argument "http" writes HTTP request heads (text lines, a query string, a cookie)
+ * instead of the alphabet, varying per write: what redaction meets in real payload. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +27,7 @@ int main(int argc, char **argv)
 	int fd = open("/dev/null", O_WRONLY);
 	if (fd < 0 || size > (int)sizeof(buf))
 		return 2;
+	int http = argc > 4 && strcmp(argv[4], "http") == 0;
 	for (int i = 0; i < size; i++)
 		buf[i] = 'a' + i % 26;
 	printf("%d\n", getpid());
@@ -39,6 +43,16 @@ int main(int argc, char **argv)
 			break;
 		long long due = (long long)((t - t0) / 1e9 * rate);
 		while (done < due && done < wanted) {
+			if (http) {
+				int n = snprintf(buf, sizeof(buf),
+					"GET /api/v1/orders/%lld?page=%lld&sort=desc HTTP/1.1\r\n"
+					"Host: shop.example.com\r\nUser-Agent: bench/1.0\r\n"
+					"Accept: application/json\r\nCookie: region=eu; ab=%lld\r\n"
+					"X-Request-Id: %016llx\r\nConnection: keep-alive\r\n\r\n",
+					done, done % 97, done % 7, done * 2654435761LL);
+				for (; n < size; n++)
+					buf[n] = ' ';
+			}
 			if (write(fd, buf, size) != size)
 				return 4;
 			done++;

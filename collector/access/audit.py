@@ -36,10 +36,13 @@ def request_record(principal: Principal, op: str, args: Mapping[str, Any], *, al
                    reason: str, session: str | None = None, events: int = 0,
                    bytes_disclosed: int = 0) -> dict[str, Any]:
     """The fields of one request record (args must already be redacted)."""
-    return {"kind": "request", "uid": principal.uid, "user": principal.user,
-            "pid": principal.pid, "exe": principal.exe, "op": op, "args": dict(args),
-            "decision": "allow" if allowed else "deny", "reason": reason, "session": session,
-            "events": events, "bytes": bytes_disclosed}
+    rec = {"kind": "request", "uid": principal.uid, "user": principal.user,
+           "pid": principal.pid, "exe": principal.exe, "op": op, "args": dict(args),
+           "decision": "allow" if allowed else "deny", "reason": reason, "session": session,
+           "events": events, "bytes": bytes_disclosed}
+    if principal.idp is not None:  # a verified IdP login: who it was, never the token
+        rec["idp"] = principal.idp.audit()
+    return rec
 
 
 def _tail(fd: int, size: int) -> tuple[int, bytes, bytes]:
@@ -140,7 +143,7 @@ class AuditLog:
         self._append({"kind": "recovery", "torn_bytes": len(torn), "torn_sha256": digest,
                       "evidence": evidence})
 
-    def _append(self, record: Mapping[str, Any]) -> str:
+    def _append(self, record: Mapping[str, Any]) -> dict[str, Any]:
         clash = RESERVED & set(record)
         if clash:
             raise ValueError(f"audit records may not set {sorted(clash)}")
@@ -162,19 +165,23 @@ class AuditLog:
                 pass
             raise AuditWriteError(f"audit {self.path}: write failed: {err.strerror}") from err
         self._seq, self._hash, self._size = full["seq"], full["hash"], self._size + len(line)
-        return str(full["hash"])
+        return full
 
     def append(self, record: Mapping[str, Any]) -> str:
         """Append one record (durably) and return its hash; raises AuditWriteError."""
+        return str(self.append_record(record)["hash"])
+
+    def append_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Append one record (durably) and return it as written (seq, time, hashes)."""
         with self._lock:
             if self._broken:
                 self._resync()
                 self._broken = False
-            digest = self._append(record)
+            full = self._append(record)
             self._since_anchor += 1
             if self._anchor is not None and self._since_anchor >= self._every:
                 self._emit()
-        return digest
+        return full
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the latest record: what an anchor records."""

@@ -25,8 +25,31 @@ SO_PEERPIDFD: int | None = getattr(socket, "SO_PEERPIDFD", None) or (
 
 
 @dataclass(frozen=True)
+class IdpIdentity:
+    """An identity-provider login the daemon verified (OIDC ID token), on top of SO_PEERCRED.
+
+    Never the token itself: only what may be audited (subject, issuer, a hash prefix).
+    """
+
+    subject: str
+    issuer: str
+    username: str                  # the claim that matched the Unix user
+    groups: frozenset[str]         # IdP groups (policy [idp_groups] can bind them to roles)
+    token_hash: str                # first 16 hex digits of the token's SHA-256
+    expires: float
+
+    def audit(self) -> dict[str, str]:
+        """What an audit record carries about this login."""
+        return {"sub": self.subject, "iss": self.issuer, "token_sha256": self.token_hash}
+
+
+@dataclass(frozen=True)
 class Principal:
-    """Who is on the other end of a connection, as the kernel and user database say."""
+    """Who is on the other end of a connection, as the kernel and user database say.
+
+    `idp` is set once the connection presented a verified ID token: an extra proof for the
+    same Unix user, never a replacement for SO_PEERCRED.
+    """
 
     uid: int
     gid: int
@@ -35,6 +58,7 @@ class Principal:
     group_names: frozenset[str]
     pid: int
     exe: str | None
+    idp: IdpIdentity | None = None
 
     def describe(self) -> str:
         return f"{self.user} (uid {self.uid})"

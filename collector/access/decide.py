@@ -105,9 +105,15 @@ def decide(policy: Policy, grants: Iterable[Grant], principal: Principal, reques
     has_reason = bool(request.reason and request.reason.strip())
     roles = policy.roles_for(principal)
     with_op = [r for r in roles if op in r.ops]
-    usable = [r for r in with_op if has_reason or not r.require_reason]
-    auths = [_Auth(f"role {r.name}", r.targets, r.max_level, now + r.max_duration)
-             for r in usable]
+    # require_reason is about data access: a request's own steps (create carries a reason
+    # of its own; show, wait, cancel) and other untargeted ops do not need one.
+    usable = [r for r in with_op if has_reason or not r.require_reason or not op.targeted]
+    # require_idp: without a verified identity-provider login the role counts at meta only.
+    logged_in = principal.idp is not None and principal.idp.expires > now
+    stepped = [r for r in usable if r.require_idp and not logged_in
+               and r.max_level > Level.META]
+    auths = [_Auth(f"role {r.name}", r.targets, Level.META if r in stepped else r.max_level,
+                   now + r.max_duration) for r in usable]
     mine = [g for g in grants if g.applies_to(principal) and g.active(now)]
     if op.targeted:
         for g in mine:
@@ -115,6 +121,9 @@ def decide(policy: Policy, grants: Iterable[Grant], principal: Principal, reques
                 auths.append(_Auth(f"grant {g.id}", (parse_selector(g.target),), g.level,
                                    g.expires))
     notes = [f"role {r.name} not used: it requires --reason" for r in with_op if r not in usable]
+    if request.level > Level.META:
+        notes += [f"role {r.name} allows payload only after an identity-provider login "
+                  "(periscope login, or --id-token-file)" for r in stepped]
     if not auths:
         if with_op:
             names = ", ".join(r.name for r in with_op)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from collector.access import lifecycle
 from collector.access.audit import AuditLog, request_record
 from collector.access.auth import Principal
 from collector.access.decide import Decision, Request, decide
@@ -22,6 +25,12 @@ from collector.protocol import Op, OpKind
 from collector.selectors import Level, SelectorError, TargetFacts, parse_selector
 
 log = logging.getLogger("periscope.access")
+_session_ids = itertools.count(1)
+
+
+def new_session_id() -> str:
+    """A trace session's id: unique in this run, and across runs by its random part."""
+    return f"s{next(_session_ids)}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class Scope:
     op: Op
     decision: Decision
     args: dict[str, Any]
+    session: str | None = None  # a trace's session id, in its audit record from the start
 
 
 def _str_arg(args: dict[str, Any], key: str, default: str | None = None) -> str | None:
@@ -90,16 +100,23 @@ class Gate:
         self._lock = threading.Lock()  # the enricher cache is not thread-safe
 
     def reload_policy(self) -> str:
-        """SIGHUP: load the policy file again; keep the old one if the new one is invalid."""
+        """SIGHUP: load the policy file again; keep the old one if the new one is invalid.
+        Either way the outcome is a `policy_reload` audit record (old and new hash)."""
+        old = self.policy
         if not self.policy_path or not Path(self.policy_path).exists():
-            self.policy = Policy.default()
-            return "embedded default policy"
+            self.policy, outcome, error = Policy.default(), "embedded default policy", None
+        else:
+            try:
+                self.policy, outcome, error = Policy.load(self.policy_path), \
+                    f"loaded {self.policy_path}", None
+            except (PolicyError, OSError) as err:
+                log.error("policy reload rejected, keeping the previous policy: %s", err)
+                outcome, error = f"rejected: {err}", str(err)
         try:
-            self.policy = Policy.load(self.policy_path)
-        except (PolicyError, OSError) as err:
-            log.error("policy reload rejected, keeping the previous policy: %s", err)
-            return f"rejected: {err}"
-        return f"loaded {self.policy_path}"
+            lifecycle.policy_reload(self.audit, old, self.policy, error)
+        except AuditWriteError as err:  # the reload happened; its record is what was lost
+            log.error("policy reload: audit record not written: %s", err)
+        return outcome
 
     def facts_for(self, targets: Iterable[str]) -> dict[str, list[TargetFacts]]:
         """The running processes each selector names, with fresh facts (never the cache)."""
@@ -127,22 +144,31 @@ class Gate:
         # stored with each row (see decide._stored), so nothing is resolved for them.
         facts = self.facts_for(req.targets) if op.kind is OpKind.LIVE else {}
         decision = decide(self.policy, self.grants.list(), who, req, facts, time.time())
-        self.record(who, op, args, allowed=decision.allowed, reason=decision.reason)
+        # A session's id is in the record that allows it, so a session_end (or, after a
+        # crash, crash_recovered) can always be matched to its start.
+        sid = new_session_id() if op.streaming and op.kind is OpKind.LIVE and \
+            decision.allowed else None
+        self.record(who, op, args, allowed=decision.allowed, reason=decision.reason,
+                    session=sid)
         if not decision.allowed:
             raise Denied(decision.reason)
-        return Scope(op, decision, args)
+        return Scope(op, decision, args, sid)
 
     def record(self, who: Principal, op: str, args: dict[str, Any], *, allowed: bool,
                reason: str, session: str | None = None, events: int = 0,
-               nbytes: int = 0, kind: str = "request") -> None:
-        """Append one audit record; if it is not durable, nothing may be disclosed."""
+               nbytes: int = 0, kind: str = "request",
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Append one audit record and return it as written; if it is not durable, nothing
+        may be disclosed. `extra` holds fields the daemon made (ids, states), never client
+        text: that goes in `args`, which is redacted."""
         # Arguments are client text (reasons, selectors): redacted like any captured value.
         rec = request_record(who, str(op), self.redactor.redact_fields(args), allowed=allowed,
                              reason=reason,
                              session=session, events=events, bytes_disclosed=nbytes)
         rec["kind"] = kind
+        rec.update(extra or {})
         try:
-            self.audit.append(rec)
+            return self.audit.append_record(rec)
         except AuditWriteError as err:
             log.error("audit write failed, denying: %s", err)
             raise AuditFailed("audit log is not writable; request denied (fail closed)") from err

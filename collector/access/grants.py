@@ -87,7 +87,8 @@ def _check_principal(value: str) -> str:
 def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data`: temp file in the same dir, fsync, rename, fsync the dir."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".grants-", suffix=".tmp", dir=directory)
+    prefix = "." + os.path.basename(path).split(".")[0] + "-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)

@@ -14,6 +14,9 @@ import struct
 import time
 from typing import Any, Protocol
 
+import orjson
+
+from collector.proc.facts import ProcFacts
 from collector.selectors import Level
 from probes.layout import (
     F_CIPHERTEXT,
@@ -29,6 +32,32 @@ from probes.layout import (
 )
 
 Event = dict[str, Any]  # JSON-ready; keys documented in docs/events.md
+
+
+class Batch:
+    """One pipeline batch as every sink gets it (on the sink thread, one sink after the
+    other): the redacted events, the facts of each event's process as read at capture (in
+    step with the events; None where none were read), and the events serialized once, as
+    one JSON array, for whichever sink needs them whole (the store, a session seeing all).
+    """
+
+    __slots__ = ("_json", "events", "procs")
+
+    def __init__(self, events: list[Event], procs: list[ProcFacts | None] | None = None
+                 ) -> None:
+        self.events = events
+        self.procs: list[ProcFacts | None] = procs if procs is not None else [None] * len(events)
+        self._json: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def json(self) -> bytes:
+        """orjson.dumps(events): one call per batch (0.6-1.3 µs per event here) instead of
+        one per event (2.3-2.9 µs)."""
+        if self._json is None:
+            self._json = orjson.dumps(self.events)
+        return self._json
 
 
 class StreamLike(Protocol):
@@ -84,8 +113,38 @@ _ESCAPES.update({ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"
 _ESCAPES.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})
 
 
+# Control bytes other than tab, LF and CR: where printable() leaves its fast path.
+_OTHER_CONTROLS = bytes(b for b in (*range(0x20), 0x7F) if b not in (0x09, 0x0A, 0x0D))
+
+
 def printable(data: bytes) -> str:
-    """Escape bytes for display and JSON, strace-style (\\n, \\xNN); valid UTF-8 kept."""
+    """Escape bytes for display and JSON, strace-style (\\n, \\xNN); valid UTF-8 kept.
+
+    Always the text of printable_reference (a unit test holds them equal on random bytes).
+    str.translate with multi-character replacements looks every character up in a dict
+    (~20 µs for a 256-byte HTTP head): valid UTF-8 whose only specials are backslash, CR,
+    LF and tab (nearly all text payload) takes C-level replaces instead (~2 µs); anything
+    else (binary) takes the translate.
+    """
+    if len(data.translate(None, _OTHER_CONTROLS)) != len(data):
+        return printable_reference(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:  # undecodable bytes become \xNN: the reference path
+        return printable_reference(data)
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if "\n" in text:
+        text = text.replace("\n", "\\n")
+    if "\r" in text:
+        text = text.replace("\r", "\\r")
+    if "\t" in text:
+        text = text.replace("\t", "\\t")
+    return text
+
+
+def printable_reference(data: bytes) -> str:
+    """printable() as the definition reads: each character through _ESCAPES."""
     return data.decode("utf-8", "surrogateescape").translate(_ESCAPES)
 
 

@@ -17,10 +17,9 @@ import time
 from collections import Counter, deque
 from typing import Protocol
 
-import orjson
-
 from collector.capture.events import (
     IO_SYSCALLS,
+    Batch,
     Clock,
     Event,
     RedactorLike,
@@ -58,12 +57,11 @@ Known = tuple[dict[str, str], ProcFacts]
 
 
 class Sink(Protocol):
-    """Takes each redacted batch, on the sink thread: the events, each serialized once
-    (shared by the store and the streams), and the facts of each event's process as they
-    were at capture (the store keeps them with the row, for access decisions)."""
+    """Takes each redacted batch, on the sink thread: its events, the facts of each event's
+    process as they were at capture (the store keeps them, for access decisions), and
+    the events serialized once for all sinks (Batch.json)."""
 
-    def __call__(self, events: list[Event], bodies: list[bytes],
-                 procs: list[ProcFacts | None], /) -> None: ...
+    def __call__(self, batch: Batch, /) -> None: ...
 
 
 class RecordObserver(Protocol):
@@ -200,10 +198,10 @@ class Pipeline:
                     self._out_events -= len(events)
 
     def _emit(self, events: list[Event], procs: list[ProcFacts | None]) -> None:
-        bodies = list(map(orjson.dumps, events))
+        batch = Batch(events, procs)
         for sink in self.sinks:
             try:
-                sink(events, bodies, procs)
+                sink(batch)
             except Exception:
                 self.counters["sink_errors"] += 1
                 log.exception("event sink %r failed", sink)

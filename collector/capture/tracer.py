@@ -1,7 +1,9 @@
 """Target bookkeeping over the probe: refcounted targets, cookies, lazy attach/detach.
 
 Probes attach when the first target is acquired and detach when the last is released,
-so an idle daemon costs the traced host nothing.
+so an idle daemon costs the traced host nothing. Compiling them (~2 s, in a helper) is
+done ahead: preload() after READY, and a detached probe keeps its loaded programs and
+maps for the next session, so a session only waits for the attach.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ LATE_TLS_TRIES = 5
 class ProbeLike(Protocol):
     load_seconds: float
 
-    def load(self) -> None: ...
-    def close(self) -> None: ...
+    def prepare(self) -> None: ...  # compile and load, attach nothing
+    def load(self) -> None: ...     # prepare() if needed, then attach
+    def detach(self) -> None: ...   # detach, keep what prepare() loaded
+    def close(self) -> None: ...    # detach and release
     def add_pid(self, tgid: int, spec: Any) -> None: ...
     def remove_pid(self, tgid: int) -> None: ...
     def pids(self) -> dict[int, int]: ...
@@ -64,7 +68,9 @@ class Tracer:
         self._spec = spec_factory  # (cookie, payload_cap) -> probe TargetSpec
         self.resolver = resolver
         self._lock = threading.RLock()
-        self._probe: ProbeLike | None = None
+        self._probe: ProbeLike | None = None  # attached
+        self._spare: ProbeLike | None = None  # prepared (loaded, not attached)
+        self._preloading: threading.Thread | None = None
         self._targets: dict[tuple[str, str], Target] = {}
         self._next_cookie = 1
         self.attach_count = 0
@@ -74,6 +80,29 @@ class Tracer:
     @property
     def attached(self) -> bool:
         return self._probe is not None
+
+    def preload(self) -> threading.Thread:
+        """Compile and load a probe in the background (attaching nothing), so the first
+        session only waits for the attach. A failure is logged; the session retries."""
+        def run() -> None:
+            probe = self._factory()
+            try:
+                probe.prepare()
+            except (ProbeError, OSError) as err:
+                log.warning("preloading the probes failed (the first session retries): %s",
+                            err)
+                return
+            with self._lock:
+                if self._spare is None:
+                    self._spare = probe
+                    log.info("probes compiled and loaded ahead (nothing attached)")
+                    return
+            probe.close()
+
+        t = threading.Thread(target=run, name="probe-preload", daemon=True)
+        self._preloading = t
+        t.start()
+        return t
 
     def plan(self, selectors: Iterable[str]) -> list[tuple[str, str]]:
         """The kernel filter entries (pid | comm | cgroup, value) that trace `selectors`.
@@ -105,15 +134,21 @@ class Tracer:
         Raises CaptureError if the probe cannot load or the target cannot be added to the
         kernel filter, NotFound if the target does not exist.
         """
+        pre = self._preloading
+        if pre is not None and pre.is_alive():
+            # The compile under way: waiting beats starting another. Not under the lock,
+            # which the preload takes to hand its probe over.
+            pre.join()
         with self._lock:
             key = (kind, value)
             target = self._targets.get(key)
             pids = self._resolve(kind, value)
             if self._probe is None:
-                probe = self._factory()
+                probe, self._spare = self._spare or self._factory(), None
                 try:
                     probe.load()
                 except (ProbeError, OSError) as err:
+                    probe.close()
                     raise CaptureError(f"cannot attach probes: {err}") from err
                 self._probe = probe
                 self.attach_count += 1
@@ -211,8 +246,12 @@ class Tracer:
                 self._remove(target)
             if not self._targets and self._probe is not None:
                 self.final_stats = self._probe.stats()
-                self._probe.close()
-                self._probe = None
+                probe, self._probe = self._probe, None
+                probe.detach()  # loaded programs and maps kept for the next session
+                if self._spare is None:
+                    self._spare = probe
+                else:
+                    probe.close()
                 log.info("last target released: probes detached")
 
     def _remove(self, target: Target) -> None:
@@ -244,6 +283,7 @@ class Tracer:
         with self._lock:
             for session in {s for t in self._targets.values() for s in t.caps}:
                 self.release(session)
-            if self._probe is not None:
-                self._probe.close()
-                self._probe = None
+            for probe in (self._probe, self._spare):
+                if probe is not None:
+                    probe.close()
+            self._probe = self._spare = None

@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 
 from collector import protocol
+from collector.errors import PeriscopeError
 
 
-class ClientError(Exception):
+class ClientError(PeriscopeError):
     """Anything the user must be told in one line: no daemon, denied, bad reply."""
 
 

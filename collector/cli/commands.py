@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from collector.cli import records, render
+from collector.cli import access, debug, login, records, render
 from collector.cli.client import ClientError, Connection, check_reply
 from collector.cli.parser import build_parser
 
@@ -19,9 +19,14 @@ from collector.cli.parser import build_parser
 OPS: dict[str, str] = {
     "trace": "trace", "events": "events", "errors": "errors", "conns": "conns",
     "http": "http", "sql": "sql", "redis": "redis", "dns": "dns",
-    "top": "top", "snapshot": "snapshot", "status": "status",
+    "top": "top", "snapshot": "snapshot", "profile": "profile", "status": "status",
     "whoami": "hello", "grant add": "grant.add", "grant list": "grant.list",
     "grant revoke": "grant.revoke", "audit show": "audit.show", "audit verify": "audit.verify",
+    "request create": "request.create", "request list": "request.list",
+    "request show": "request.show", "request approve": "request.approve",
+    "request deny": "request.deny", "request cancel": "request.cancel",
+    "request break-glass": "request.break_glass",
+    "login": "hello",  # asks the daemon which identity provider to use; the rest is HTTP
 }
 
 Args = dict[str, Any]
@@ -35,18 +40,22 @@ def _reason(a: argparse.Namespace, args: Args) -> Args:
 
 def query_args(a: argparse.Namespace) -> Args:
     """events/errors/conns/http/top: selectors as targets (filters under the caller's
-    decision), --since as a unix timestamp, --limit."""
+    decision), --since/--until as unix timestamps, the command's own filters, --limit."""
     targets: list[str] = a.targets or []
     args: Args = {"targets": targets, "limit": a.limit}
-    if a.since is not None:
-        args["since"] = a.since
+    for key in ("since", "until", "kind", "syscall", "errno", "before"):
+        value = getattr(a, key, None)
+        if value:
+            args[key] = value
+    if a.command == "events":
+        args["page"] = True  # {"events", "more", "next"}: the note on older matches
     return _reason(a, args)
 
 
 def record_args(a: argparse.Namespace) -> Args:
     """conns/http/sql/redis/dns: query_args plus the filters each takes (only those given)."""
     args = query_args(a)
-    for key in ("until", "status", "slow", "method", "peer", "before"):
+    for key in ("status", "slow", "method", "peer"):
         value = getattr(a, key, None)
         if value is not None:
             args[key] = value
@@ -55,10 +64,17 @@ def record_args(a: argparse.Namespace) -> Args:
     return args
 
 
+def _json_page(page: dict[str, Any]) -> None:
+    render.json_lines(page["events"])
+    render.page_note(page)
+
+
 def trace_args(a: argparse.Namespace) -> Args:
     if not a.targets:
         raise ClientError("trace needs a target: -p PID, -n NAME, -u UNIT or -c CGROUP")
-    args: Args = {"targets": a.targets, "level": a.level}
+    # Batches: one line per delivery instead of one per event (the daemon serializes each
+    # batch once); a daemon from before batches ignores the key and sends {"event"} lines.
+    args: Args = {"targets": a.targets, "level": a.level, "frames": "batch"}
     if a.duration:
         args["duration"] = a.duration
     return _reason(a, args)
@@ -79,25 +95,44 @@ def _none(a: argparse.Namespace) -> Args:
 
 
 SIMPLE: dict[str, Simple] = {
-    **{q: Simple(query_args, render.events) for q in ("events", "errors")},
+    "events": Simple(query_args, render.event_page),
     **{q: Simple(record_args, records.TABLES[q], paged=True) for q in records.TABLES},
+    "errors": Simple(query_args, render.errors),
     "top": Simple(query_args, render.top),
-    "snapshot": Simple(lambda a: _reason(a, {"targets": [f"pid:{a.pid}"]}), render.snapshot),
     "status": Simple(_none, render.status),
     "whoami": Simple(_none, render.whoami),
     "grant add": Simple(lambda a: {"principal": a.principal, "target": a.target,
                                    "level": a.level, "for": f"{a.duration}s",
                                    "reason": a.reason}, render.grant_added),
     "grant list": Simple(_none, render.grants),
-    "grant revoke": Simple(lambda a: {"id": a.id}, render.revoked),
-    "audit show": Simple(lambda a: {"limit": a.limit}, render.audit),
+    "grant revoke": Simple(lambda a: {"all": True} if a.all else {"id": a.id},
+                           render.revoked),
+    "audit show": Simple(lambda a: {k: v for k, v in (("limit", a.limit), ("since", a.since),
+                                                      ("kinds", a.kind)) if v is not None},
+                         render.audit),
     "audit verify": Simple(_none, render.audit_verified, lambda r: not r.get("ok")),
+    **{name: Simple(access.ARGS[name], access.SHOW[name]) for name in access.ARGS},
 }
+
+
+def connect(a: argparse.Namespace, timeout: float | None = 30) -> Connection:
+    """A connection to the daemon; with an ID token (flag, environment or login cache) it
+    is presented first, so the daemon knows this connection's IdP identity too."""
+    token = login.token_from(getattr(a, "id_token_file", None))
+    conn = Connection(a.socket, timeout)
+    if token:
+        try:
+            got = conn.call("auth", {"id_token": token})
+        except ClientError:
+            conn.close()
+            raise
+        _say(f"identity provider: {got['username']} (sub {got['sub']})")
+    return conn
 
 
 def run_simple(a: argparse.Namespace) -> int:
     cmd = SIMPLE[a.command]
-    conn = Connection(a.socket)
+    conn = connect(a)
     try:
         result = conn.call(OPS[a.command], cmd.args(a))
     finally:
@@ -105,7 +140,7 @@ def run_simple(a: argparse.Namespace) -> int:
     if cmd.paged:
         records.show(a.command, result, a.json)
     elif a.json:
-        render.json_lines(result)
+        (_json_page if a.command == "events" else render.json_lines)(result)
     else:
         cmd.show(result)
     return 1 if cmd.failed(result) else 0
@@ -115,9 +150,39 @@ def _say(text: str) -> None:
     print(f"periscope: {text}", file=sys.stderr, flush=True)
 
 
+def approved_request(a: argparse.Namespace) -> dict[str, Any]:
+    """--request ID [--wait]: the request once approved; a clear error if it cannot be."""
+    while True:
+        conn = connect(a, timeout=None)
+        try:
+            if a.wait:
+                _say(f"waiting for request {a.request} to be reviewed...")
+            req: dict[str, Any] = conn.call("request.wait" if a.wait else "request.show",
+                                            {"id": a.request, "timeout": 600} if a.wait
+                                            else {"id": a.request})
+        finally:
+            conn.close()
+        if req["state"] == "approved":
+            return req
+        if req["state"] != "pending":
+            raise ClientError(f"request {a.request} is {req['state']}: no session")
+        if not a.wait:
+            raise ClientError(f"request {a.request} is pending: add --wait to start when "
+                              "it is approved")
+
+
 def run_trace(a: argparse.Namespace) -> int:
+    if a.wait and not a.request:
+        raise ClientError("--wait needs --request ID")
+    if a.request:
+        req = approved_request(a)
+        a.targets = a.targets or [req["target"]]
+        a.level = req["granted_level"] if a.level == "meta" else a.level
+        a.reason = a.reason or req["reason"]
     args = trace_args(a)
-    conn = Connection(a.socket, timeout=None)
+    if a.request:
+        args["request"] = a.request
+    conn = connect(a, timeout=None)
     received = 0
     try:
         conn.send(OPS["trace"], args)
@@ -133,13 +198,17 @@ def run_trace(a: argparse.Namespace) -> int:
         if not a.json:
             printer.header()
         for msg in lines:
-            if "event" in msg:
-                received += 1
+            batch = msg.get("events")
+            if batch is None and "event" in msg:
+                batch = [msg["event"]]
+            if batch is not None:
+                received += len(batch)
                 if a.json:
-                    sys.stdout.write(orjson.dumps(msg["event"]).decode() + "\n")
+                    sys.stdout.write("".join([orjson.dumps(ev).decode() + "\n" for ev in batch]))
                     sys.stdout.flush()
                 else:
-                    printer.row(msg["event"])
+                    for ev in batch:
+                        printer.row(ev)
             elif "end" in msg:
                 e = msg["end"]
                 _say(f"session ended ({e['reason']}): {e['events']} events")
@@ -157,9 +226,30 @@ def run_trace(a: argparse.Namespace) -> int:
         conn.close()
 
 
+def run_login(a: argparse.Namespace) -> int:
+    issuer, client_id = a.issuer, a.client_id
+    if not (issuer and client_id):  # the daemon says which provider it trusts
+        conn = Connection(a.socket)
+        try:
+            idp = conn.call(OPS["login"], {}).get("idp") or {}
+        finally:
+            conn.close()
+        issuer, client_id = issuer or idp.get("issuer"), client_id or idp.get("client_id")
+    if not issuer or not client_id:
+        raise ClientError("this daemon has no identity provider configured ([idp] issuer); "
+                          "pass --issuer and --client-id")
+    token = login.device_flow(issuer, client_id)
+    path = login.save(token)
+    who = login.claims(token)
+    _say(f"logged in as {who.get('preferred_username') or who.get('email') or who.get('sub')};"
+         f" token kept in {path} (0600)")
+    return 0
+
+
 # Every leaf command of the parser -> its handler. An unknown command is an error.
 DISPATCH: dict[str, Callable[[argparse.Namespace], int]] = {
-    "trace": run_trace, **{name: run_simple for name in SIMPLE},
+    "trace": run_trace, "login": run_login, "snapshot": debug.run_snapshot,
+    "profile": debug.run_profile, **{name: run_simple for name in SIMPLE},
 }
 
 

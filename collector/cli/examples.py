@@ -24,6 +24,9 @@ SAMPLE: dict[str, str] = {
     "grant": "3f9c01ab",
     "reason": "INC-1234",
     "time": "2026-11-29T10:00",
+    "file": "snap.json",
+    "svg": "cpu.svg",
+    "request": "7c2e9d10",
 }
 
 # command (as typed, sub-commands joined by a space) -> its examples, bcc style.
@@ -39,18 +42,26 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
                 "a cgroup v2 subtree, for a minute"),
         Example("periscope trace -p {pid} --level payload --reason {reason} -d 5m",
                 "plus redacted payload bytes (needs a reason)"),
+        Example("periscope trace --request {request} --wait",
+                "start as soon as request {request} is approved"),
     ),
     "events": (
         Example("periscope events -p {pid} --limit 50",
                 "the last 50 stored events of PID {pid}"),
         Example("periscope events -n {comm} --since 15m --json",
                 "{comm}'s events of the last 15 min, JSON"),
+        Example("periscope events -p {pid} --syscall openat --errno ENOENT",
+                "PID {pid}'s opens that found no file"),
+        Example("periscope events --kind exec --since {time} --until 1m",
+                "execs from a local time until a minute ago"),
     ),
     "errors": (
         Example("periscope errors --since 1h",
-                "failed syscalls of the last hour"),
+                "failed syscalls of the last hour, grouped"),
         Example("periscope errors -u {unit} --since {time}",
-                "a unit's failed syscalls since a local time"),
+                "a unit's failures since a local time"),
+        Example("periscope errors -p {pid} --errno ECONNREFUSED",
+                "refused connects of PID {pid}, per peer"),
     ),
     "conns": (
         Example("periscope conns -p {pid}",
@@ -85,12 +96,24 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
     "top": (
         Example("periscope top --since 10m",
                 "busiest PID/syscall pairs, last 10 min"),
-        Example("periscope top -c {cgroup} --limit 500",
-                "the same over a cgroup's last 500 syscalls"),
+        Example("periscope top -c {cgroup} --limit 5",
+                "a cgroup's 5 busiest, everything stored"),
+        Example("periscope top -n {comm} --syscall read --since 1h",
+                "{comm}'s reads of the last hour, p50/p99"),
     ),
     "snapshot": (
         Example("periscope snapshot {pid}",
-                "PID {pid} now: facts and open sockets"),
+                "PID {pid} now: files, sockets, memory, env names"),
+        Example("periscope snapshot {pid} -o {file}",
+                "the whole redacted snapshot as JSON (0600)"),
+    ),
+    "profile": (
+        Example("periscope profile -p {pid} -d 5s",
+                "PID {pid}'s hottest functions, 5 s at 99 Hz"),
+        Example("periscope profile -u {unit} -d 5s --svg {svg}",
+                "a unit's flame graph, for a browser"),
+        Example("periscope profile -n {comm} -d 3s -F 49 --folded",
+                "folded stacks for flamegraph.pl/speedscope"),
     ),
     "status": (
         Example("periscope status",
@@ -115,14 +138,48 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
     "grant revoke": (
         Example("periscope grant revoke {grant}",
                 "end grant {grant} and its sessions now"),
+        Example("periscope grant revoke --all",
+                "emergency: end every grant and its sessions"),
     ),
     "audit show": (
         Example("periscope audit show --limit 20",
                 "who asked for what, allowed or denied"),
+        Example("periscope audit show --since 7d --kind request,grant,break_glass",
+                "a week of access requests, grants and break-glass"),
     ),
     "audit verify": (
         Example("periscope audit verify",
                 "check the hash chain; exit 1 if broken"),
+    ),
+    "request create": (
+        Example("periscope request create -u {unit} --level payload --for 1h --reason {reason}",
+                "ask for payload on a unit for 1 h"),
+    ),
+    "request list": (
+        Example("periscope request list --state pending",
+                "pending requests you filed or may review"),
+    ),
+    "request show": (
+        Example("periscope request show {request}", "its state, reviews and grant"),
+    ),
+    "request approve": (
+        Example("periscope request approve {request} --comment 'scope is right'",
+                "approve it (never your own)"),
+    ),
+    "request deny": (
+        Example("periscope request deny {request} --reason 'meta is enough'",
+                "deny it, saying why"),
+    ),
+    "request cancel": (
+        Example("periscope request cancel {request}",
+                "withdraw your request (ends its grant)"),
+    ),
+    "request break-glass": (
+        Example("periscope request break-glass -u {unit} --for 10m --reason {reason}",
+                "on-call: payload now, 10 min, loudly"),
+    ),
+    "login": (
+        Example("periscope login", "an ID token from your identity provider"),
     ),
 }
 

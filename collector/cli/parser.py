@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import textwrap
 import time
 from collections.abc import Callable
@@ -15,12 +16,15 @@ from collector.selectors import SelectorError, parse_duration, parse_selector
 
 DEFAULT_SOCKET = "/run/periscope/periscope.sock"
 MAX_LIMIT = 10000  # what the server accepts for "limit"
+MAX_PROFILE_S = 600  # the daemon's longest profile (collector.profile.MAX_DURATION_S)
+MAX_FREQ = 1000      # Hz (collector.profile.MAX_FREQ)
 
 EXIT_STATUS = """exit status:
   0  done
   1  audit verify: the audit log was changed or truncated
   2  an error; the message on stderr says which
-  3  a trace session was ended early (grant revoked, daemon stopping, client too slow)"""
+  3  a trace session or a profile was ended early (grant revoked, daemon stopping,
+     client too slow)"""
 
 
 # -- value types: each returns the normalised value or raises ArgumentTypeError -------
@@ -100,6 +104,15 @@ def limit(text: str) -> int:
     return n
 
 
+def kinds(text: str) -> list[str]:
+    """'request,grant,break_glass' -> the names, each a lowercase word."""
+    names = [k.strip() for k in text.split(",") if k.strip()]
+    if not names or not all(k.replace("_", "").isalpha() and k.islower() for k in names):
+        raise argparse.ArgumentTypeError(f"expected kinds like request,grant,break_glass, "
+                                         f"got {text!r}")
+    return names
+
+
 def target(text: str) -> str:
     """A grant's target: any selector (unit:, cgroup:, comm:, exe:, pid:)."""
     try:
@@ -112,11 +125,12 @@ def target(text: str) -> str:
 Adder = Callable[..., argparse.ArgumentParser]
 
 
-def _targets(p: argparse.ArgumentParser, live: bool) -> None:
+def _targets(p: argparse.ArgumentParser, live: bool, verb: str = "trace") -> None:
     """-p/-n/-u/-c, repeatable, all into one ordered list of selector strings."""
     g = p.add_argument_group("targets (repeatable; any of them matches)" if live else
                              "filters (repeatable; a row matching any of them is shown)")
-    what, kids = ("trace", " and the children it forks") if live else ("only", "")
+    what, kids = (verb, " and the children it forks" if verb == "trace" else "") if live \
+        else ("only", "")
     g.add_argument("-p", "--pid", dest="targets", action="append", type=selector("pid"),
                    metavar="PID", help=f"{what} this process{kids}")
     g.add_argument("-n", "--name", dest="targets", action="append", type=selector("comm"),
@@ -149,29 +163,130 @@ def _trace(add: Adder) -> None:
                    help="meta: syscalls, sizes, paths, peers; payload: plus redacted bytes "
                    "(default %(default)s)")
     _reason(t)
+    r = t.add_argument_group("with an access request")
+    r.add_argument("--request", metavar="ID", help="use this approved request: its target, "
+                   "level and reason unless given, until its grant ends")
+    r.add_argument("--wait", action="store_true",
+                   help="with --request: wait until it is approved, then start at once")
+
+
+def profile_duration(text: str) -> int:
+    """A profile's -d: a duration of at most 10 minutes."""
+    seconds = duration(text)
+    if seconds > MAX_PROFILE_S:
+        raise argparse.ArgumentTypeError(f"a profile lasts at most {MAX_PROFILE_S // 60} "
+                                         f"minutes, got {text!r}")
+    return seconds
+
+
+def frequency(text: str) -> int:
+    try:
+        hz = int(text)
+    except ValueError:
+        hz = 0
+    if not 1 <= hz <= MAX_FREQ:
+        raise argparse.ArgumentTypeError(f"must be a whole number of Hz from 1 to {MAX_FREQ}, "
+                                         f"got {text!r}")
+    return hz
+
+
+def _snapshot(add: Adder) -> None:
+    s = add("snapshot", "a process's whole state now, redacted",
+            "A read-only, redacted picture of one process now, read from procfs (never "
+            "attached to, never its memory): identity and parents, cgroup and namespaces, "
+            "threads, open fds and sockets, memory and mapped libraries (TLS flagged), limits, "
+            "IO, the environment (values redacted) and the failed syscalls the daemon stored "
+            "for it. A summary by default; -o writes the whole snapshot as JSON.")
+    s.add_argument("pid", type=pid, metavar="PID", help="the process")
+    s.add_argument("-o", "--output", metavar="FILE",
+                   help="also write the whole snapshot as JSON to FILE (mode 0600, replaced "
+                   "atomically)")
+    _reason(s)
+
+
+def _profile(add: Adder) -> None:
+    p = add("profile", "where processes spend their CPU: sampled stacks",
+            "Sample the on-CPU stacks (user and kernel) of processes with BPF, F times a "
+            "second for a while, then show the functions that were on the CPU most. Read-"
+            "only (nothing is written to or signalled in the targets) and meta level: frame "
+            "names, redacted, never data. Ctrl-C stops early and shows what was sampled.")
+    _targets(p, live=True, verb="profile")
+    p.add_argument("-d", "--duration", type=profile_duration, default=10, metavar="DURATION",
+                   help="how long to sample, e.g. 10s, 1m (at most 10m; default 10s, "
+                   "within your role's limit)")
+    p.add_argument("-F", "--frequency", type=frequency, default=99, metavar="HZ",
+                   help=f"samples per second on each CPU (1-{MAX_FREQ}, default %(default)s)")
+    p.add_argument("--folded", action="store_true",
+                   help="print folded stacks (flamegraph.pl, inferno, speedscope read them) "
+                   "instead of the top frames")
+    p.add_argument("--svg", metavar="FILE",
+                   help="also write an interactive flame graph (SVG, opens in a browser; "
+                   "mode 0600)")
+    _reason(p)
 
 
 QUERIES = {
     "events": ("stored events", "Events the daemon stored from earlier trace sessions, "
-               "newest last, only those you may see."),
-    "errors": ("stored failed syscalls", "Stored syscalls that failed (with an errno), "
-               "newest last."),
-    "top": ("busiest PID/syscall pairs", "Stored syscalls counted per PID and syscall: count, "
-            "errors, bytes and total latency, busiest first."),
+               "newest last, only those you may see. Filters apply before --limit; when more "
+               "match, a note says how to read the older ones (--before)."),
+    "errors": ("stored failed syscalls, grouped", "Stored syscalls that failed, counted per "
+               "process, syscall, errno and path or peer over the whole time range, "
+               "commonest first."),
+    "top": ("busiest PID/syscall pairs", "Stored syscalls counted per process and syscall "
+            "over the whole time range: count, errors, bytes, p50/p99 latency (from "
+            "quarter-octave histograms: within 9 %) and total latency, busiest first."),
 }
 
 
-def _query(add: Adder, name: str) -> None:
-    short, description = QUERIES[name]
-    q = add(name, short, description)
+def name(pattern: str, what: str) -> Callable[[str], str]:
+    """A syscall or errno name, checked against pattern."""
+    rx = re.compile(pattern)
+
+    def parse(text: str) -> str:
+        if not rx.match(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return text
+    return parse
+
+
+def cursor(text: str) -> str:
+    if not re.match(r"^\d{1,18}\.\d{1,9}$", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a page cursor (the note after a "
+                                         "page prints it, e.g. 12.345)")
+    return text
+
+
+EVENT_KINDS = ("syscall", "tls", "exec", "fork", "exit", "data")
+
+
+def _query(add: Adder, name_: str) -> None:
+    short, description = QUERIES[name_]
+    q = add(name_, short, description)
     _targets(q, live=False)
     q.add_argument("--since", type=since, metavar="TIME",
-                   help="only events after TIME: how long ago (15m, 2h, 1d) or an ISO time "
-                   "(2026-11-29T10:00, local)")
+                   help="only events at or after TIME: how long ago (15m, 2h, 1d) or an ISO "
+                   "time (2026-11-29T10:00, local)")
+    q.add_argument("--until", type=since, metavar="TIME",
+                   help="only events before TIME (same forms as --since)")
+    if name_ == "events":
+        q.add_argument("--kind", action="append", choices=EVENT_KINDS,
+                       help="only events of this kind (repeatable)")
+    if name_ in ("events", "top"):
+        q.add_argument("--syscall", action="append", metavar="NAME",
+                       type=name(r"^[a-z0-9_]{1,32}$", "a syscall name (e.g. openat)"),
+                       help="only this syscall, e.g. openat, connect, write (repeatable)")
+    if name_ in ("events", "errors"):
+        q.add_argument("--errno", action="append", metavar="NAME",
+                       type=name(r"^E[A-Z0-9]{1,31}$", "an errno name (e.g. ENOENT)"),
+                       help="only calls that failed with this errno, e.g. ENOENT (repeatable)")
+    if name_ == "events":
+        q.add_argument("--before", type=cursor, metavar="CURSOR",
+                       help="the next page: events older than the cursor a previous page "
+                       "printed")
     q.add_argument("--limit", type=limit, default=100, metavar="N",
-                   help=("aggregate over the N newest stored syscalls" if name == "top" else
-                         "at most N events, the newest") + f" (1-{MAX_LIMIT}, default "
-                   "%(default)s)")
+                   help=("at most N rows, the busiest" if name_ in ("top", "errors") else
+                         "at most N events, the newest that match every filter")
+                   + f" (1-{MAX_LIMIT}, default %(default)s)")
     _reason(q)
 
 
@@ -256,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true",
                         help="JSON lines (one object per line) instead of human output")
+    common.add_argument("--id-token-file", metavar="PATH",
+                        help="an OIDC ID token to present (else env PERISCOPE_ID_TOKEN, else "
+                        "the one `periscope login` keeps)")
 
     def adder(parent: argparse._SubParsersAction[argparse.ArgumentParser],
               prefix: str) -> Adder:
@@ -274,15 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add = adder(sub, "")
     _trace(add)
-    for name in QUERIES:
-        _query(add, name)
-    for name in RECORDS:
-        _records(add, name)
-    s = add("snapshot", "process facts and sockets of a PID, now",
-            "What a process is right now: parent, user, state, threads, memory, fds and its "
-            "inet sockets (no argv or paths: those would need redaction).")
-    s.add_argument("pid", type=pid, metavar="PID", help="the process")
-    _reason(s)
+    for command in QUERIES:
+        _query(add, command)
+    for command in RECORDS:
+        _records(add, command)
+    _snapshot(add)
+    _profile(add)
     add("status", "daemon health: probes, targets, sessions, losses",
         "The daemon's health: uptime, probes, traced targets, live sessions, every counted "
         "loss, stored events and the audit head. Admins only by default.")
@@ -307,8 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     _reason(ga, required=True)
     gadd("list", "active grants", "Grants in force now, with who made them and when they end.")
     gr = gadd("revoke", "revoke a grant (ends its sessions now)",
-              "Revoke a grant: it stops applying now and every session it allowed ends.")
-    gr.add_argument("id", metavar="ID", help="the grant's id (from grant add or grant list)")
+              "Revoke a grant: it stops applying now and every session it allowed ends. "
+              "--all revokes every active grant (an emergency stop).")
+    which = gr.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", metavar="ID",
+                       help="the grant's id (from grant add or grant list)")
+    which.add_argument("--all", action="store_true", help="every active grant")
 
     au = add("audit", "read or verify the audit log (admin)",
              "The hash-chained audit log: every request, allowed or denied.", leaf=False)
@@ -317,7 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     sh = aadd("show", "the last audit records", "The newest audit records, oldest first.")
     sh.add_argument("--limit", type=limit, default=50, metavar="N",
                     help=f"how many records (1-{MAX_LIMIT}, default %(default)s)")
+    sh.add_argument("--since", type=since, metavar="TIME",
+                    help="only records after TIME: how long ago (7d, 2h) or an ISO time")
+    sh.add_argument("--kind", type=kinds, metavar="KIND[,KIND...]",
+                    help="only these kinds: an op family (request, grant, trace, audit, ...) "
+                    "or a record kind (break_glass, session_end, idp_auth, start, stop, "
+                    "policy_reload, crash_recovered)")
     aadd("verify", "verify the hash chain against its anchors",
          "Recompute the hash chain and compare it with the anchors (also sent to journald). "
          "Exit status 1 if the log was changed or truncated.")
+    from collector.cli import access  # it builds on this module's value types
+
+    access.add_commands(add, adder)
     return p

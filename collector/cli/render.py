@@ -160,12 +160,37 @@ def table(rows: Iterable[dict[str, Any]], cols: list[Col], empty: str = "(none)"
         print(line(row))
 
 
+def event_page(page: dict[str, Any]) -> None:
+    """events with "page": the rows, then (on stderr) how to read the older ones."""
+    events(page["events"])
+    page_note(page)
+
+
+def page_note(page: dict[str, Any]) -> None:
+    if page.get("more"):
+        print(f"periscope: showing the newest {len(page['events'])} that match; older ones: "
+              f"add --before {page['next']} (or narrow with --since/--until)", file=sys.stderr)
+
+
+def _us(us: float | None) -> str:
+    return "" if us is None else f"{us:,.1f}" if us < 1000 else f"{us / 1000:,.2f}ms"
+
+
 def top(rows: list[dict[str, Any]]) -> None:
     table(rows, [Col("pid", "PID", right=True), Col("comm", "COMM"),
                  Col("syscall", "SYSCALL"), Col("count", "COUNT", right=True),
                  Col("errors", "ERRORS", right=True), Col("bytes", "BYTES", fmt_bytes, True),
+                 Col("p50_us", "P50(µs)", _us, True), Col("p99_us", "P99(µs)", _us, True),
                  Col("total_us", "TOTAL(ms)", lambda us: f"{us / 1000:.3f}", True)],
           empty="(no stored syscalls match)")
+
+
+def errors(rows: list[dict[str, Any]]) -> None:
+    table(rows, [Col("count", "COUNT", right=True), Col("errno", "ERRNO"),
+                 Col("syscall", "SYSCALL"), Col("detail", "PATH/PEER"),
+                 Col("pid", "PID", right=True), Col("comm", "COMM"),
+                 Col("last", "LAST", lambda ts: fmt_time(ts, not _today(ts)))],
+          empty="(no stored failed calls match)")
 
 
 def _until(ts: float) -> str:
@@ -187,6 +212,11 @@ def grant_added(g: dict[str, Any]) -> None:
 
 
 def revoked(r: dict[str, Any]) -> None:
+    if isinstance(r["revoked"], list):  # grant revoke --all
+        print(f"revoked {_n(len(r['revoked']), 'grant')}"
+              + (f" ({', '.join(r['revoked'])})" if r["revoked"] else "")
+              + f"; {_n(r['sessions_ended'], 'session')} ended")
+        return
     print(f"revoked grant {r['revoked']}; {_n(r['sessions_ended'], 'session')} ended")
 
 
@@ -251,27 +281,14 @@ def status(s: dict[str, Any]) -> None:
     print(f"audit:      {head[0]:,} records, head {str(head[1])[:12]}")
 
 
-def snapshot(s: dict[str, Any]) -> None:
-    print(f"pid {s['pid']} ({s.get('comm')}), parent {s.get('ppid')}, user {s.get('user')}, "
-          f"{s.get('status')}")
-    print(f"{_n(s.get('threads', 0), 'thread')}, rss {fmt_bytes(s.get('rss', 0))}, "
-          f"{_n(s.get('fds', 0), 'fd')}")
-    table(s.get("connections") or [],
-          [Col("fd", "FD", right=True), Col("family", "FAMILY"),
-           Col("laddr", "LOCAL", _addr), Col("raddr", "REMOTE", _addr), Col("status", "STATE")],
-          empty="(no inet sockets)")
-
-
 def _n(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def _addr(a: Any) -> str:
-    return f"{a[0]}:{a[1]}" if isinstance(a, list) and len(a) == 2 else str(a)
-
-
 def whoami(w: dict[str, Any]) -> None:
-    print(f"{w['user']} (uid {w['uid']}), groups: {', '.join(w.get('groups', [])) or 'none'}")
+    print(f"{w['user']} (uid {w['uid']}), groups: {', '.join(w.get('groups', [])) or 'none'}"
+          + (f"; identity provider: {w['idp_login']['sub']} ({w['idp_login']['iss']})"
+             if w.get("idp_login") else ""))
 
 
 def audit_verified(r: dict[str, Any]) -> None:

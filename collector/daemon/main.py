@@ -5,20 +5,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from collector import config
+from collector.access import idp, lifecycle
+from collector.access.alerts import Hook
 from collector.access.audit import AuditLog, emit_anchor, install_journal_handler
+from collector.access.desk import Desk
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.policy import Policy
+from collector.access.requests import RequestStore
 from collector.capture.l7stage import L7Stage, StageOptions
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
@@ -28,6 +35,7 @@ from collector.errors import ConfigError, PeriscopeError
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver, cgroup2_root
 from collector.serve.listen import listen_unix
+from collector.serve.profiles import Profiles
 from collector.serve.server import Server
 from collector.serve.services import Services
 from collector.serve.sessions import Router
@@ -95,7 +103,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
         l7=capture.l7, l7_cap=capture.l7_payload_bytes if capture.l7 else 0), procfs=procfs,
         fd_cap=lambda pid, fd, cap: tracer.set_fd_cap(pid, fd, cap),
         tls_candidate=lambda pid, cookie: late_tls.submit(tracer.attach_tls_late, pid, cookie))
-    pipeline = Pipeline(redactor, [SplitSink(store.add_many, l7store), router], enricher,
+    pipeline = Pipeline(redactor, [SplitSink(store, l7store), router], enricher,
                         capture.queue_max, observers=[stage],
                         event_cap=capture.max_payload_bytes)
     # data[] is sized for the larger of the two caps; targets start at max_payload_bytes
@@ -107,15 +115,41 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     # The gate reads facts fresh for every decision: its own enricher, never the cache
     # the pipeline thread uses.
     gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor)
+    counters: Counter[str] = Counter()  # the server's; the notify hook counts into them too
+    desk = Desk(gate, RequestStore(str(state / "requests.json"), cfg.access.request_ttl_s),
+                Hook(cfg.notify.command, cfg.notify.timeout_s, counters))
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(paths.audit_log),
                    anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
-                   session_queue=cfg.server.send_buffer_events, l7store=l7store, stage=stage)
+                   redactor=redactor, profiles=Profiles(cfg.server.max_profiles),
+                   session_queue=cfg.server.send_buffer_events,
+                   max_reply_bytes=cfg.server.max_reply_bytes, counters=counters, desk=desk,
+                   idp=idp.build(cfg.idp, str(state / "idp-jwks.json")), l7store=l7store,
+                   stage=stage)
     return svc, pipeline
+
+
+def config_digest(cfg: config.Config) -> str:
+    """SHA-256 of the effective config (file, defaults and flags), as canonical JSON."""
+    doc = dataclasses.asdict(cfg)
+    doc.pop("source", None)
+    return lifecycle.digest(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+
+
+def record_start(svc: Services, cfg: config.Config) -> None:
+    """The audit log's account of this start: a crash of the last run first (with every
+    session it left open closed as ended by crash), then `start`."""
+    audit = svc.gate.audit
+    crash = lifecycle.recover(audit)
+    if crash is not None:
+        log.warning("the previous periscoped did not stop cleanly: %d session(s) closed as "
+                    "ended by crash (audit seq %s)", len(crash["sessions"]), crash["seq"])
+    lifecycle.start(audit, config_digest(cfg), cfg.source, svc.gate.policy)
 
 
 async def serve(cfg: config.Config, started: float) -> None:
     svc, pipeline = build(cfg)
+    record_start(svc, cfg)
     pipeline.start()
     server = Server(svc, cfg.server)
     sock = listen_unix(cfg.paths.socket, cfg.paths.socket_group or None)
@@ -141,17 +175,25 @@ async def serve(cfg: config.Config, started: float) -> None:
     log.info("ready in %.2fs: socket %s, state %s", ready_s, cfg.paths.socket, cfg.paths.state_dir)
     notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
     svc.counters["ready_ms"] = int(ready_s * 1000)
+    if cfg.capture.preload:
+        svc.tracer.preload()  # after READY: the compile never delays the start
     keepalive = asyncio.create_task(_keepalive(svc, stop))
     await stop.wait()
     log.info("shutting down")
     notify("STOPPING=1")
     keepalive.cancel()
+    sessions = len(svc.router.sessions)
     await server.close()
+    svc.profiles.close()
     svc.tracer.close()  # detaches every probe
     pipeline.stop()
     svc.store.close()
     if svc.l7store is not None:
         svc.l7store.close()
+    try:
+        lifecycle.stop(svc.gate.audit, sessions)
+    except PeriscopeError as err:  # the next start will find no stop and recover
+        log.error("audit: stop record not written: %s", err)
     with contextlib.suppress(Exception):
         svc.gate.audit.anchor_now()
     svc.gate.audit.close()
@@ -166,11 +208,19 @@ async def _keepalive(svc: Services, stop: asyncio.Event) -> None:
     while not stop.is_set():
         if interval:
             notify("WATCHDOG=1")
+        # A block of events not yet full is written after a few seconds; retention runs.
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(None, svc.store.tick)
         if time.monotonic() - last_anchor > ANCHOR_EVERY_S:
             last_anchor = time.monotonic()
             with contextlib.suppress(Exception):
                 await asyncio.get_running_loop().run_in_executor(None, svc.gate.audit.anchor_now)
-        await asyncio.sleep(min(interval or 5.0, 5.0))
+        if svc.desk is not None:
+            try:  # pending requests past their time expire (each one audited)
+                await asyncio.get_running_loop().run_in_executor(None, svc.desk.expire_due)
+            except PeriscopeError as err:
+                log.error("request expiry: %s", err)
+        await asyncio.sleep(min(interval or 1.0, 1.0))
 
 
 def raise_nofile_limit() -> None:

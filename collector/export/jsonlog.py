@@ -24,6 +24,7 @@ import orjson
 
 from collector.capture.events import Event
 from collector.config import JsonLogExport
+from collector.errors import PeriscopeError
 from collector.export import ExportError
 from collector.export.handoff import Counts, Handoff
 
@@ -39,7 +40,7 @@ _JOURNAL_SKIP = frozenset({"payload"})
 _FIELD = re.compile(r"^[a-z0-9_]{1,50}$")  # a journal field name once upper-cased
 
 
-class PartialWrite(OSError):
+class PartialWrite(PeriscopeError, OSError):
     """A write failed after `done` of the lines were written whole."""
 
     def __init__(self, err: OSError, done: int) -> None:

@@ -15,9 +15,10 @@ from typing import Any, NamedTuple, TypedDict
 import orjson
 
 from collector.capture.events import Event
+from collector.errors import PeriscopeError
 
 
-class RawData(ValueError):
+class RawData(PeriscopeError, ValueError):
     """An item carries bytes or is not a redacted record: refused, counted by the caller."""
 
 

@@ -15,7 +15,17 @@ from typing import Any
 from collector.access.auth import Principal
 from collector.access.gate import Scope
 from collector.protocol import Op
-from collector.serve.handlers import audit, grants, l7, queries, status, trace
+from collector.serve.handlers import (
+    audit,
+    grants,
+    l7,
+    profile,
+    queries,
+    requests,
+    snapshot,
+    status,
+    trace,
+)
 from collector.serve.handlers.trace import Conn
 from collector.serve.services import Services
 
@@ -30,13 +40,22 @@ class Streaming:
     fn: Callable[[Services, Conn, Scope], Awaitable[None]]
 
 
-Route = Unary | Streaming
+@dataclass(frozen=True)
+class Rebind:
+    """A unary handler that also gives the connection its identity from now on (auth: the
+    same Unix user plus a verified identity-provider login)."""
+
+    fn: Callable[[Services, Principal, Scope], tuple[Principal, Any]]
+
+
+Route = Unary | Streaming | Rebind
 
 HANDLERS: Mapping[Op, Route] = MappingProxyType({
     Op.HELLO: Unary(status.hello),
     Op.STATUS: Unary(status.status),
     Op.TRACE: Streaming(trace.trace),
-    Op.SNAPSHOT: Unary(queries.snapshot),
+    Op.SNAPSHOT: Unary(snapshot.snapshot),
+    Op.PROFILE: Streaming(profile.profile),
     Op.EVENTS: Unary(queries.events),
     Op.CONNS: Unary(l7.conns),
     Op.TOP: Unary(queries.top),
@@ -50,4 +69,13 @@ HANDLERS: Mapping[Op, Route] = MappingProxyType({
     Op.GRANT_REVOKE: Unary(grants.grant_revoke),
     Op.AUDIT_SHOW: Unary(audit.audit_show),
     Op.AUDIT_VERIFY: Unary(audit.audit_verify),
+    Op.AUTH: Rebind(requests.auth),
+    Op.REQUEST_CREATE: Unary(requests.create),
+    Op.REQUEST_LIST: Unary(requests.list_),
+    Op.REQUEST_SHOW: Unary(requests.show),
+    Op.REQUEST_WAIT: Streaming(requests.wait),
+    Op.REQUEST_CANCEL: Unary(requests.cancel),
+    Op.REQUEST_APPROVE: Unary(requests.approve),
+    Op.REQUEST_DENY: Unary(requests.deny),
+    Op.REQUEST_BREAK_GLASS: Unary(requests.break_glass),
 })

@@ -23,7 +23,7 @@ from collector.errors import (
     RequestError,
 )
 from collector.protocol import Fault
-from collector.serve.dispatch import HANDLERS, Streaming
+from collector.serve.dispatch import HANDLERS, Rebind, Streaming
 from collector.serve.handlers.trace import Conn
 from collector.serve.services import Services
 
@@ -47,6 +47,7 @@ class Server:
     async def close(self) -> None:
         self.closing = True
         self.svc.router.end_where(lambda s: True, "shutdown")
+        self.svc.profiles.stop_all("shutdown")  # each ends with what it sampled
         if self._server is not None:
             self._server.close()
         for t in list(self._tasks):
@@ -138,7 +139,11 @@ class Server:
                 if isinstance(route, Streaming):
                     await route.fn(self.svc, Conn(who, reader, writer), scope)
                     return  # a stream owns its connection
-                result = await loop.run_in_executor(None, route.fn, self.svc, who, scope)
+                if isinstance(route, Rebind):  # this connection's identity from now on
+                    who, result = await loop.run_in_executor(None, route.fn, self.svc, who,
+                                                             scope)
+                else:
+                    result = await loop.run_in_executor(None, route.fn, self.svc, who, scope)
                 writer.write(protocol.ok(result))
             except PeriscopeError as err:
                 fault = protocol.fault_of(err)

@@ -7,13 +7,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.access.desk import Desk
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
+from collector.access.idp import Verifier
 from collector.capture.l7stage import L7Stage
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
-from collector.errors import BadRequest
+from collector.errors import BadRequest, Unavailable
+from collector.serve.profiles import Profiles
 from collector.serve.sessions import Router
+from collector.snapshot.context import TextRedactor
 from collector.store.l7store import L7Store
 from collector.store.store import EventStore
 
@@ -31,11 +35,16 @@ class Services:
     audit_path: str
     anchors_path: str
     max_payload: int
+    redactor: TextRedactor     # the daemon's Redactor: snapshots and profile frame names
+    profiles: Profiles
     session_queue: int = 4096  # frames a trace session may have queued (server config)
     l7store: L7Store | None = None  # connection and L7 records (conns, http, sql, redis, dns)
     stage: L7Stage | None = None    # seeds a session's connections open at its start
+    max_reply_bytes: int = 8 << 20  # a snapshot's or profile's reply (server config)
     started: float = field(default_factory=time.time)
     counters: Counter[str] = field(default_factory=Counter)
+    desk: Desk | None = None        # access requests and break-glass (access/desk.py)
+    idp: Verifier | None = None     # OIDC step-up; None when [idp] is off
 
 
 def int_arg(args: dict[str, Any], key: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -54,3 +63,9 @@ def str_arg(args: dict[str, Any], key: str, what: str) -> str:
     if not isinstance(v, str):
         raise BadRequest(f'{what} needs a string "{key}"')
     return v
+
+
+def desk_of(svc: Services) -> Desk:
+    if svc.desk is None:
+        raise Unavailable("access requests are not set up in this daemon")
+    return svc.desk

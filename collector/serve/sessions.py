@@ -1,7 +1,8 @@
 """Live trace sessions: per-client bounded queues fed from the pipeline thread.
 
 A slow client never blocks capture: when its queue is full the session is ended
-with reason "slow_reader" and counted.
+with reason "slow_reader" and counted. Each session's share of a pipeline batch is
+serialized once, on the sink thread, into the wire bytes the loop writes as they are.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ from typing import Any
 
 import orjson
 
-from collector.capture.events import Event, narrow
-from collector.protocol import event, event_line
+from collector.capture.events import Batch, Event, narrow
+from collector.protocol import event_line, events_frame
 from collector.selectors import Level
 
 _ids = itertools.count(1)
-# What a session's queue holds: the event's wire line and its payload length (for the
-# session's byte count), so the loop only joins and writes.
-Frame = tuple[bytes, int]
+Wire = bytes  # (Session has a field named bytes: its annotations cannot say `bytes`)
 
 
 @dataclass(eq=False)  # identity semantics: sessions are set members
@@ -37,15 +36,18 @@ class Session:
     deadline: float                     # wall clock
     sources: tuple[str, ...]            # what allowed it ("grant ab12cd34", "role admin")
     loop: asyncio.AbstractEventLoop
-    limit: int                          # frames queued before the session is a slow reader
+    limit: int                          # events queued before the session is a slow reader
+    batched: bool = False               # the client reads {"events": [...]} frames
     events: int = 0
     bytes: int = 0
     ended: str | None = None            # reason, once ended
     started: float = field(default_factory=time.time)
-    # The outbox: whole deliveries (one per pipeline batch), so the loop does no per-event
-    # queue operation; `queued` counts their frames against `limit`.
-    outbox: deque[list[Frame]] = field(default_factory=deque)
+    # The outbox: whole deliveries (one per pipeline batch), wire-ready, so the loop does no
+    # per-event work; `queued` counts their events against `limit`, `queued_bytes` the
+    # payload bytes in them (the session's byte count).
+    outbox: deque[Wire] = field(default_factory=deque)
     queued: int = 0
+    queued_bytes: int = 0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def end(self, reason: str) -> None:
@@ -54,27 +56,37 @@ class Session:
             self.ended = reason
             self.wakeup.set()  # the pump sends what is queued, then stops
 
-    def offer(self, frames: list[Frame]) -> bool:
-        """Queue a delivery (on the loop). False, queuing nothing, if it would exceed limit."""
-        if self.queued + len(frames) > self.limit:
+    def offer(self, data: Wire, n: int, nbytes: int = 0) -> bool:
+        """Queue a delivery of n events (on the loop). False, queuing nothing, if it would
+        exceed limit."""
+        if self.queued + n > self.limit:
             return False
-        self.outbox.append(frames)
-        self.queued += len(frames)
+        self.outbox.append(data)
+        self.queued += n
+        self.queued_bytes += nbytes
         self.wakeup.set()
         return True
 
-    def take(self) -> list[Frame]:
-        """Everything queued, in order (on the loop)."""
-        frames = [f for delivery in self.outbox for f in delivery]
+    def take(self) -> tuple[Wire, int, int]:
+        """Everything queued, in order, as one write: (bytes, events, payload bytes)."""
+        out = (b"".join(self.outbox), self.queued, self.queued_bytes)
         self.outbox.clear()
-        self.queued = 0
+        self.queued = self.queued_bytes = 0
         if self.ended is None:
             self.wakeup.clear()
-        return frames
+        return out
 
 
 def new_session_id() -> str:
     return f"s{next(_ids)}-{secrets.token_hex(3)}"
+
+
+def wire(events: list[Event], batched: bool, body: bytes | None = None) -> bytes:
+    """The wire bytes of a delivery: one {"events"} frame, or one {"event"} line per event
+    for clients that did not ask for batches. `body` is orjson.dumps(events) if known."""
+    if batched:
+        return events_frame(orjson.dumps(events) if body is None else body, len(events))
+    return b"".join([event_line(orjson.dumps(ev)) for ev in events])
 
 
 class Router:
@@ -102,32 +114,41 @@ class Router:
                     if not subs:
                         del self._by_cookie[c]
 
-    def __call__(self, events: list[Event], bodies: list[bytes] | None = None,
-                 _procs: object = None) -> None:
-        """Pipeline sink (sink thread). bodies[i] is events[i] serialized (done once)."""
-        if bodies is None:
-            bodies = [orjson.dumps(ev) for ev in events]
-        per: dict[Session, list[tuple[Event, bytes]]] = defaultdict(list)
+    def __call__(self, batch: Batch) -> None:
+        """Pipeline sink (sink thread): each session's events of the batch, serialized here
+        (once per session and batch; the batch's own JSON when a payload-level session
+        sees all of it), then one hand-off to the loop per session."""
+        events = batch.events
+        per: dict[Session, list[Event]] = {}
         with self._lock:
-            for ev, body in zip(events, bodies, strict=True):
-                for s in self._by_cookie.get(ev.get("target", 0), ()):
-                    per[s].append((ev, body))
+            if not self._by_cookie:
+                return
+            subs_of = self._by_cookie.get
+            for ev in events:
+                for s in subs_of(ev.get("target", 0), ()):
+                    got = per.get(s)
+                    if got is None:
+                        per[s] = [ev]
+                    else:
+                        got.append(ev)
         for s, evs in per.items():
-            s.loop.call_soon_threadsafe(self._deliver, s, evs)
+            if s.payload:
+                nbytes = sum([len(ev.get("payload") or ()) for ev in evs])
+                body = batch.json() if len(evs) == len(events) and s.batched else None
+                data = wire(evs, s.batched, body)
+            else:  # meta level: what narrow() leaves of each event
+                evs = [seen for seen in map(_meta, evs) if seen is not None]
+                if not evs:
+                    continue
+                nbytes = 0
+                data = wire(evs, s.batched)
+            s.loop.call_soon_threadsafe(self._deliver, s, data, len(evs), nbytes)
 
-    def _deliver(self, s: Session, evs: list[tuple[Event, bytes]]) -> None:
-        """Runs on the loop: one call per session per batch; frames built, one offer."""
+    def _deliver(self, s: Session, data: bytes, n: int, nbytes: int) -> None:
+        """Runs on the loop: one call per session per batch, one offer."""
         if s.ended is not None:
             return
-        if s.payload:
-            frames = [(event_line(body), len(ev.get("payload") or ())) for ev, body in evs]
-        else:  # meta level: what narrow() leaves; re-serialized only where it hid something
-            frames = []
-            for ev, body in evs:
-                seen = narrow(ev, Level.META)
-                if seen is not None:
-                    frames.append((event_line(body) if seen is ev else event(seen), 0))
-        if frames and not s.offer(frames):
+        if not s.offer(data, n, nbytes):
             self.counters["slow_reader_dropped"] += 1
             s.end("slow_reader")
 
@@ -138,3 +159,7 @@ class Router:
         for s in hit:
             s.loop.call_soon_threadsafe(s.end, reason)
         return len(hit)
+
+
+def _meta(ev: Event) -> Event | None:
+    return narrow(ev, Level.META)

@@ -6,11 +6,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from collector.errors import PeriscopeError
 from collector.snapshot.parse import Mapping
 from collector.snapshot.procdir import ProcDir
 
 
-class SectionSkipped(Exception):
+class SectionSkipped(PeriscopeError):
     """A section needs another section that failed."""
 
 

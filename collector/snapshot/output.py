@@ -1,4 +1,5 @@
-"""write_snapshot(): a snapshot as a JSON file, written atomically, readable by its owner only."""
+"""write_snapshot(): a snapshot as a JSON file, written atomically, readable by its owner only
+(write_private: the same for any bytes, e.g. a flame graph)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ def write_snapshot(path: str | os.PathLike[str], snapshot: dict[str, Any]) -> No
     """Write the snapshot as indented JSON to path: a temp file (mode 0600 from creation,
     whatever the umask) in the same directory, fsynced, then renamed over path, so a
     reader never sees half a file and the data is never world-readable, not even briefly."""
-    data = orjson.dumps(snapshot, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    write_private(path, orjson.dumps(snapshot,
+                                     option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+
+
+def write_private(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write data to path atomically, readable by its owner only (see write_snapshot)."""
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=directory)

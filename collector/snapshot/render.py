@@ -196,7 +196,12 @@ def render_summary(snapshot: dict[str, Any]) -> str:
         failed = snapshot.get("failed") or {}
         head = "PARTIAL (the process exited during the snapshot)" if snapshot.get(
             "exited") else "PARTIAL"
-        lines.append(f"{head}: " + "; ".join(f"{k}: {_s(v)}" for k, v in failed.items()))
+        if failed:
+            lines.append(f"{head}: " + "; ".join(f"{k}: {_s(v)}" for k, v in failed.items()))
+    cut = snapshot.get("truncated")
+    if isinstance(cut, dict) and cut:
+        lines.append("TRUNCATED to fit the daemon's reply cap, entries left out: "
+                     + ", ".join(f"{_s(k)} {v:,}" for k, v in cut.items()))
     for part in (_identity, _resources, _fds, _environ):
         lines.extend(part(snapshot))
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from collector.capture.events import Event, narrow
+from collector.capture.events import Batch, Event, narrow
 from collector.proc.facts import ProcFacts
 from collector.selectors import Level
 from collector.store.l7query import SLOW_INDEX_MS, L7Query, compile_l7
@@ -271,22 +271,24 @@ class L7Store:
 
 class SplitSink:
     """The store's pipeline sink: conn and l7 records to their tables, every other event
-    to the events table."""
+    to the event store (its blocks). A batch with no conn or l7 record goes through whole,
+    its one serialization shared with the other sinks; one with some is split, the events
+    serialized for their block (Batch.json) and each conn or l7 record for its row."""
 
-    def __init__(self, events: Callable[..., None], l7: L7Store) -> None:
+    def __init__(self, events: Callable[[Batch], None], l7: L7Store) -> None:
         self.events = events
         self.l7 = l7
 
-    def __call__(self, events: list[Event], bodies: list[bytes],
-                 procs: list[ProcFacts | None], /) -> None:
+    def __call__(self, batch: Batch, /) -> None:
+        events, procs = batch.events, batch.procs
         mine = [i for i, ev in enumerate(events) if ev["kind"] in KINDS]
         if not mine:
-            self.events(events, bodies, procs)
+            self.events(batch)
             return
         if len(mine) < len(events):
             keep = set(mine)
             rest = [i for i in range(len(events)) if i not in keep]
-            self.events([events[i] for i in rest], [bodies[i] for i in rest],
-                        [procs[i] for i in rest])
-        self.l7.add_many([events[i] for i in mine], [bodies[i] for i in mine],
+            self.events(Batch([events[i] for i in rest], [procs[i] for i in rest]))
+        dumps = orjson.dumps
+        self.l7.add_many([events[i] for i in mine], [dumps(events[i]) for i in mine],
                          [procs[i] for i in mine])

@@ -1,75 +1,53 @@
-"""Embedded SQLite (WAL) store of redacted events: schema and its migration, batched
-writes, retention by age and size, and reads on their own connection."""
+"""Embedded SQLite (WAL) store of redacted events, in blocks: batched writes, retention by
+age and size (everything on disk counted, the WAL included), and reads on their own
+connection: `events` decodes candidate blocks newest first, `top` and `errors` sum the
+blocks' aggregates in SQL."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from collector.capture.events import Event, narrow
+from collector.capture.events import Batch, Event, narrow
 from collector.proc.facts import ProcFacts
 from collector.selectors import Level
-from collector.store.query import Query, compile_query
+from collector.store import query as sql
+from collector.store.blocks import (
+    BLOCK_EVENTS,
+    BLOCK_SECONDS,
+    BlockBuilder,
+    bucket,
+    decode,
+    percentile,
+)
+from collector.store.query import Query
+from collector.store.schema import SCHEMA_VERSION, create, delete_blocks, insert_block, migrate
+
+__all__ = ["SCHEMA_VERSION", "EventStore", "Page"]
 
 log = logging.getLogger("periscope.store")
 
-# user_version 1: the facts the policy matches on are stored with each row (comm, unit,
-# exe and cgroup of the process at capture), so a stored row is decided on its own facts.
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    pid INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    syscall TEXT,
-    comm TEXT,
-    unit TEXT,
-    exe TEXT,
-    has_payload INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    cgroup TEXT
-);
-CREATE INDEX IF NOT EXISTS events_pid_id ON events(pid);
-DROP INDEX IF EXISTS events_pid;
-DROP INDEX IF EXISTS events_ts;
-"""
-# Indexes cost ingest: (pid) alone is ~free (entries are (pid, rowid), so they append),
-# while the former (pid, ts) cost ~6 µs per row and (ts) ~1 µs. Queries read newest-first
-# by id (which follows time) and stop at the limit; retention walks ids from the oldest.
-
-COLUMNS = ("INSERT INTO events(ts,pid,kind,syscall,comm,unit,exe,cgroup,has_payload,body) "
-           "VALUES ")
-NCOLS = 10
-ROW = "(" + ",".join("?" * NCOLS) + ")"
-CHUNKS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)  # rows per INSERT: few distinct statements
+PRUNE_EVERY_S = 10.0
+CAP_TARGET = 0.75  # over the cap, the oldest blocks go until this fraction of it is left
+WRITE_SLACK = 256 << 10  # pages a block write touches beyond its own bytes (side rows, b-trees)
+_DATA = "data"
 
 
-def migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring an events.db of any earlier version to SCHEMA_VERSION, keeping every row.
+class Page(list[Event]):
+    """Events of a query, oldest first; `more` when older matches may exist, and the
+    cursor (block, position) from which to read them."""
 
-    Version 0 lacked the cgroup column: ALTER TABLE ADD COLUMN is a schema-only change in
-    SQLite (no table rewrite), and the rows it had stay, with no cgroup (NULL matches no
-    cgroup selector: an unknown fact grants nothing).
-    """
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        log.warning("%s: schema version %d is newer than ours (%d); using it as is",
-                    path, version, SCHEMA_VERSION)
-        return
-    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-    with db:
-        if "cgroup" not in columns:
-            db.execute("ALTER TABLE events ADD COLUMN cgroup TEXT")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    if version < SCHEMA_VERSION:
-        log.info("%s: schema migrated from version %d to %d", path, version, SCHEMA_VERSION)
+    more: bool = False
+    cursor: tuple[int, int] | None = None
 
 
 class EventStore:
@@ -79,102 +57,256 @@ class EventStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.retention_s = retention_s
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()  # the writing connection
+        self._lock = threading.Lock()  # the writing connection and the pending block
         self._read_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
         self._db = sqlite3.connect(str(self.path), check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        migrate(self._db, self.path)
+        # The WAL is truncated to this after a checkpoint: it counts against max_bytes.
+        self._db.execute(f"PRAGMA journal_size_limit = {max(1 << 20, max_bytes // 16)}")
+        self._db.execute("PRAGMA wal_autocheckpoint = 256")  # pages (1 MiB)
+        create(self._db)
+        self.migrated = migrate(self._db, self.path)
         self.path.chmod(0o600)
+        self._pending = BlockBuilder()
         self._last_prune = 0.0
-        self._insert: dict[int, str] = {}
-        self._base = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        self._base = int(self._db.execute("SELECT COALESCE(SUM(n), 0) FROM blocks").fetchone()[0])
         self.written = 0
         self.pruned = 0
+        self.blocks_written = 0
 
-    def add_many(self, events: list[Event], bodies: list[bytes] | None = None,
-                 procs: list[ProcFacts | None] | None = None) -> None:
-        """Store a batch in one transaction (a pipeline Sink).
-
-        `procs[i]` is the process of events[i] as it was at capture: its comm, unit, exe
-        and cgroup are stored with the row, for access decisions on stored rows.
-        Rows go in as multi-row INSERTs of up to 1024 rows: sqlite3 releases the GIL around
-        each sqlite3_step, and executemany() steps (and re-takes the GIL) once per row,
-        which with a busy pipeline thread meant waiting up to a switch interval per row.
-        """
-        if bodies is None:
-            bodies = list(map(orjson.dumps, events))
-        if procs is None:
-            procs = [None] * len(events)
-        params: list[Any] = []
-        extend = params.extend
-        for ev, body, proc in zip(events, bodies, procs, strict=True):
-            if proc is not None:
-                extend((ev["ts"], ev["pid"], ev["kind"], ev.get("syscall"), proc.comm, proc.unit,
-                        proc.exe, proc.cgroup, "payload" in ev, body))
-            else:  # no facts were read: what the event says of itself
-                extend((ev["ts"], ev["pid"], ev["kind"], ev.get("syscall"), ev.get("comm"),
-                        ev.get("unit"), None, None, "payload" in ev, body))
-        n = len(events)
+    # -- writes ----------------------------------------------------------------------
+    def __call__(self, batch: Batch) -> None:
+        """A pipeline Sink: the batch joins the pending block, written when full or old."""
         with self._lock:
-            at = 0
-            for size in CHUNKS:
-                sql = self._insert.get(size)
-                if sql is None:
-                    sql = self._insert[size] = COLUMNS + ",".join([ROW] * size)
-                while n - at >= size:
-                    self._db.execute(sql, params[at * NCOLS:(at + size) * NCOLS])
-                    at += size
-            self._db.commit()
-            self.written += n
-            now = time.monotonic()
-            if now - self._last_prune > 10:
-                self._last_prune = now
+            pending = self._pending
+            if not len(pending):
+                pending.started = time.monotonic()
+            pending.add(batch)
+            self.written += len(batch)
+            if len(pending) >= BLOCK_EVENTS or time.monotonic() - pending.started > BLOCK_SECONDS:
+                self._flush()
+
+    def add_many(self, events: list[Event], bodies: object = None,
+                 procs: list[ProcFacts | None] | None = None) -> None:
+        """Store events and write them out now (tests, tools); `bodies` is ignored (the
+        batch is serialized once, here). procs[i] is the process of events[i] at capture."""
+        self(Batch(events, procs))
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the pending block now (a query does, so it sees every event stored)."""
+        with self._lock:
+            self._flush()
+
+    def tick(self) -> None:
+        """Periodic (the daemon's keepalive): write a pending block that got old, prune."""
+        with self._lock:
+            if len(self._pending) and time.monotonic() - self._pending.started > BLOCK_SECONDS:
+                self._flush()
+            elif time.monotonic() - self._last_prune > PRUNE_EVERY_S:
                 self._prune()
 
-    def _prune(self) -> None:
-        cutoff = time.time() - self.retention_s
-        # The first id young enough to keep, found by walking ids from the oldest (no ts
-        # index): the scan is as long as what it deletes.
-        first = self._db.execute("SELECT id FROM events WHERE ts >= ? ORDER BY id LIMIT 1",
-                                 (cutoff,)).fetchone()
-        if first is None:
-            cur = self._db.execute("DELETE FROM events WHERE ts < ?", (cutoff,))
-        else:
-            cur = self._db.execute("DELETE FROM events WHERE id < ? AND ts < ?",
-                                   (first[0], cutoff))
-        self.pruned += cur.rowcount
-        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
-        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
-        if pages * page_size > self.max_bytes:
-            # Over the size cap: drop the oldest quarter (counted in `pruned`).
-            n = self.count()
-            cur = self._db.execute(
-                "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
-                (max(1, n // 4),))
-            self.pruned += cur.rowcount
-            self._db.execute("PRAGMA incremental_vacuum")
-        self._db.commit()
+    def _flush(self) -> None:
+        pending = self._pending
+        if not len(pending):
+            return
+        self._pending = BlockBuilder()
+        block = pending.build()
+        # Room first: the block's pages land in the WAL, then in the database at the next
+        # checkpoint (both copies exist a moment), so what is on disk never passes the cap.
+        room = 2 * (len(block.events) + len(block.procs)) + WRITE_SLACK
+        if self.disk_bytes() + room > self.max_bytes:
+            self._prune(room)
+        with self._db:
+            insert_block(self._db, block)
+        self.blocks_written += 1
+        if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
+            self._prune(room)
 
-    def query(self, q: Query) -> list[Event]:
-        """The newest q.limit events the caller may see, oldest first, each narrowed to
-        the level it is seen at. Visibility, filters and LIMIT all run in SQL."""
-        sql, params = compile_query(q)
+    def disk_bytes(self) -> int:
+        """Everything the store has on disk: the database, its WAL and shared memory."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    def _prune(self, room: int = WRITE_SLACK) -> None:
+        """Retention by age, then by size (leaving `room` for the next write): whole
+        blocks, oldest first, counted in pruned."""
+        self._last_prune = time.monotonic()
+        cutoff = time.time() - self.retention_s
+        with self._db:
+            self.pruned += delete_blocks(self._db, "ts_max < ?", (cutoff,))
+        if self.disk_bytes() + room <= self.max_bytes:
+            return
+        page = self._db.execute("PRAGMA page_size").fetchone()[0]
+        used = (self._db.execute("PRAGMA page_count").fetchone()[0]
+                - self._db.execute("PRAGMA freelist_count").fetchone()[0]) * page
+        excess = used - int(self.max_bytes * CAP_TARGET) + room
+        if excess > 0:
+            # The oldest blocks whose stored bytes cover the excess (side rows are small).
+            rows = self._db.execute("SELECT id, length(events) + length(procs) FROM blocks "
+                                    "ORDER BY id").fetchall()
+            freed, last = 0, None
+            for bid, size in rows:
+                if freed >= excess:
+                    break
+                freed += size
+                last = bid
+            if last is not None:
+                with self._db:
+                    self.pruned += delete_blocks(self._db, "id <= ?", (last,))
+        # Free pages back to the filesystem (the pragma frees a page per step: run it out),
+        # then the WAL back to nothing.
+        self._db.execute("PRAGMA incremental_vacuum").fetchall()
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        log.info("store over %d bytes: oldest blocks dropped; %d bytes on disk now",
+                 self.max_bytes, self.disk_bytes())
+
+    # -- reads -----------------------------------------------------------------------
+    def _read(self, text: str, params: list[Any]) -> list[Any]:
         with self._read_lock:  # its own connection: a long query never holds up ingest (WAL)
             if self._reader is None:
                 self._reader = sqlite3.connect(str(self.path), check_same_thread=False)
-            rows = self._reader.execute(sql, params).fetchall()
+            return self._reader.execute(text, params).fetchall()
+
+    def _blocks(self, rows: list[Any]) -> list[tuple[int, dict[int, int]]]:
+        """Candidate rows (block, idx, lvl) grouped by block, in order: idx -> level."""
+        out: list[tuple[int, dict[int, int]]] = []
+        for block, idx, lvl in rows:
+            if not out or out[-1][0] != block:
+                out.append((block, {}))
+            out[-1][1][idx] = lvl
+        return out
+
+    def _decode(self, block: int) -> tuple[list[Event], array[int]]:
+        got = self._read("SELECT events, procs FROM blocks WHERE id = ?", [block])
+        if not got:
+            return [], array("H")  # pruned meanwhile
+        return decode(got[0][0], got[0][1])
+
+    def query(self, q: Query) -> Page:
+        """The newest q.limit events the caller may see that match, oldest first, each
+        narrowed to the level it is seen at. Which processes' rows are visible, and which
+        blocks may hold a match, is decided in SQL; only those blocks are decoded, newest
+        first, until the limit."""
+        self.flush()
+        text, params = sql.candidates(q)
+        page = Page()
+        limit = min(q.limit, sql.MAX_LIMIT)
+        blocks = self._blocks(self._read(text, params))
+        for n, (block, levels) in enumerate(blocks):
+            evs, idx = self._decode(block)
+            start = len(evs)
+            if q.before is not None and block == q.before[0]:
+                start = min(start, q.before[1])
+            for pos in range(start - 1, -1, -1):
+                lvl = levels.get(idx[pos])
+                if lvl is None:
+                    continue
+                ev = _match(evs[pos], lvl, q)
+                if ev is None:
+                    continue
+                if len(page) == limit:
+                    page.more = True
+                    break
+                page.append(ev)
+                page.cursor = (block, pos)
+            if page.more or (len(page) == limit and n + 1 < len(blocks)):
+                page.more = True
+                break
+        page.reverse()
+        return page
+
+    def top(self, q: Query) -> list[dict[str, Any]]:
+        """Per target (pid, comm, unit) and syscall over the whole range the caller sees:
+        count, errors, bytes moved, latency sum and p50/p99, busiest first."""
+        self.flush()
+        agg: dict[tuple[Any, ...], dict[str, Any]] = {}
+        hists: dict[tuple[Any, ...], dict[int, int]] = {}
+        stmt = sql.top(q)
+        if stmt is None:
+            return []
+        for pid, comm, unit, sc, n, errs, nbytes, lat_sum, hist in self._read(*stmt):
+            key = (pid, comm, unit, sc)
+            agg[key] = {"count": n, "errors": errs, "bytes": nbytes, "lat_sum": lat_sum}
+            hists[key] = {b: c for b, c in orjson.loads(hist or "[]")}
+        for ev, facts in self._straddling(q):  # events at the range's edges, counted one by one
+            sc = ev.get("syscall")
+            if sc is None or (q.syscalls and sc not in q.syscalls):
+                continue
+            key = (ev["pid"], facts[1], facts[2], sc)
+            row = agg.setdefault(key, {"count": 0, "errors": 0, "bytes": 0, "lat_sum": 0.0})
+            row["count"] += 1
+            lat = ev.get("latency_us", 0.0)
+            row["lat_sum"] += lat
+            if "errno" in ev:
+                row["errors"] += 1
+            elif "direction" in ev and ev.get("ret", 0) > 0:
+                row["bytes"] += ev["ret"]
+            h = hists.setdefault(key, {})
+            b = bucket(lat)
+            h[b] = h.get(b, 0) + 1
         out = []
-        for lvl, body in reversed(rows):
-            ev = narrow(orjson.loads(body), Level(lvl))
-            if ev is not None:  # the SQL already left out what a level sees nothing of
-                out.append(ev)
+        for key, row in agg.items():
+            hist = sorted(hists.get(key, {}).items())
+            out.append({"pid": key[0], "comm": key[1] or "?", "unit": key[2],
+                        "syscall": key[3], "count": row["count"], "errors": row["errors"],
+                        "bytes": row["bytes"], "total_us": round(row["lat_sum"], 3),
+                        "p50_us": percentile(hist, 0.5), "p99_us": percentile(hist, 0.99)})
+        out.sort(key=lambda r: (-r["count"], r["pid"], r["syscall"]))
+        return out[:min(q.limit, sql.MAX_LIMIT)]
+
+    def errors(self, q: Query) -> list[dict[str, Any]]:
+        """Failed calls grouped by process, syscall, errno and path or peer, over the whole
+        range the caller sees: count and the last time, commonest first."""
+        self.flush()
+        stmt = sql.errors(q)
+        if stmt is None:
+            return []
+        agg: dict[tuple[Any, ...], list[Any]] = {}
+        for pid, comm, unit, sc, err, detail, n, last in self._read(*stmt):
+            agg[(pid, comm, unit, sc, err, detail)] = [n, last]
+        for ev, facts in self._straddling(q):
+            err = ev.get("errno")
+            if err is None or (q.errnos and err not in q.errnos):
+                continue
+            key = (ev["pid"], facts[1], facts[2], ev.get("syscall"), err,
+                   ev.get("path") or ev.get("peer") or "")
+            got = agg.setdefault(key, [0, ev["ts"]])
+            got[0] += 1
+            got[1] = max(got[1], ev["ts"])
+        out = [{"pid": k[0], "comm": k[1] or "?", "unit": k[2], "syscall": k[3], "errno": k[4],
+                **({"detail": k[5]} if k[5] else {}), "count": n, "last": last}
+               for k, (n, last) in agg.items()]
+        out.sort(key=lambda r: (-r["count"], -r["last"]))
+        return out[:min(q.limit, sql.MAX_LIMIT)]
+
+    def _straddling(self, q: Query) -> list[tuple[Event, tuple[Any, ...]]]:
+        """Events in the range from process rows that cross its edges (their aggregates
+        cannot count whole), with the (pid, comm, unit) of their row, as seen at their level."""
+        stmt = sql.straddling(q)
+        if stmt is None:
+            return []
+        out = []
+        for block, levels in self._blocks(self._read(*stmt)):
+            facts = {idx: (pid, comm, unit) for idx, pid, comm, unit in self._read(
+                "SELECT idx, pid, comm, unit FROM block_procs WHERE block = ?", [block])}
+            evs, idx = self._decode(block)
+            for pos, ev in enumerate(evs):
+                lvl = levels.get(idx[pos])
+                if lvl is None or not _in_range(ev["ts"], q):
+                    continue
+                seen = narrow(ev, Level(lvl))
+                if seen is not None:
+                    out.append((seen, facts[idx[pos]]))
         return out
 
     def count(self) -> int:
-        """Rows in the store, kept as a tally (COUNT(*) scanned the table under the lock)."""
+        """Events in the store (written blocks and the pending one), kept as a tally."""
         return self._base + self.written - self.pruned
 
     def close(self) -> None:
@@ -183,4 +315,35 @@ class EventStore:
                 self._reader.close()
                 self._reader = None
         with self._lock:
+            self._flush()
             self._db.close()
+
+
+def _in_range(ts: float, q: Query) -> bool:
+    return (q.since is None or ts >= q.since) and (q.until is None or ts < q.until)
+
+
+def _match(ev: Event, lvl: int, q: Query) -> Event | None:
+    """The event as seen at `lvl` if it passes the query's per-event filters, else None."""
+    if not _in_range(ev["ts"], q):
+        return None
+    if q.pid is not None and ev["pid"] != q.pid:
+        return None
+    kind = ev["kind"]
+    if q.kinds and kind not in q.kinds:
+        return None
+    if q.syscalls and ev.get("syscall") not in q.syscalls:
+        return None
+    err = ev.get("errno")
+    if (q.errors_only or q.errnos) and err is None:
+        return None
+    if q.errnos and err not in q.errnos:
+        return None
+    if q.payload_prefixes:
+        text = ev.get("payload")
+        if lvl < Level.PAYLOAD or not isinstance(text, str) \
+                or not text.startswith(q.payload_prefixes):
+            return None
+    seen = narrow(ev, Level(lvl))
+    return seen if seen is not None and not (kind == _DATA and lvl < Level.PAYLOAD) else None
+

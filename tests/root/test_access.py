@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from collector.access.audit import GENESIS, read_anchors, record_hash, verify
-from collector.protocol import OPS, Fault
+from collector.protocol import OPS, Fault, Op, OpKind
 from tests.root.conftest import (
     REPO,
     TEST_GROUP,
@@ -96,7 +96,8 @@ def test_no_role_user_is_denied_every_op_and_each_denial_audited(daemon: Daemon,
     s = as_user(daemon, u)
     hello = daemon.request("hello", sock=s)
     assert hello["ok"] and hello["result"]["uid"] == u.uid and hello["result"]["user"] == u.name
-    denied = [op for op in OPS if op != "hello"]
+    # Every op the policy decides (hello and auth are identity ops anyone may send).
+    denied = [op for op in OPS if Op(op).kind is not OpKind.IDENTITY]
     target = {"targets": [f"pid:{os.getpid()}"], "level": "meta", "reason": "test"}
     for op in denied:
         for args in ({}, target):

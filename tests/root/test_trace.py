@@ -230,6 +230,13 @@ def our_prog_ids(pid: int) -> set[int]:
     return ids
 
 
+def attached_prog_ids(pid: int) -> set[int]:
+    """Programs a process has attached (its perf events with a BPF program, per bpftool)."""
+    out = subprocess.run(["bpftool", "-j", "perf", "list"], capture_output=True, text=True,
+                         check=True).stdout
+    return {p["prog_id"] for p in json.loads(out or "[]") if p.get("pid") == pid}
+
+
 def loaded_prog_ids() -> set[int]:
     out = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True,
                          check=True).stdout
@@ -240,12 +247,17 @@ def test_lazy_attach_and_detach_on_sigterm(daemon_factory: Any, workload: Any) -
     if not shutil.which("bpftool"):
         pytest.skip("bpftool not installed")
     d = daemon_factory()
-    assert our_prog_ids(d.proc.pid) == set(), "idle daemon must attach nothing"
-    w = workload("import time\ntime.sleep(30)\n")
-    t = TraceStream(d, "-p", str(w.pid), "-d", "30s")
+    # Idle: the probes are compiled and loaded ahead (capture.preload), never attached.
+    wait_for(lambda: len(our_prog_ids(d.proc.pid)) >= 40, 120, what="the preload")
+    assert attached_prog_ids(d.proc.pid) == set(), "idle daemon must attach nothing"
+    w = workload("import time\ntime.sleep(120)\n")
+    t = TraceStream(d, "-p", str(w.pid), "-d", "120s")
     t.wait_started()
     live = our_prog_ids(d.proc.pid)
     assert len(live) >= 40, live
+    attached = attached_prog_ids(d.proc.pid)
+    assert len(attached) >= 40 and attached <= live, attached  # the tracepoints, now
+    assert d.request("status")["result"]["probes_attached"] is True
     assert live <= loaded_prog_ids(), "bpftool must list what the daemon holds"
     # Read-only, as loaded: no program calls a helper that writes user memory or signals.
     for pid in live:
@@ -273,6 +285,7 @@ def test_detach_after_last_session(daemon: Daemon, workload: Any) -> None:
     assert "ended (deadline)" in err
     wait_for(lambda: not daemon.request("status")["result"]["probes_attached"], 10,
              what="probes to detach after the last session")
+    assert attached_prog_ids(daemon.proc.pid) == set()  # loaded for the next session only
 
 
 def test_trace_errors_are_clear(daemon: Daemon) -> None:

@@ -152,7 +152,7 @@ def test_selectors_keep_their_order_and_normal_form() -> None:
     assert a.targets == ["pid:12", "comm:nginx", "pid:13", "unit:shop.service",
                          "cgroup:/system.slice/x"]
     assert commands.trace_args(a) == {"targets": a.targets, "level": "payload",
-                                      "duration": 600, "reason": "INC-1"}
+                                      "frames": "batch", "duration": 600, "reason": "INC-1"}
 
 
 def test_since_relative_and_iso() -> None:
@@ -173,8 +173,28 @@ def test_query_args_carry_targets_since_limit() -> None:
     assert args["limit"] == 20 and args["reason"] == "INC-2" and "pid" not in args
     assert before - 7200 - 1 <= args["since"] <= time.time() - 7200
     a = parse("events", "-p", "7")
-    assert commands.query_args(a) == {"targets": ["pid:7"], "limit": 100}
+    assert commands.query_args(a) == {"targets": ["pid:7"], "limit": 100, "page": True}
     assert commands.query_args(parse("top")) == {"targets": [], "limit": 100}
+    a = parse("events", "--kind", "exec", "--kind", "exit", "--syscall", "openat",
+              "--errno", "ENOENT", "--until", "1m", "--before", "12.34")
+    args = commands.query_args(a)
+    assert (args["kind"], args["syscall"], args["errno"], args["before"]) == (
+        ["exec", "exit"], ["openat"], ["ENOENT"], "12.34")
+    assert time.time() - 61 <= args["until"] <= time.time() - 60
+    assert commands.query_args(parse("errors", "--errno", "EACCES"))["errno"] == ["EACCES"]
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["events", "--errno", "enoent"], "not an errno name"),
+    (["events", "--syscall", "open at"], "not a syscall name"),
+    (["events", "--before", "x"], "not a page cursor"),
+    (["events", "--kind", "shell"], "invalid choice"),
+])
+def test_query_filters_are_checked_at_parse_time(argv: list[str], needle: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(*argv)
+    assert needle in capsys.readouterr().err
 
 
 # -- dispatch --------------------------------------------------------------------------------
@@ -257,13 +277,14 @@ def test_every_loss_the_daemon_reports_has_words() -> None:
 
 def test_tables_align_and_cut(capsys: pytest.CaptureFixture[str]) -> None:
     render.top([{"pid": 7, "comm": "nginx", "syscall": "read", "count": 1200, "errors": 3,
-                 "bytes": 2048, "total_us": 1500.0},
+                 "bytes": 2048, "total_us": 1500.0, "p50_us": 1.2, "p99_us": 2500.0},
                 {"pid": 12345, "comm": "x" * 80, "syscall": "write", "count": 1, "errors": 0,
-                 "bytes": 10, "total_us": 2.0}])
+                 "bytes": 10, "total_us": 2.0, "p50_us": 2.0, "p99_us": 2.0}])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["PID", "COMM", "SYSCALL", "COUNT", "ERRORS", "BYTES",
-                                "TOTAL(ms)"]
-    assert lines[1].split() == ["7", "nginx", "read", "1200", "3", "2.0", "KiB", "1.500"]
+                                "P50(µs)", "P99(µs)", "TOTAL(ms)"]
+    assert lines[1].split() == ["7", "nginx", "read", "1200", "3", "2.0", "KiB", "1.2",
+                                "2.50ms", "1.500"]
     assert lines[0].index("SYSCALL") == lines[1].index("read") == lines[2].index("write")
     assert lines[0].index("TOTAL(ms)") + len("TOTAL(ms)") == len(lines[1]) == len(lines[2])
     assert "x" * 60 in lines[2] and "x" * 61 not in lines[2]  # cut at the column's width

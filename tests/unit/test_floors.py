@@ -12,7 +12,9 @@ FLOOR = {"daemon": 1, "serve": 2, "access": 3, "capture": 3, "store": 3, "export
          "protocol": 5, "selectors": 5, "config": 5, "errors": 6}
 # Allowed sideways: the store and the exporters take (and narrow) capture's events.
 SIDEWAYS = {("store", "capture.events"), ("export", "capture.events")}
-CLIENT = {"protocol", "selectors"}  # all the client (cli) may use
+# All the client (cli) may use: the vocabulary, the one error root, and the pure renderers of
+# the snapshots and profiles the daemon sends (the client shows and writes them).
+CLIENT = {"protocol", "selectors", "errors", "snapshot", "profile"}
 
 
 def _imports(path: Path) -> list[str]:

@@ -74,7 +74,8 @@ def test_every_request_error_has_its_own_fault() -> None:
 
 def test_every_periscope_error_is_under_one_root() -> None:
     """errors.py holds the one hierarchy: every exception class the daemon's core defines
-    (the rooms of this layout; the client's errors never cross the wire) is there."""
+    (the rooms of this layout) is there, and every other collector/ error derives from it
+    (a private control-flow class, named with a leading underscore, excepted)."""
     import pkgutil
     from importlib import import_module
 
@@ -93,16 +94,25 @@ def test_every_periscope_error_is_under_one_root() -> None:
                 seen.append(value)
     assert seen and all(issubclass(cls, errors.PeriscopeError) for cls in seen), seen
     assert {cls.__module__ for cls in seen} == {"collector.errors"}
+    rest = []
+    for info in pkgutil.walk_packages(collector.__path__, "collector."):
+        if info.name.endswith("__main__") or info.name.split(".")[1] in core:
+            continue
+        mod = import_module(info.name)
+        rest += [v for v in vars(mod).values() if isinstance(v, type)
+                 and issubclass(v, BaseException) and v.__module__ == info.name
+                 and not v.__name__.startswith("_")]
+    assert rest and all(issubclass(cls, errors.PeriscopeError) for cls in rest), rest
 
 
 def test_op_table() -> None:
     assert tuple(op.value for op in Op) == protocol.OPS
     assert len(set(protocol.OPS)) == len(protocol.OPS)
-    assert [op for op in Op if op.streaming] == [Op.TRACE]
-    assert {op for op in Op if op.kind is OpKind.IDENTITY} == {Op.HELLO}
+    assert [op for op in Op if op.streaming] == [Op.TRACE, Op.PROFILE, Op.REQUEST_WAIT]
+    assert {op for op in Op if op.kind is OpKind.IDENTITY} == {Op.HELLO, Op.AUTH}
     assert {op for op in Op if op.kind is OpKind.STORED} == {
         Op.EVENTS, Op.ERRORS, Op.CONNS, Op.HTTP, Op.SQL, Op.REDIS, Op.DNS, Op.TOP}
-    assert {op for op in Op if op.kind is OpKind.LIVE} == {Op.TRACE, Op.SNAPSHOT}
+    assert {op for op in Op if op.kind is OpKind.LIVE} == {Op.TRACE, Op.SNAPSHOT, Op.PROFILE}
     assert all(op.targeted == (op.kind in (OpKind.LIVE, OpKind.STORED)) for op in Op)
     assert orjson.loads(protocol.request(Op.GRANT_ADD)) == {"op": "grant.add", "args": {}}
 

@@ -196,6 +196,36 @@ def test_exited_process_has_only_unknown_frames(tmp_path: Path) -> None:
     assert sym.user_frames(999999)(0x401000, True) == (UNKNOWN, False)
 
 
+def test_a_warm_reading_names_frames_after_the_process_exits(tmp_path: Path) -> None:
+    procfs = fake_proc(tmp_path, 45, {"/usr/bin/app": Elf(FUNCS).build()},
+                       [(0x400000, 0x402000, 0, "/usr/bin/app")])
+    sym = Symbolizer(procfs=procfs)
+    reading = sym.process(45)
+    reading.warm()
+    assert sym.stats.files == 1
+    shutil.rmtree(Path(procfs, "45"))  # the process exits: /proc/45/root is gone
+    assert reading.frame(0x401210, True) == ("hot_function", True)
+    assert sym.user_frames(45)(0x401210, True) == (UNKNOWN, False)  # a fresh reading: none
+    assert sym.stats.file_errors == 0
+
+
+def test_profile_namer_falls_back_to_the_kept_reading_only_once_exited(tmp_path: Path) -> None:
+    from collector.profile import _Namer
+
+    procfs = fake_proc(tmp_path, 46, {"/usr/bin/app": Elf(FUNCS).build()},
+                       [(0x400000, 0x402000, 0, "/usr/bin/app")])
+    sym = Symbolizer(procfs=procfs)
+    kept = sym.process(46)
+    kept.warm()
+    # Alive: the current maps are read (a library mapped since the start is found there).
+    maps = Path(procfs, "46", "maps")
+    maps.write_text(maps.read_text().replace("400000-402000", "500000-502000"))
+    namer = _Namer(sym, {46: kept})
+    assert namer.user_frames(46)(0x501210, True) == ("hot_function", True)
+    maps.unlink()  # exited: no maps left, the kept reading answers
+    assert namer.user_frames(46)(0x401210, True) == ("hot_function", True)
+
+
 @pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("objcopy") and shutil.which("xz")),
                     reason="needs gcc, objcopy and xz")
 def test_real_pie_stripped_with_mini_debuginfo(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from collector.access.auth import Principal
@@ -30,9 +31,24 @@ def grant_list(svc: Services, who: Principal, scope: Scope) -> list[dict[str, An
     return [g.to_json() for g in svc.grants.list()]
 
 
-def grant_revoke(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
-    gid = str_arg(scope.args, "id", "grant.revoke")
+def _revoke(svc: Services, who: Principal, gid: str) -> dict[str, Any]:
     if not svc.grants.revoke(gid):
         raise NotFound(f"no active grant {gid[:16]!r}")
     ended = svc.router.end_where(lambda s: f"grant {gid}" in s.sources, "revoked")
-    return {"revoked": gid, "sessions_ended": ended}
+    out: dict[str, Any] = {"revoked": gid, "sessions_ended": ended}
+    req = svc.desk.grant_revoked(who, gid) if svc.desk is not None else None
+    if req is not None:  # the grant came from an access request: it ends as revoked
+        out["request"] = req.id
+    return out
+
+
+def grant_revoke(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
+    """One grant by id, or with "all": every active grant (the emergency stop)."""
+    if scope.args.get("all") is True:
+        done = []
+        for g in svc.grants.list():
+            with contextlib.suppress(NotFound):  # expired or revoked meanwhile
+                done.append(_revoke(svc, who, g.id))
+        return {"revoked": [d["revoked"] for d in done],
+                "sessions_ended": sum(d["sessions_ended"] for d in done)}
+    return _revoke(svc, who, str_arg(scope.args, "id", "grant.revoke"))

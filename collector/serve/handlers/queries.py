@@ -1,84 +1,91 @@
-"""Handlers of stored event queries (events, errors, top) and the live snapshot
-(connection and L7 queries: handlers/l7.py).
+"""Handlers of stored event queries (events, errors, top; connection and L7 queries:
+handlers/l7.py).
 
 A stored query runs under the request's decision: the gate said which selectors the
 caller may see at which level, the requested targets filter on top, and the store
-applies both in SQL (store/query.py), so `limit` counts only rows the caller sees.
+applies both in SQL (store/query.py), so `limit` counts only rows the caller sees, after
+every filter.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from collector.access.auth import Principal
 from collector.access.gate import Scope
-from collector.capture.events import Event
-from collector.errors import BadRequest, NotFound
+from collector.errors import BadRequest
 from collector.selectors import parse_selector
 from collector.serve.services import Services, int_arg
 from collector.store.query import MAX_LIMIT, Query
 
 KINDS = ("syscall", "tls", "exec", "fork", "exit", "data")
+_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
+_ERRNO = re.compile(r"^E[A-Z0-9]{1,31}$")
+_CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,9})$")
 
 
-def _query(svc: Services, scope: Scope, **kw: Any) -> list[Event]:
+def _time(a: dict[str, Any], key: str) -> float | None:
+    v = a.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        raise BadRequest(f'"{key}" must be a unix timestamp')
+    return v
+
+
+def _names(a: dict[str, Any], key: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+    """A string or a list of strings, each matching pattern (syscall or errno names)."""
+    v = a.get(key, [])
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or len(items) > 32 or not all(
+            isinstance(x, str) and pattern.match(x) for x in items):
+        raise BadRequest(f'"{key}" must be {what} or a list of them')
+    return tuple(items)
+
+
+def _query(scope: Scope, **kw: Any) -> Query:
     a = scope.args
-    since = a.get("since")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
-        raise BadRequest('"since" must be a unix timestamp')
     d = scope.decision
     if d.visibility is None:  # the gate decides every stored op with a visibility
         raise TypeError(f"{scope.op}: the decision carries no visibility")
-    q = Query(d.visibility, filters=tuple(parse_selector(t) for t in d.targets),
-              pid=int_arg(a, "pid", None, 1, 1 << 22), since=since,
-              limit=int_arg(a, "limit", 100, 1, MAX_LIMIT) or 100, **kw)
-    return svc.store.query(q)
+    since, until = _time(a, "since"), _time(a, "until")
+    if since is not None and until is not None and until <= since:
+        raise BadRequest('"until" must be later than "since"')
+    before = a.get("before")
+    cursor = None
+    if before is not None:
+        m = _CURSOR.match(before) if isinstance(before, str) else None
+        if m is None:
+            raise BadRequest('"before" must be a page cursor such as "12.345" (from "next")')
+        cursor = (int(m[1]), int(m[2]))
+    return Query(d.visibility, filters=tuple(parse_selector(t) for t in d.targets),
+                 pid=int_arg(a, "pid", None, 1, 1 << 22), since=since, until=until,
+                 before=cursor, limit=int_arg(a, "limit", 100, 1, MAX_LIMIT) or 100, **kw)
 
 
-def events(svc: Services, who: Principal, scope: Scope) -> list[Event]:
-    kind = scope.args.get("kind")
-    if kind is not None and kind not in KINDS:
-        raise BadRequest(f'"kind" must be {"|".join(KINDS)}')
-    return _query(svc, scope, kinds=(kind,) if kind else ())
+def events(svc: Services, who: Principal, scope: Scope) -> Any:
+    """Stored events, newest `limit` that match, oldest first. With "page": true the reply
+    is {"events", "more", "next"}: "next" is the cursor ("before") of the older ones."""
+    a = scope.args
+    kinds = _names(a, "kind", re.compile("^(" + "|".join(KINDS) + ")$"), "|".join(KINDS))
+    q = _query(scope, kinds=kinds, syscalls=_names(a, "syscall", _NAME, "a syscall name"),
+               errnos=_names(a, "errno", _ERRNO, "an errno name such as ENOENT"))
+    page = svc.store.query(q)
+    if a.get("page") is True:
+        return {"events": list(page), "more": page.more,
+                "next": f"{page.cursor[0]}.{page.cursor[1]}" if page.more and page.cursor
+                else None}
+    return list(page)
 
 
-def errors(svc: Services, who: Principal, scope: Scope) -> list[Event]:
-    return _query(svc, scope, errors_only=True)
+def errors(svc: Services, who: Principal, scope: Scope) -> list[dict[str, Any]]:
+    """Failed calls grouped by process, syscall, errno and path or peer, commonest first."""
+    errnos = _names(scope.args, "errno", _ERRNO, "an errno name such as ENOENT")
+    return svc.store.errors(_query(scope, errnos=errnos))
 
 
 def top(svc: Services, who: Principal, scope: Scope) -> list[dict[str, Any]]:
-    """The busiest (pid, comm, syscall) among the last `limit` syscalls the caller sees."""
-    agg: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for e in _query(svc, scope, kinds=("syscall",)):
-        key = (e["pid"], e.get("comm", "?"), e["syscall"])
-        row = agg.setdefault(key, {"pid": key[0], "comm": key[1], "syscall": key[2],
-                                   "count": 0, "errors": 0, "bytes": 0, "total_us": 0.0})
-        row["count"] += 1
-        row["errors"] += "errno" in e
-        row["bytes"] += max(0, e["ret"]) if "direction" in e else 0
-        row["total_us"] = round(row["total_us"] + e.get("latency_us", 0), 3)
-    return sorted(agg.values(), key=lambda r: -r["count"])
+    """Per target (pid, comm, unit) and syscall over the whole range: count, errors, bytes,
+    p50/p99 latency, busiest first (`limit` rows)."""
+    syscalls = _names(scope.args, "syscall", _NAME, "a syscall name")
+    return svc.store.top(_query(scope, syscalls=syscalls))
 
-
-def snapshot(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
-    import psutil
-
-    targets = [t for t in scope.decision.targets if t.startswith("pid:")]
-    if not targets:
-        raise BadRequest("snapshot needs a pid target")
-    pid = int(targets[0][4:])
-    try:
-        p = psutil.Process(pid)
-        with p.oneshot():
-            info: dict[str, Any] = {"pid": pid, "ppid": p.ppid(), "comm": p.name(),
-                                    "user": p.username(), "status": p.status(),
-                                    "threads": p.num_threads(), "rss": p.memory_info().rss,
-                                    "fds": p.num_fds()}
-        info["connections"] = [
-            {"fd": c.fd, "family": c.family.name, "laddr": list(c.laddr),
-             "raddr": list(c.raddr) if c.raddr else None, "status": c.status}
-            for c in p.net_connections(kind="inet")]
-    except psutil.NoSuchProcess as err:
-        raise NotFound(f"no process with pid {pid}") from err
-    # argv/paths are not included: they would need redaction and are not needed here.
-    return info

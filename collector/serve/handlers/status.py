@@ -29,7 +29,14 @@ def thread_cpu() -> dict[str, float]:
 
 def hello(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     """Who the daemon thinks the caller is (from SO_PEERCRED and the user database)."""
-    return {"uid": who.uid, "user": who.user, "groups": sorted(who.group_names)}
+    out: dict[str, Any] = {"uid": who.uid, "user": who.user,
+                           "groups": sorted(who.group_names)}
+    if svc.idp is not None:  # what `periscope login` needs to find the identity provider
+        cfg = svc.idp.cfg
+        out["idp"] = {"issuer": cfg.issuer, "client_id": cfg.client_id or cfg.audience}
+    if who.idp is not None:
+        out["idp_login"] = who.idp.audit()
+    return out
 
 
 def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
@@ -40,6 +47,8 @@ def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
         "targets": svc.tracer.targets(),
         "sessions": [{"id": s.id, "user": s.user, "events": s.events,
                       "deadline": s.deadline} for s in list(svc.router.sessions.values())],
+        "profiles": [{"id": r.id, "user": r.user, "sampled_s": round(r.elapsed(), 1)}
+                     for r in svc.profiles.running()],
         "kernel": svc.tracer.stats(),
         "tls_attach_failed": svc.tracer.tls_failures(),
         "pipeline": dict(svc.pipeline.counters) | {"backlog": svc.pipeline.backlog()},

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from collector import protocol
 from collector.access.auth import Principal
 from collector.access.gate import Scope
-from collector.errors import AuditFailed, NotFound, PeriscopeError
+from collector.errors import AuditFailed, BadRequest, NotFound, PeriscopeError
 from collector.selectors import Level
-from collector.serve.services import Services
+from collector.serve.services import Services, desk_of
 from collector.serve.sessions import Session, new_session_id
 
 log = logging.getLogger("periscope.trace")
@@ -63,20 +63,50 @@ def _open(svc: Services, sid: str, scope: Scope) -> set[int]:
     return cookies
 
 
+def _use_request(svc: Services, conn: Conn, scope: Scope, sid: str) -> None:
+    """`trace --request ID`: the session must be allowed by that request's grant; recorded
+    as the request's use."""
+    rid = scope.args.get("request")
+    if rid is None:
+        return
+    if not isinstance(rid, str):
+        raise BadRequest('"request" must be a request id')
+    desk_of(svc).use(conn.who, rid, scope.decision.sources, sid)
+
+
+def _record_end(svc: Services, conn: Conn, sid: str, reason: str, events: int = 0,
+                nbytes: int = 0) -> None:
+    with contextlib.suppress(AuditFailed):  # the stream already disclosed; log it
+        svc.gate.record(conn.who, "trace.end", {"session": sid}, allowed=True, reason=reason,
+                        session=sid, events=events, nbytes=nbytes, kind="session_end")
+
+
 async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
     loop = asyncio.get_running_loop()
     d = scope.decision
-    sid = new_session_id()
+    frames = scope.args.get("frames", "event")
+    if frames not in protocol.FRAMES:
+        raise BadRequest(f'"frames" must be {" or ".join(protocol.FRAMES)}')
+    sid = scope.session or new_session_id()
     assert d.deadline is not None and d.duration is not None
-    cookies = await loop.run_in_executor(None, _open, svc, sid, scope)
+    try:  # every allowed trace gets its session_end, even one that never started
+        await loop.run_in_executor(None, _use_request, svc, conn, scope, sid)
+        cookies = await loop.run_in_executor(None, _open, svc, sid, scope)
+    except PeriscopeError as err:
+        await loop.run_in_executor(None, _record_end, svc, conn, sid,
+                                   f"not started: {type(err).__name__}")
+        raise
     counted_before = await loop.run_in_executor(None, loss_counters, svc)
-    # Role limits are session lengths: count from when probes are live, so a compile
-    # does not eat the session. A grant's expiry is absolute and is never extended.
-    deadline = d.deadline
-    if not any(src.startswith("grant ") for src in d.sources):
-        deadline = max(deadline, time.time() + d.duration)
+    # Session lengths count from when probes are live, so a compile does not eat the
+    # session; but a grant's expiry is absolute and is never extended.
+    used = {src[len("grant "):] for src in d.sources if src.startswith("grant ")}
+    ends = [g.expires for g in svc.grants.list(include_expired=True) if g.id in used]
+    # A grant revoked since the decision is gone from the store: no extension then.
+    cap = min(ends, default=float("inf")) if len(ends) == len(used) else \
+        min([d.deadline, *ends])
+    deadline = min(max(d.deadline, time.time() + d.duration), cap)
     s = Session(sid, conn.who.user, conn.who.uid, cookies, d.level == Level.PAYLOAD, deadline,
-                d.sources, loop, svc.session_queue)
+                d.sources, loop, svc.session_queue, batched=frames == "batch")
     svc.router.add(s)
     writer = conn.writer
     writer.write(protocol.ok({"session": sid, "targets": list(d.targets),
@@ -104,10 +134,8 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
                                            "losses": losses}))
                 await asyncio.wait_for(writer.drain(), 2.0)
         await loop.run_in_executor(None, svc.tracer.release, sid)
-        with contextlib.suppress(AuditFailed):  # the stream already disclosed; log it
-            await loop.run_in_executor(None, lambda: svc.gate.record(
-                conn.who, "trace.end", {"session": sid}, allowed=True, reason=reason,
-                session=sid, events=s.events, nbytes=s.bytes, kind="session_end"))
+        await loop.run_in_executor(None, _record_end, svc, conn, sid, reason, s.events,
+                                   s.bytes)
 
 
 async def _pump(svc: Services, s: Session, writer: asyncio.StreamWriter) -> None:
@@ -124,11 +152,11 @@ async def _pump(svc: Services, s: Session, writer: asyncio.StreamWriter) -> None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(s.wakeup.wait(), min(left, 1.0))
             continue
-        frames = s.take()
-        if frames:
-            s.events += len(frames)
-            s.bytes += sum(n for _line, n in frames)
-            writer.write(b"".join([line for line, _n in frames]))
+        data, n, nbytes = s.take()
+        if data:
+            s.events += n
+            s.bytes += nbytes
+            writer.write(data)
         if s.ended is not None or not await _drain(svc, s, writer):
             return
 

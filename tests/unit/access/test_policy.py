@@ -94,9 +94,15 @@ CASES = [
     Case("investigator needs reason", BOB, R("trace", ("pid:1",), PAYLOAD), False,
          "reason is required (role investigator)"),
     Case("investigator blank reason", BOB, R("trace", ("pid:1",), reason="  "), False, "reason"),
-    Case("investigator with reason", BOB, R("trace", ("comm:nginx",), PAYLOAD, 20 * 60, "INC-9"),
-         True, level=PAYLOAD, targets=("comm:nginx",), duration=20 * 60),
-    Case("investigator duration cap", BOB, R("trace", ("pid:1",), PAYLOAD, 2 * H, "INC-9"), True,
+    # The default gives group periscope meta only: payload needs an approved request.
+    Case("investigator payload is lowered to meta", BOB,
+         R("trace", ("comm:nginx",), PAYLOAD, 20 * 60, "INC-9"), True, level=META,
+         targets=("comm:nginx",), duration=20 * 60,
+         notes=("level lowered from payload to meta: role investigator allows at most meta",)),
+    Case("investigator payload with an approved request's grant", BOB,
+         R("trace", ("comm:nginx",), PAYLOAD, 20 * 60, "INC-9"), True,
+         grants=(grant("bob", "comm:nginx"),), level=PAYLOAD, targets=("comm:nginx",)),
+    Case("investigator duration cap", BOB, R("trace", ("pid:1",), META, 2 * H, "INC-9"), True,
          duration=H, notes=("duration cut from 2h to 1h",)),
     Case("investigator no duration = max", BOB, R("trace", ("pid:1",), reason="x"), True,
          duration=H, level=META),
@@ -239,7 +245,12 @@ def test_default_policy() -> None:
     assert p.roles_for(ALICE) == ()
     assert "viewer" not in {n for names in (*p.users.values(), *p.groups.values()) for n in names}
     inv, viewer = p.roles["investigator"], p.roles["viewer"]
-    assert inv.require_reason and inv.max_duration == 3600 and inv.max_level is PAYLOAD
+    # Secure by default: the group gets meta, and may only *request* payload (1 approval).
+    assert inv.require_reason and inv.max_duration == 3600 and inv.max_level is META
+    assert inv.request is not None and inv.request.max_level is PAYLOAD
+    assert inv.request.approvals == 1 and "request.create" in inv.ops
+    assert "request.approve" not in inv.ops and not inv.break_glass
+    assert "request.approve" in p.roles["admin"].ops
     assert viewer.max_level is META and viewer.max_duration == 8 * 3600
     assert str(inv.targets[0]) == "*"
 

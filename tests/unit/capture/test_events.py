@@ -6,8 +6,16 @@ import socket
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from collector.capture.events import errno_name, open_flags, printable, sockaddr
+from collector.capture.events import (
+    errno_name,
+    open_flags,
+    printable,
+    printable_reference,
+    sockaddr,
+)
 
 
 def test_sockaddr_inet() -> None:
@@ -54,3 +62,16 @@ def test_errno_name() -> None:
 ])
 def test_printable(raw: bytes, shown: str) -> None:
     assert printable(raw) == shown
+
+
+# Pieces that reach every branch of printable(): text, CR/LF/tab, backslashes, other
+# controls, multi-byte UTF-8, encoded surrogates and truncated sequences (undecodable).
+_PIECES = st.sampled_from([b"a", b"GET /x", b"\r\n", b"\t", b"\\", b"\x00", b"\x1b[0m", b"\x7f",
+                           "\u00e9".encode(), "\u20ac".encode(), "\U0001f600".encode(),
+                           b"\xed\xa0\x80", b"\xe2\x82", b"\xff", b"\xc3"])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_PIECES, max_size=30).map(b"".join) | st.binary(max_size=300))
+def test_printable_equals_the_reference_translate(raw: bytes) -> None:
+    assert printable(raw) == printable_reference(raw)

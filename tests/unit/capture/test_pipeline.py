@@ -8,8 +8,9 @@ from pathlib import Path
 
 import orjson
 
+from collector.capture.events import Batch
 from collector.capture.pipeline import Pipeline
-from collector.proc.facts import Enricher, ProcFacts
+from collector.proc.facts import Enricher
 from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, HDR, SYS, Op, Sc
 from redact import Redactor
 
@@ -77,12 +78,12 @@ def test_sinks_get_every_event_in_order_on_their_own_thread() -> None:
     got: list[int] = []
     threads: set[str] = set()
 
-    def sink(evs: list[dict[str, object]], bodies: list[bytes],
-             procs: list[ProcFacts | None]) -> None:
+    def sink(batch: Batch) -> None:
         threads.add(threading.current_thread().name)
+        evs, procs = batch.events, batch.procs
         got.extend(int(str(e["ret"])) for e in evs)
-        # serialized once for every sink: each body is exactly its event
-        assert [orjson.loads(b) for b in bodies] == evs
+        # serialized once for every sink: the batch's JSON is exactly its events
+        assert batch.json() is batch.json() and orjson.loads(batch.json()) == evs
         # and each event comes with the facts of its process, as read at capture
         assert [(f.pid, f.comm, f.exe, f.cgroup) if f else None for f in procs] == [
             (4242, "fakesrv", None, "/system.slice/shop.service")] * len(evs)
@@ -101,10 +102,9 @@ def test_slow_sinks_back_up_into_counted_overload_never_silent_loss() -> None:
     gate = threading.Event()
     delivered: list[dict[str, object]] = []
 
-    def slow(evs: list[dict[str, object]], _bodies: list[bytes],
-             _procs: list[ProcFacts | None]) -> None:
+    def slow(batch: Batch) -> None:
         gate.wait(10)
-        delivered.extend(evs)
+        delivered.extend(batch.events)
 
     p = Pipeline(Redactor.default(), [slow], Enricher(procfs=FAKE_PROC), queue_max=1024)
     p.start()

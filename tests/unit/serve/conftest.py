@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from collector.access.audit import AuditLog
@@ -18,6 +19,7 @@ from collector.access.auth import Principal
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.policy import Policy
+from collector.capture.events import Batch
 from collector.capture.l7stage import L7Stage, StageOptions
 from collector.capture.pipeline import Pipeline
 from collector.capture.sockets import SocketBook
@@ -25,6 +27,9 @@ from collector.capture.tracer import Tracer
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver
 from collector.proc.sockdiag import SockDiag
+from collector.profile import Profile
+from collector.profile.model import make_profile
+from collector.serve.profiles import Profiles
 from collector.serve.services import Services
 from collector.serve.sessions import Router
 from collector.store.l7store import L7Store, SplitSink
@@ -43,7 +48,8 @@ max_level = "payload"
 targets = ["*"]
 
 [roles.viewer]
-ops = ["trace", "events", "errors", "conns", "http", "sql", "redis", "dns", "top", "snapshot"]
+ops = ["trace", "events", "errors", "conns", "http", "sql", "redis", "dns", "top", "snapshot",
+       "profile"]
 max_level = "meta"
 targets = ["*"]
 
@@ -82,7 +88,7 @@ class FakeProbe:
 
     def __init__(self) -> None:
         self.load_seconds = 0.25
-        self.loaded = self.closed = False
+        self.loaded = self.closed = self.prepared = False
         self.pid_map: dict[int, int] = {}
         self.comms: dict[str, Any] = {}
         self.cgroups: dict[int, Any] = {}
@@ -90,11 +96,19 @@ class FakeProbe:
         self.tls: list[list[int]] = []
         self.fd_caps: dict[tuple[int, int], int] = {}
 
+    def prepare(self) -> None:
+        self.prepared = True
+
     def load(self) -> None:
-        self.loaded = True
+        self.prepared = self.loaded = True
+        self.closed = False
+
+    def detach(self) -> None:
+        self.closed = True  # nothing attached any more (what the tests ask of a release)
 
     def close(self) -> None:
         self.closed = True
+        self.prepared = False
 
     def add_pid(self, tgid: int, spec: Any) -> None:
         self.pid_map[tgid] = spec[0]
@@ -131,6 +145,32 @@ class FakeProbe:
 
     def tls_failures(self) -> int:
         return 0
+
+
+class FakeSampler:
+    """collector.profile.sample without BPF: after `load_s` (the compile), freq samples a
+    second per pid until the duration or the cancel, in one stack whose leaf names a
+    secret (so redaction shows)."""
+
+    LEAF = "handle_request token=s3cr3tv4lue"
+
+    def __init__(self, load_s: float = 0.0) -> None:
+        self.load_s = load_s
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, pids: list[int], duration_s: float, freq: int, *,
+                 redact: Callable[[str], str], cancel: threading.Event, symbolizer: Any,
+                 on_start: Callable[[], None]) -> Profile:
+        self.calls.append({"pids": pids, "duration_s": duration_s, "freq": freq,
+                           "symbolizer": symbolizer})
+        cancel.wait(self.load_s)
+        on_start()
+        t0 = time.monotonic()
+        cancel.wait(duration_s)
+        secs = time.monotonic() - t0
+        n = max(1, int(secs * freq))
+        stacks = {(f"proc{pid}", "main", redact(self.LEAF)): n for pid in pids}
+        return make_profile(stacks, pids=tuple(pids), freq=freq, duration_s=round(secs, 3))
 
 
 @dataclass
@@ -173,7 +213,7 @@ def host(tmp_path: Path) -> Iterator[Host]:
     book = SocketBook(proc, diag=SockDiag(NoSockets), seed_diag=SockDiag(NoSockets))
     stage = L7Stage(REDACTOR.redact_text, StageOptions(l7_cap=1024), procfs=proc, book=book,
                     fd_cap=lambda pid, fd, cap: tracer.set_fd_cap(pid, fd, cap))
-    pipeline = Pipeline(FakeRedactor(), [SplitSink(store.add_many, l7store), router],
+    pipeline = Pipeline(FakeRedactor(), [SplitSink(store, l7store), router],
                         Enricher(proc), observers=[stage])
     tracer = Tracer(new_probe, lambda cookie, cap: (cookie, cap), resolver)
     grants = GrantStore(str(tmp_path / "grants.json"))
@@ -182,6 +222,8 @@ def host(tmp_path: Path) -> Iterator[Host]:
     svc = Services(gate=gate, tracer=tracer, pipeline=pipeline, router=router, store=store,
                    grants=grants, audit_path=str(tmp_path / "audit.log"),
                    anchors_path=str(tmp_path / "audit.anchors"), max_payload=256,
+                   redactor=REDACTOR, profiles=Profiles(2, sampler=FakeSampler(),
+                                                          symbolizer=object),
                    session_queue=100, l7store=l7store, stage=stage)
     h = Host(svc, probes, tmp_path)
     yield h
@@ -193,8 +235,7 @@ def capture(h: Host, records: list[bytes]) -> list[dict[str, Any]]:
     procs: list[Any] = []
     events = h.svc.pipeline.process(records, procs=procs)
     assert h.svc.l7store is not None
-    SplitSink(h.svc.store.add_many, h.svc.l7store)(events, [orjson.dumps(e) for e in events],
-                                                   procs)
+    SplitSink(h.svc.store, h.svc.l7store)(Batch(events, procs))
     return events
 
 

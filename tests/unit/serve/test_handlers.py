@@ -3,7 +3,6 @@ dispatch table names), against a real store, grants, audit log and a tracer on a
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -90,12 +89,17 @@ def test_events_under_each_callers_decision(host: Host) -> None:
 
 def test_errors_and_top(host: Host) -> None:
     workload(host)
-    assert [(e["pid"], e["errno"]) for e in call(host, ROOT, Op.ERRORS)] == [
-        (SHOP, "EAGAIN"), (OTHER, "EAGAIN")]
+    errors = call(host, ROOT, Op.ERRORS)  # grouped: one row per process, call and errno
+    assert sorted((e["pid"], e["syscall"], e["errno"], e["count"]) for e in errors) == [
+        (SHOP, "read", "EAGAIN", 1), (OTHER, "read", "EAGAIN", 1)]
+    assert call(host, ROOT, Op.ERRORS, {"errno": "ENOENT"}) == []
     top = call(host, ROOT, Op.TOP)
-    assert top[0] == {"pid": SHOP, "comm": "fakesrv", "syscall": "write", "count": 2,
-                      "errors": 0, "bytes": len(GET) + 4, "total_us": 3.0}
+    assert top[0] == {"pid": SHOP, "comm": "fakesrv", "unit": "shop.service",
+                      "syscall": "write", "count": 2, "errors": 0, "bytes": len(GET) + 4,
+                      "total_us": 3.0, "p50_us": top[0]["p50_us"], "p99_us": top[0]["p99_us"]}
+    assert 1.3 < top[0]["p50_us"] < 1.7 and 1.3 < top[0]["p99_us"] < 1.7  # every call 1.5 µs
     assert sum(r["count"] for r in top) == 8 and sum(r["errors"] for r in top) == 2
+    assert [r["syscall"] for r in call(host, ROOT, Op.TOP, {"syscall": "read"})] == ["read"] * 2
 
 
 def http_workload(h: Host) -> None:
@@ -154,14 +158,26 @@ def test_conns_and_http_under_each_callers_decision(host: Host) -> None:
     assert {"conns", "http", "sql"} <= {r["op"] for r in audited}  # every query, audited
 
 
-def test_snapshot_of_a_live_pid(host: Host) -> None:
-    me = os.getpid()
-    with pytest.raises(Denied, match="snapshot needs at least one target"):
-        call(host, ROOT, Op.SNAPSHOT)
-    got = call(host, ROOT, Op.SNAPSHOT, {"targets": [f"pid:{me}"]})
-    assert got["pid"] == me and got["ppid"] == os.getppid() and got["threads"] >= 1
-    with pytest.raises(NotFound):
-        call(host, ROOT, Op.SNAPSHOT, {"targets": ["pid:4194000"]})
+def test_events_filters_apply_before_the_limit_and_pages_say_so(host: Host) -> None:
+    workload(host)
+    reads = call(host, ROOT, Op.EVENTS, {"syscall": "read", "limit": 1})
+    assert [(e["pid"], e["syscall"]) for e in reads] == [(OTHER, "read")]
+    assert [e["pid"] for e in call(host, ROOT, Op.EVENTS, {"errno": ["EAGAIN"]})] == [
+        SHOP, OTHER]
+    page = call(host, ROOT, Op.EVENTS, {"kind": "syscall", "limit": 3, "page": True})
+    assert len(page["events"]) == 3 and page["more"] and page["next"]
+    rest = call(host, ROOT, Op.EVENTS, {"kind": "syscall", "limit": 10, "page": True,
+                                        "before": page["next"]})
+    assert not rest["more"] and rest["next"] is None
+    assert rest["events"] + page["events"] == call(host, ROOT, Op.EVENTS)
+    ts = call(host, ROOT, Op.EVENTS)[0]["ts"]  # the synthetic records share one time
+    assert call(host, ROOT, Op.EVENTS, {"since": ts, "until": ts + 0.001}) == \
+        call(host, ROOT, Op.EVENTS)
+    assert call(host, ROOT, Op.EVENTS, {"until": ts}) == []
+    for bad in ({"until": 1.0, "since": 2.0}, {"before": "x"}, {"errno": "enoent"},
+                {"syscall": ["write; drop"]}):
+        with pytest.raises(BadRequest):
+            call(host, ROOT, Op.EVENTS, bad)
 
 
 def test_grants_add_list_revoke(host: Host) -> None:

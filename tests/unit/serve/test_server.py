@@ -17,8 +17,9 @@ import orjson
 
 from collector import config, protocol
 from collector.access.policy import Policy
+from collector.capture.events import Batch
 from collector.protocol import Fault, Op
-from collector.serve.dispatch import HANDLERS, Streaming, Unary
+from collector.serve.dispatch import HANDLERS, Rebind, Streaming, Unary
 from collector.serve.server import Server
 from tests.unit.serve.conftest import POLICY, Host
 
@@ -27,7 +28,8 @@ def test_every_op_has_exactly_one_handler_of_its_kind() -> None:
     assert set(HANDLERS) == set(Op)
     assert len(HANDLERS) == len(Op)
     for op, route in HANDLERS.items():
-        assert isinstance(route, Streaming if op.streaming else Unary), op
+        kind = Streaming if op.streaming else Rebind if op is Op.AUTH else Unary
+        assert isinstance(route, kind), op
     assert len({id(r.fn) for r in HANDLERS.values()}) == len(Op)  # no handler serves two ops
 
 
@@ -110,9 +112,9 @@ def test_trace_streams_through_the_same_table(host: Host) -> None:
         deadline = time.monotonic() + 10
         while not host.svc.router.sessions and time.monotonic() < deadline:
             time.sleep(0.01)
-        host.svc.router([{"kind": "syscall", "target": 1, "pid": 4242, "payload": "hi",
-                          "captured": 2},
-                         {"kind": "exit", "target": 99, "pid": 1}])  # not this session's
+        host.svc.router(Batch([{"kind": "syscall", "target": 1, "pid": 4242, "payload": "hi",
+                                "captured": 2},
+                               {"kind": "exit", "target": 99, "pid": 1}]))  # not this session's
 
     async def body(c: Client) -> None:
         c[1].write(protocol.request(Op.TRACE, {"targets": ["pid:4242"], "level": "payload",
@@ -134,3 +136,39 @@ def test_trace_streams_through_the_same_table(host: Host) -> None:
     assert probe.pid_map == {}  # released
     ops = [(r["op"], r["kind"]) for r in audit_records(host)]
     assert ops == [("trace", "request"), ("trace.end", "session_end")]
+
+
+def test_auth_rebinds_the_connection_to_a_verified_idp_login(host: Host) -> None:
+    """A valid ID token gives the rest of this connection an IdP identity (in hello and in
+    every audit record); a bad one is refused and audited; the Unix identity never changes."""
+    from collector.access.idp import Jwks, Verifier
+    from tests.unit.access.fakeidp import AUDIENCE, FakeIdp
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    idp = FakeIdp()
+    cfg = dataclasses.replace(config.load(text="").idp, issuer=idp.issuer, audience=AUDIENCE,
+                              jwks=str(idp.write_jwks(host.root / "jwks.json")))
+    host.svc.idp = Verifier(cfg, Jwks(cfg.jwks))
+    got: dict[str, Any] = {}
+
+    async def body(c: Client) -> None:
+        got["other"] = await ask(c, protocol.request(Op.AUTH, {"id_token": idp.token("zed")}))
+        got["plain"] = await ask(c, protocol.request(Op.HELLO))
+        got["auth"] = await ask(c, protocol.request(Op.AUTH, {"id_token": idp.token(me)}))
+        got["hello"] = await ask(c, protocol.request(Op.HELLO))
+        got["events"] = await ask(c, protocol.request(Op.EVENTS, {"limit": 1}))
+
+    run(host, body)
+    assert got["other"]["error"]["name"] == "DENIED" and "not for the connecting" in \
+        got["other"]["error"]["message"]
+    assert "idp_login" not in got["plain"]["result"]
+    assert got["plain"]["result"]["idp"] == {"issuer": idp.issuer, "client_id": AUDIENCE}
+    assert got["auth"]["result"]["sub"] == f"00u-{me}"
+    hello = got["hello"]["result"]
+    assert hello["uid"] == os.getuid() and hello["idp_login"]["sub"] == f"00u-{me}"
+    recs = audit_records(host)
+    auth = [r for r in recs if r["kind"] == "idp_auth"]
+    assert [r["decision"] for r in auth] == ["deny", "allow"]
+    assert "token_sha256" in auth[0] and "idp" not in auth[0]
+    (events,) = [r for r in recs if r["op"] == "events"]
+    assert events["idp"]["sub"] == f"00u-{me}" and events["uid"] == os.getuid()

@@ -6,30 +6,42 @@ import asyncio
 import time
 
 import orjson
+import pytest
 
-from collector.serve.sessions import Frame, Router, Session
+from collector.capture.events import Batch
+from collector.serve.sessions import Router, Session
 
 
-def _events(frames: list[Frame]) -> list[object]:
-    """Decode queued wire frames back to events; each frame's length is its payload's."""
-    out = []
-    for line, n in frames:
-        ev = orjson.loads(line)["event"]
-        assert n == len(ev.get("payload", ""))
-        out.append(ev)
+def _events(taken: tuple[bytes, int, int]) -> list[object]:
+    """Decode what a session queued back to events: {"event"} lines or {"events"} frames;
+    the counts it reports are the events' and their payload bytes."""
+    data, n, nbytes = taken
+    out: list[object] = []
+    for line in data.splitlines():
+        msg = orjson.loads(line)
+        if "events" in msg:
+            assert msg["n"] == len(msg["events"])
+            out += msg["events"]
+        else:
+            out.append(msg["event"])
+    assert n == len(out)
+    assert nbytes == sum(len(ev.get("payload", "")) for ev in out)  # type: ignore[attr-defined]
     return out
 
 
-def _session(loop: asyncio.AbstractEventLoop, sid: str, payload: bool, maxsize: int = 100
-             ) -> Session:
-    return Session(sid, "u", 0, {7}, payload, time.time() + 60, ("role admin",), loop, maxsize)
+def _session(loop: asyncio.AbstractEventLoop, sid: str, payload: bool, maxsize: int = 100,
+             batched: bool = False) -> Session:
+    return Session(sid, "u", 0, {7}, payload, time.time() + 60, ("role admin",), loop, maxsize,
+                   batched=batched)
 
 
-def test_fan_out_by_cookie_and_level() -> None:
+@pytest.mark.parametrize("batched", [False, True])
+def test_fan_out_by_cookie_and_level(batched: bool) -> None:
     async def main() -> tuple[list[object], list[object], list[object], Router]:
         loop = asyncio.get_running_loop()
-        full, meta, other = (_session(loop, "a", True), _session(loop, "b", False),
-                             _session(loop, "c", True))
+        full, meta, other = (_session(loop, "a", True, batched=batched),
+                             _session(loop, "b", False, batched=batched),
+                             _session(loop, "c", True, batched=batched))
         other.cookies = {8}
         r = Router()
         for s in (full, meta, other):
@@ -38,7 +50,7 @@ def test_fan_out_by_cookie_and_level() -> None:
                {"kind": "data", "target": 7, "payload": "y"},
                {"kind": "exit", "target": 7, "code": 0},
                {"kind": "exit", "target": 9, "code": 0}]
-        await loop.run_in_executor(None, r, evs)  # the pipeline's sink thread
+        await loop.run_in_executor(None, r, Batch(evs))  # the pipeline's sink thread
         await asyncio.sleep(0.05)
         got = [_events(s.take()) for s in (full, meta, other)]
         return got[0], got[1], got[2], r
@@ -56,7 +68,7 @@ def test_full_queue_ends_the_session_counted() -> None:
         s = _session(loop, "a", True, maxsize=3)
         r = Router()
         r.add(s)
-        await loop.run_in_executor(None, r, [{"kind": "exit", "target": 7}] * 5)
+        await loop.run_in_executor(None, r, Batch([{"kind": "exit", "target": 7}] * 5))
         await asyncio.sleep(0.05)
         return s, r
 
@@ -65,18 +77,36 @@ def test_full_queue_ends_the_session_counted() -> None:
     assert r.counters["slow_reader_dropped"] == 1
 
 
-def test_outbox_keeps_order_bounds_frames_and_wakes_on_end() -> None:
+def test_outbox_keeps_order_bounds_events_and_wakes_on_end() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         s = _session(loop, "a", True, maxsize=4)
-        assert s.offer([(b"1", 0), (b"2", 0)]) and s.offer([(b"3", 1)])
+        assert s.offer(b"1\n2\n", 2) and s.offer(b"3\n", 1, 7)
         assert s.wakeup.is_set() and s.queued == 3
-        assert not s.offer([(b"4", 0), (b"5", 0)])  # over the limit: nothing queued
+        assert not s.offer(b"4\n5\n", 2)  # over the limit: nothing queued
         assert s.queued == 3
-        assert s.take() == [(b"1", 0), (b"2", 0), (b"3", 1)]
+        assert s.take() == (b"1\n2\n3\n", 3, 7)
         assert s.queued == 0 and not s.wakeup.is_set()
         s.end("deadline")
         assert s.wakeup.is_set()  # the pump wakes to send the rest and stop
-        assert s.take() == [] and s.wakeup.is_set()
+        assert s.take() == (b"", 0, 0) and s.wakeup.is_set()
 
     asyncio.run(main())
+
+
+def test_a_payload_session_seeing_the_whole_batch_gets_its_json_as_is() -> None:
+    """Serialized once: the session's frame embeds the very bytes the store gets."""
+    evs = [{"kind": "syscall", "target": 7, "payload": "ab", "ret": 2}] * 3
+    batch = Batch(evs)
+
+    async def main() -> tuple[bytes, int, int]:
+        loop = asyncio.get_running_loop()
+        s = _session(loop, "a", True, batched=True)
+        r = Router()
+        r.add(s)
+        await loop.run_in_executor(None, r, batch)
+        await asyncio.sleep(0.05)
+        return s.take()
+
+    assert asyncio.run(main()) == (b'{"n":3,"events":' + batch.json() + b"}\n", 3, 6)
+    assert batch.json() == orjson.dumps(evs)

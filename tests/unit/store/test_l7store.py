@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from collector.capture.events import Batch
 from collector.proc.facts import ProcFacts
 from collector.selectors import ALL, Level, View, Visibility, parse_selector
 from collector.store.l7query import L7Query, Status, compile_l7
@@ -151,12 +152,13 @@ def test_retention_drops_old_rows(tmp_path: Path) -> None:
 def test_shares_the_database_with_the_events(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     events, l7 = EventStore(path), L7Store(path)
-    sink = SplitSink(events.add_many, l7)
+    sink = SplitSink(events, l7)
     batch = [{"ts": NOW, "kind": "syscall", "pid": 101, "tid": 101, "target": 1,
               "syscall": "close", "ret": 0, "fd": 5},
              req(WEB, NOW, "http", path="/x", status=200),
              conn("c2-ab", WEB, NOW, "open", "10.0.0.5:80")]
-    sink(batch, [orjson.dumps(e) for e in batch], [WEB] * 3)
+    sink(Batch(batch, [WEB] * 3))
+    events.flush()
     assert events.count() == 1 and len(q(l7, "http")) == 1 and len(q(l7, "conns")) == 1
     events.close()
     l7.close()

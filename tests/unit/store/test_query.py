@@ -23,7 +23,7 @@ from collector.selectors import (
     parse_selector,
     unit_from_cgroup,
 )
-from collector.store.query import Query, compile_query, selector_sql
+from collector.store.query import Query, candidates, selector_sql
 from collector.store.store import EventStore
 
 META, PAYLOAD = Level.META, Level.PAYLOAD
@@ -196,15 +196,17 @@ def test_kinds_syscalls_and_since(store: EventStore) -> None:
         store, everyone, lambda e: e["ts"] >= cut)
 
 
-def test_no_view_sees_nothing() -> None:
-    sql, params = compile_query(Query(Visibility(()), limit=5))
-    assert sqlite3.connect(":memory:").execute(sql, params).fetchall() == []
+def test_no_view_sees_nothing(store: EventStore) -> None:
+    sql, params = candidates(Query(Visibility(()), limit=5))
+    assert sqlite3.connect(store.path).execute(sql, params).fetchall() == []
+    assert store.query(Query(Visibility(()), limit=5)) == []
+    assert store.top(Query(Visibility(()))) == store.errors(Query(Visibility(()))) == []
 
 
 def test_sql_reads_newest_first_without_sorting(store: EventStore) -> None:
-    """The plan walks ids backwards and stops at LIMIT: no temp b-tree for ORDER BY."""
-    sql, params = compile_query(Query(_vis((PAYLOAD, ("unit:web.service",)), (META, ("*",))),
-                                      filters=(parse_selector("comm:web"),), limit=10))
+    """The plan walks the process rows by block backwards: no temp b-tree for ORDER BY."""
+    sql, params = candidates(Query(_vis((PAYLOAD, ("unit:web.service",)), (META, ("*",))),
+                                   filters=(parse_selector("comm:web"),), limit=10))
     db = sqlite3.connect(store.path)
     plan = " ".join(str(r[-1]) for r in db.execute("EXPLAIN QUERY PLAN " + sql, params))
     assert "TEMP B-TREE" not in plan, plan
