@@ -39,7 +39,8 @@ from collector.serve.profiles import Profiles
 from collector.serve.server import Server
 from collector.serve.services import Services
 from collector.serve.sessions import Router
-from collector.store.l7store import L7Store, SplitSink
+from collector.store.l7store import L7Store
+from collector.store.split import SplitSink
 from collector.store.store import EventStore
 
 log = logging.getLogger("periscope.daemon")
@@ -92,7 +93,9 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     resolver = Resolver(procfs, cgroot or cgroup2_root())
     enricher = Enricher(procfs)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
-    l7store = L7Store(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
+    # Same file, one size cap: the event store asks the L7 tables for their share over it.
+    l7store = L7Store(paths.events_db, cfg.store.retention_seconds, None)
+    store.tenants.append(l7store)
     router = Router()
     capture = cfg.capture
     # Connections and L7 records (a pipeline observer). Its kernel-facing calls go to the

@@ -32,10 +32,15 @@ class PeriscopeCollector(Collector):
         for name, v in sorted(svc.pipeline.counters.items()):
             pipe.add_metric([name], v)
         yield pipe
-        if svc.stage is not None:
+        if svc.stage is not None or svc.l7store is not None:
             l7 = CounterMetricFamily("periscope_l7", "Connection and L7 stage counters "
-                                     "(records, detections, gaps, resyncs)", labels=["counter"])
-            for name, v in sorted(svc.stage.counters.items()):
+                                     "(records, detections, gaps, resyncs) and their store's "
+                                     "(rows written, pruned, lost to a failed write)",
+                                     labels=["counter"])
+            counts = dict(svc.stage.counters) if svc.stage is not None else {}
+            if svc.l7store is not None:
+                counts |= svc.l7store.stats()
+            for name, v in sorted(counts.items()):
                 l7.add_metric([name], v)
             yield l7
         red = CounterMetricFamily("periscope_redactions", "Redaction hits by rule",

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from collector.capture.events import Batch, Event, narrow
+from collector.capture.events import Event, narrow
 from collector.proc.facts import ProcFacts
 from collector.selectors import Level
 from collector.store.l7query import SLOW_INDEX_MS, L7Query, compile_l7
@@ -29,6 +29,7 @@ log = logging.getLogger("periscope.store.l7")
 
 KINDS = frozenset(("conn", "l7"))
 FLUSH_ROWS, FLUSH_S = 512, 0.5
+ROW_BYTES = 64  # a row's bytes beyond its body (its columns, the index entries): an estimate
 SCHEMA_NAME, SCHEMA_VERSION = "l7", 1
 # Registered in the same database as the events; versioned in its own row of
 # periscope_schema (the events table keeps PRAGMA user_version to itself).
@@ -129,7 +130,10 @@ class L7Store:
     """The conns and l7 tables: add_many() on the sink thread, page() from handlers."""
 
     def __init__(self, path: str | Path, retention_s: int = 86400,
-                 max_bytes: int = 256 << 20, clock: Callable[[], float] = time.time) -> None:
+                 max_bytes: int | None = 256 << 20,
+                 clock: Callable[[], float] = time.time) -> None:
+        """max_bytes None: the file's size cap is the event store's, which asks us for our
+        share (EventStore.tenants, stored_bytes/drop_oldest)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.retention_s = retention_s
@@ -230,6 +234,8 @@ class L7Store:
             self.pruned += cur.rowcount
             cur = self._db.execute("DELETE FROM conns WHERE updated < ?", (cutoff,))
             self.pruned += cur.rowcount
+            if self.max_bytes is None:
+                return
             pages = self._db.execute("PRAGMA page_count").fetchone()[0]
             size = pages * self._db.execute("PRAGMA page_size").fetchone()[0]
             if size > self.max_bytes:  # over the size cap: our oldest quarter goes too
@@ -238,6 +244,56 @@ class L7Store:
                     cur = self._db.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM "
                                            f"{table} ORDER BY id LIMIT ?)", (max(1, n // 4),))
                     self.pruned += cur.rowcount
+
+    def stored_bytes(self) -> int:
+        """About how many bytes our rows take (bodies and an estimate per row)."""
+        with self._lock:
+            self._flush()
+            return sum(self._db.execute(
+                f"SELECT COALESCE(SUM(length(body)), 0) + {ROW_BYTES} * COUNT(*) FROM {table}"
+            ).fetchone()[0] for table in ("l7", "conns"))
+
+    def drop_oldest(self, nbytes: int) -> int:
+        """Delete the oldest rows holding about `nbytes`, from each table in proportion to
+        its bytes (requests by id, connections by their last update); counted in pruned."""
+        with self._lock:
+            self._flush()
+            sizes = {table: self._db.execute(
+                f"SELECT COALESCE(SUM(length(body)), 0) + {ROW_BYTES} * COUNT(*) FROM {table}"
+            ).fetchone()[0] for table in ("l7", "conns")}
+            total = sum(sizes.values())
+            gone = 0
+            with self._db:
+                for table, order in (("l7", "id"), ("conns", "updated, id")):
+                    want = nbytes * sizes[table] // total if total else 0
+                    if want > 0:
+                        gone += self._drop(table, order, want)
+            self.pruned += gone
+            return gone
+
+    def _drop(self, table: str, order: str, nbytes: int) -> int:
+        ids: list[int] = []
+        freed = 0
+        cur = self._db.execute(f"SELECT id, length(body) + {ROW_BYTES} FROM {table} "
+                               f"ORDER BY {order}")
+        while freed < nbytes and (rows := cur.fetchmany(1024)):
+            for rid, size in rows:
+                if freed >= nbytes:
+                    break
+                freed += size
+                ids.append(rid)
+        cur.close()  # done reading before the deletes
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            self._db.execute(f"DELETE FROM {table} WHERE id IN ({','.join('?' * len(chunk))})",
+                             chunk)
+        return len(ids)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for status and metrics: rows written, pruned, and rows lost to a failed
+        write."""
+        return {"store_written": self.written, "store_pruned": self.pruned,
+                "store_write_errors": self.write_errors}
 
     def page(self, q: L7Query) -> Page:
         """The newest q.limit rows the caller may see (oldest first), each narrowed to the
@@ -267,28 +323,3 @@ class L7Store:
         with self._lock:
             self._flush()
             self._db.close()
-
-
-class SplitSink:
-    """The store's pipeline sink: conn and l7 records to their tables, every other event
-    to the event store (its blocks). A batch with no conn or l7 record goes through whole,
-    its one serialization shared with the other sinks; one with some is split, the events
-    serialized for their block (Batch.json) and each conn or l7 record for its row."""
-
-    def __init__(self, events: Callable[[Batch], None], l7: L7Store) -> None:
-        self.events = events
-        self.l7 = l7
-
-    def __call__(self, batch: Batch, /) -> None:
-        events, procs = batch.events, batch.procs
-        mine = [i for i, ev in enumerate(events) if ev["kind"] in KINDS]
-        if not mine:
-            self.events(batch)
-            return
-        if len(mine) < len(events):
-            keep = set(mine)
-            rest = [i for i in range(len(events)) if i not in keep]
-            self.events(Batch([events[i] for i in rest], [procs[i] for i in rest]))
-        dumps = orjson.dumps
-        self.l7.add_many([events[i] for i in mine], [dumps(events[i]) for i in mine],
-                         [procs[i] for i in mine])

@@ -32,7 +32,8 @@ from collector.profile.model import make_profile
 from collector.serve.profiles import Profiles
 from collector.serve.services import Services
 from collector.serve.sessions import Router
-from collector.store.l7store import L7Store, SplitSink
+from collector.store.l7store import L7Store
+from collector.store.split import SplitSink
 from collector.store.store import EventStore
 from redact import Redactor
 from tests.unit.pipeline_corpus import FakeRedactor

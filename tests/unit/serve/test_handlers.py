@@ -143,6 +143,8 @@ def test_conns_and_http_under_each_callers_decision(host: Host) -> None:
     assert call(host, ROOT, Op.HTTP, {"method": "POST"})["rows"] == []
     assert len(call(host, ROOT, Op.HTTP, {"peer": "10.0.0.5"})["rows"]) == 2
     assert call(host, ROOT, Op.SQL)["rows"] == []  # HTTP is not SQL
+    l7 = call(host, ROOT, Op.STATUS)["l7"]  # the stage's and its store's counters
+    assert l7["l7_records"] == 2 and l7["store_written"] >= 4 and l7["store_write_errors"] == 0
     # the viewer (meta): connections without the protocol read from their bytes, no L7
     meta = call(host, VERA, Op.CONNS)["rows"]
     assert len(meta) == 2 and not any("proto" in c for c in meta)

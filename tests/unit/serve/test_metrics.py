@@ -33,6 +33,7 @@ def test_metrics_report_the_daemons_counters(host: Host) -> None:
     assert value("periscope_kernel_records_total", {"outcome": "emitted"}) == 41
     assert value("periscope_kernel_records_total", {"outcome": "skipped_rate"}) == 7
     assert value("periscope_pipeline_backlog") == 0
+    assert value("periscope_l7_total", {"counter": "store_write_errors"}) == 0
     assert value("periscope_tls_attach_failed") == 0
     # where the daemon's CPU goes: this thread has used some
     cpu = value("periscope_thread_cpu_seconds_total", {"thread": "MainThread"})

@@ -14,7 +14,8 @@ from collector.capture.events import Batch
 from collector.proc.facts import ProcFacts
 from collector.selectors import ALL, Level, View, Visibility, parse_selector
 from collector.store.l7query import L7Query, Status, compile_l7
-from collector.store.l7store import L7Store, SplitSink, verb
+from collector.store.l7store import L7Store, verb
+from collector.store.split import SplitSink
 from collector.store.store import EventStore
 
 NOW = time.time() - 1000
@@ -184,3 +185,35 @@ def test_rows_are_written_soon_after_traffic_stops(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert on_disk() == 1
     s.close()
+
+
+def test_the_size_cap_is_shared_with_the_event_blocks(tmp_path: Path) -> None:
+    """One file, one cap: over it the blocks and the L7 rows each give up their share, so
+    heavy L7 traffic does not push every event out (nor the reverse), and the file stays
+    under the cap."""
+    import random
+
+    r = random.Random(12)
+    cap = 3 << 20
+    path = tmp_path / "events.db"
+    events, l7 = EventStore(path, max_bytes=cap), L7Store(path, max_bytes=None)
+    events.tenants.append(l7)
+    sink = SplitSink(events, l7)
+    for b in range(30):
+        batch: list[dict[str, Any]] = [
+            {"ts": NOW + b, "kind": "syscall", "pid": 101, "tid": 101, "target": 1,
+             "syscall": "write", "ret": 1, "fd": 5, "payload": f"{r.getrandbits(1024):0256x}"}
+            for _ in range(300)]
+        batch += [req(WEB, NOW + b, "http", method="GET", path=f"/{r.getrandbits(2048):0512x}",
+                      status=200) for _ in range(600)]
+        sink(Batch(batch, [WEB] * len(batch)))
+        events.flush()
+        l7.flush()
+        events._prune()
+        assert events.disk_bytes() <= cap, (b, events.disk_bytes())
+    assert events.pruned > 0 and l7.pruned > 0  # both gave up rows ...
+    assert events.count() > 0 and len(q(l7, "http", limit=5)) == 5  # ... and both keep some
+    newest = q(l7, "http", limit=1)[0]
+    assert newest["ts"] == NOW + 29  # the oldest went, not the newest
+    events.close()
+    l7.close()
