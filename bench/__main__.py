@@ -19,7 +19,8 @@ import orjson
 from bench import daemon_cost, harness, ingest, overhead
 from bench.plot import plot
 
-PARTS = ("overhead", "tcp", "ingest", "daemon", "redaction", "l7", "l7http", "l7store")
+PARTS = ("overhead", "tcp", "ingest", "daemon", "redaction", "l7", "l7http", "l7store",
+         "export")
 
 
 def machine() -> str:
@@ -100,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
 
             subprocess.run([sys.executable, "-m", module, *(quick if a.quick else [])],
                            check=False, env={**os.environ, "PYTHONPATH": str(harness.REPO)})
+    if "export" in parts:
+        print("\n== export and /metrics, daemon level (bench/export_daemon.py) ==", flush=True)
+        import subprocess
+
+        quick = ["--rounds", "1", "--seconds", "2"] if a.quick else []
+        subprocess.run([sys.executable, "-m", "bench.export_daemon", *quick], check=False,
+                       env={**os.environ, "PYTHONPATH": str(harness.REPO)})
     harness.RESULTS.mkdir(parents=True, exist_ok=True)
     out = harness.RESULTS / "results.json"
     out.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))

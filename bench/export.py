@@ -1,12 +1,13 @@
 """Export cost, side by side in one run: `python -m bench.export [--events N]` (no root).
 
 Real kernel-record bytes go through the real pipeline core (decode, redact, enrich,
-serialize) and its sinks, on this thread, as the pipeline's threads do; conditions:
+serialize once per batch) and its sinks, on this thread, as the pipeline's threads do; conditions:
 OTLP off, OTLP on (logs) to a live OTLP/HTTP receiver (a separate process, so its CPU is
 not ours), OTLP on with a dead endpoint (accepts, never answers), the JSON log file, and
-L7 records as spans + RED metrics. For each: the pipeline thread's CPU per event, the sink
-call's own cost per event (what export adds to the pipeline), the export threads' CPU per
-item, and what was sent and dropped.
+L7 records as spans + RED metrics; and the per-target RED sink of /metrics
+(collector/serve/red.py), which runs on the pipeline's sink thread. For each: the pipeline
+thread's CPU per event, the sink call's own cost per event (what it adds to the pipeline),
+the export threads' CPU per item, and what was sent and dropped.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import orjson
-
 from collector import config
+from collector.capture.events import Batch
 from collector.capture.pipeline import Pipeline
 from collector.proc.facts import Enricher
 from probes.layout import F_DATA_OUT, F_PAYLOAD, HDR, SYS, Op, Sc
@@ -87,10 +87,10 @@ def run(name: str, n: int, make: Callable[[], Any] | None, l7: bool = False) -> 
             sink_ns += time.thread_time_ns() - t
         else:
             events = pipe.process(batch)
-            bodies = [orjson.dumps(ev) for ev in events]
+            Batch(events).json()  # the pipeline's one serialization per batch (the store's)
             if sink is not None:
                 t = time.thread_time_ns()
-                sink(events, bodies)
+                sink(events)
                 sink_ns += time.thread_time_ns() - t
         # Pace the bench (not the sink): stay under the queue so the worker's CPU per item
         # is measured on items it exports, not on drops. The dead endpoint is not paced.
@@ -107,6 +107,28 @@ def run(name: str, n: int, make: Callable[[], Any] | None, l7: bool = False) -> 
     dropped = c.get("export_dropped", 0) + c.get("jsonlog_dropped", 0)
     return Row(name, n, 0.0 if l7 else pipeline_s / n * 1e6, sink_ns / n,
                worker_s / n * 1e6 if sink is not None else 0.0, sent, dropped)
+
+
+class RedSink:
+    """The /metrics per-target sink, shaped like an exporter for run()."""
+
+    def __init__(self) -> None:
+        from collector.serve.red import TargetRed
+
+        self.red = TargetRed(50)
+        self.counters: dict[str, int] = {}
+
+    def __call__(self, events: list[Any]) -> None:
+        self.red(Batch(events))
+
+    def start(self) -> None:
+        pass
+
+    def backlog(self) -> int:
+        return 0
+
+    def close(self, _timeout: float) -> None:
+        pass
 
 
 def median(rows: list[Row]) -> Row:
@@ -169,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         plan: list[tuple[str, Callable[[], Any] | None, bool]] = [
             ("OTLP off", None, False), ("OTLP on (logs)", otlp(base), False),
             ("OTLP on, endpoint dead", otlp(dead), False), ("JSON log file", jsonlog, False),
-            ("L7 -> spans + RED", otlp(red), True)]
+            ("L7 -> spans + RED", otlp(red), True), ("/metrics per-target RED", RedSink, False)]
         # Rounds interleave the conditions, so a noisy neighbour hits them all alike; the
         # median round of each is reported.
         runs: dict[str, list[Row]] = {name: [] for name, _m, _l in plan}

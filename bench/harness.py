@@ -62,11 +62,15 @@ def spread(xs: Sequence[float]) -> str:
 class Daemon:
     """periscoped in a temp dir (metrics off), like tests/root/conftest.start_daemon."""
 
-    def __init__(self, config_text: str = "", repo: Path = REPO) -> None:
+    def __init__(self, config_text: str = "", policy_text: str | None = None,
+                 repo: Path = REPO) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="periscope-bench-"))
         self.sock = str(self.base / "run" / "periscope.sock")
         cfg = self.base / "periscope.toml"
-        cfg.write_text('[metrics]\nlisten = ""\n' + config_text)
+        no_metrics = "" if "[metrics]" in config_text else '[metrics]\nlisten = ""\n'
+        cfg.write_text(no_metrics + config_text)
+        if policy_text is not None:
+            (self.base / "policy.toml").write_text(policy_text)
         self.log = self.base / "daemon.log"
         env = {**os.environ, "PYTHONPATH": str(repo)}
         self.started = time.monotonic()
@@ -122,12 +126,15 @@ class Session:
     {"event"} line, N per {"n": N, "events"} batch (a daemon from before batches ignores
     the request for them and sends lines)."""
 
-    def __init__(self, d: Daemon, targets: list[str], level: str = "meta") -> None:
+    def __init__(self, d: Daemon, targets: list[str], level: str = "meta",
+                 export: bool = False) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(d.sock)
-        self.sock.sendall(orjson.dumps({"op": "trace", "args": {
-            "targets": targets, "level": level, "duration": 3600, "reason": "bench",
-            "frames": "batch"}}) + b"\n")
+        args: dict[str, Any] = {"targets": targets, "level": level, "duration": 3600,
+                                "reason": "bench", "frames": "batch"}
+        if export:
+            args["export"] = True
+        self.sock.sendall(orjson.dumps({"op": "trace", "args": args}) + b"\n")
         f = self.sock.makefile("rb")
         head = orjson.loads(f.readline())
         if not head.get("ok"):
@@ -167,8 +174,9 @@ class Session:
 
 
 @contextmanager
-def session(d: Daemon, targets: list[str], level: str = "meta") -> Iterator[Session]:
-    s = Session(d, targets, level)
+def session(d: Daemon, targets: list[str], level: str = "meta",
+            export: bool = False) -> Iterator[Session]:
+    s = Session(d, targets, level, export)
     try:
         yield s
     finally:

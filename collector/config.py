@@ -80,6 +80,7 @@ class Server:
 @dataclass(frozen=True)
 class Metrics:
     listen: str
+    max_targets: int                # distinct target label values in per-target metrics
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "server.send_buffer_events": (16, 1 << 20),
     "server.max_profiles": (1, 64),
     "server.max_reply_bytes": (1 << 20, 1 << 30),
+    "metrics.max_targets": (1, 1000),
     "export.otlp.timeout_s": (0.1, 300),
     "export.otlp.queue_size": (16, 1 << 20),
     "export.otlp.batch_size": (1, 1 << 16),

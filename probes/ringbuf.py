@@ -70,12 +70,15 @@ def walk(data: memoryview, mask: int, cons: int, prod: int, limit: int,
 class RingReader:
     """Drains one ring buffer map fd into sink(list[bytes]) batches of at most `batch`."""
 
+    peak = 0  # most bytes seen waiting at a drain (ring usage, read by metrics)
+
     def __init__(self, map_fd: int, size: int, sink: Callable[[list[bytes]], None],
                  batch: int = 1024) -> None:
         if size & (size - 1):
             raise ValueError(f"ring buffer size {size} is not a power of two")
         self._sink = sink
         self._batch_max = batch
+        self.size = size
         self._mask = size - 1
         self._page = mmap.PAGESIZE
         self._cons_len = self._page
@@ -109,6 +112,8 @@ class RingReader:
         total = 0
         cons = self._consumer.value
         prod = self._producer.value  # acquire (see the module docstring)
+        if prod - cons > self.peak:
+            self.peak = prod - cons
         while True:
             if cons >= prod:
                 return total
@@ -122,6 +127,12 @@ class RingReader:
             if batch:
                 total += len(batch)
                 self._sink(batch)
+
+    def used(self) -> int:
+        """Bytes the producer has reserved that we have not consumed yet (a snapshot)."""
+        if self._cons_addr is None:
+            return 0
+        return max(0, self._producer.value - self._consumer.value)
 
     def close(self) -> None:
         if self._cons_addr is None:

@@ -230,6 +230,13 @@ class TraceProbe:
         self._maps["cgroup_targets"].delete(_U64.pack(cgroup_id))
 
     # -- counters --------------------------------------------------------------
+    def ring_usage(self) -> tuple[int, int, int]:
+        """(bytes waiting now, most seen waiting at a drain since load, ring size)."""
+        reader = self._reader
+        if reader is None:
+            return 0, 0, 0
+        return reader.used(), reader.peak, reader.size
+
     def stats(self) -> dict[str, int]:
         table = self._maps.get("stats")
         if table is None:

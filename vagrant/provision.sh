@@ -175,6 +175,27 @@ make_venv() {
     "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "venv cannot import bcc (python3-bpfcc)"
 }
 
+# promtool, which the root tier runs on a live /metrics scrape (`promtool check metrics`),
+# is extracted from Debian's (or Ubuntu's) prometheus package rather than installed: the
+# package would also create and start a prometheus service and pull in its web UI's
+# JavaScript, none of which a test needs. Test setups only, never the demo's path.
+PROMTOOL=${PERISCOPE_PROMTOOL:-/usr/local/bin/promtool}
+install_promtool() {
+    command -v promtool >/dev/null 2>&1 && return 0
+    [ -x "$PROMTOOL" ] && return 0
+    local tmp
+    tmp=$(mktemp -d)
+    chmod 0755 "$tmp"   # apt's download sandbox user writes here
+    if ! (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1); then
+        if [ $APT_UPDATED -eq 0 ]; then apt-get update -q; APT_UPDATED=1; fi
+        (cd "$tmp" && apt-get download -q prometheus) || { rm -rf "$tmp"; die "cannot download the prometheus package (for promtool)"; }
+    fi
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+    install -D -m 0755 "$tmp/root/usr/bin/promtool" "$PROMTOOL"
+    rm -rf "$tmp"
+    say "installed $PROMTOOL (extracted from the prometheus package; no service)"
+}
+
 # provision LIST: the packages of LIST (demo, test or host), kernel headers, mounts and
 # the venv (with the runtime dependencies only, for the demo).
 provision() {
@@ -182,7 +203,7 @@ provision() {
     install_packages "$1"
     install_headers
     mount_fs
-    if [ "$1" = demo ]; then make_venv runtime; else make_venv; fi
+    if [ "$1" = demo ]; then make_venv runtime; else make_venv; install_promtool; fi
 }
 
 # --- production install (make install / make uninstall) -------------------------------------

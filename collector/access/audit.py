@@ -90,6 +90,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._seq, self._hash, self._size, self._since_anchor = 0, GENESIS, 0, 0
         self._broken, self.anchor_failures = False, 0
+        self.records = self.write_failures = 0  # appended by this process (read by metrics)
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as err:
@@ -153,10 +154,12 @@ class AuditLog:
             full["hash"] = record_hash(full)
             line = canonical(full) + b"\n"
         except ValueError as err:
+            self.write_failures += 1
             raise AuditWriteError(f"audit record not serializable: {err}") from err
         try:
             _fsync_write(self._fd, line)
         except OSError as err:
+            self.write_failures += 1
             self._broken = True
             try:  # roll back a partial or unsynced line; if this fails too, resync next time
                 os.ftruncate(self._fd, self._size)
@@ -165,6 +168,7 @@ class AuditLog:
                 pass
             raise AuditWriteError(f"audit {self.path}: write failed: {err.strerror}") from err
         self._seq, self._hash, self._size = full["seq"], full["hash"], self._size + len(line)
+        self.records += 1
         return full
 
     def append(self, record: Mapping[str, Any]) -> str:

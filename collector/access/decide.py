@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from collector.access.auth import Principal
 from collector.access.grants import Grant
-from collector.access.policy import Policy
+from collector.access.policy import Policy, Role
 from collector.protocol import Op, OpKind
 from collector.selectors import (
     ALL,
@@ -40,6 +40,7 @@ class Request:
     level: Level = Level.META
     duration: float | None = None  # seconds; None = as long as allowed
     reason: str | None = None
+    export: bool = False  # a trace session whose events also leave the host (exporters)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Decision:
     narrowed: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()  # "role admin", "grant 1a2b3c4d": what allowed it
     visibility: Visibility | None = None  # stored queries only
+    export: Level | None = None  # trace sessions asking for export: the level exported
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,14 @@ class _Auth:
     selectors: tuple[Selector, ...]
     level: Level
     until: float  # latest deadline this authorization supports
+    export: Level | None = None  # highest level it allows to leave the host (roles only)
+
+
+def _role_auth(role: Role, level: Level, now: float) -> _Auth:
+    """A role as an authorization at `level`; its export never above that level (a role
+    stepped down to meta for want of an identity-provider login exports meta at most)."""
+    export = None if role.export is None else min(role.export, level)
+    return _Auth(f"role {role.name}", role.targets, level, now + role.max_duration, export)
 
 
 def _deny(reason: str, narrowed: Iterable[str] = ()) -> Decision:
@@ -102,6 +112,8 @@ def decide(policy: Policy, grants: Iterable[Grant], principal: Principal, reques
         return _deny(f"unknown operation {request.op!r}")
     if request.duration is not None and not request.duration > 0:
         return _deny("the requested duration must be positive")
+    if request.export and not op.streaming:
+        return _deny(f"export applies to trace sessions, not to {op.value}")
     has_reason = bool(request.reason and request.reason.strip())
     roles = policy.roles_for(principal)
     with_op = [r for r in roles if op in r.ops]
@@ -112,8 +124,7 @@ def decide(policy: Policy, grants: Iterable[Grant], principal: Principal, reques
     logged_in = principal.idp is not None and principal.idp.expires > now
     stepped = [r for r in usable if r.require_idp and not logged_in
                and r.max_level > Level.META]
-    auths = [_Auth(f"role {r.name}", r.targets, Level.META if r in stepped else r.max_level,
-                   now + r.max_duration) for r in usable]
+    auths = [_role_auth(r, Level.META if r in stepped else r.max_level, now) for r in usable]
     mine = [g for g in grants if g.applies_to(principal) and g.active(now)]
     if op.targeted:
         for g in mine:
@@ -158,6 +169,7 @@ def decide(policy: Policy, grants: Iterable[Grant], principal: Principal, reques
                          if a.level < request.level})
         notes.append(f"level lowered from {request.level} to {level}: " + "; ".join(limits))
     targets: list[str] = []
+    chosen: list[tuple[str, Selector, list[str]]] = []  # (requested, parsed, allowed as)
     until, sources = float("inf"), list[str]()
     for t, sel in sels:
         out, t_until, used = at(level, t, sel)
@@ -169,10 +181,25 @@ def decide(policy: Policy, grants: Iterable[Grant], principal: Principal, reques
             n = len(facts.get(t, ()))
             notes.append(f"target {t} narrowed to {', '.join(out)} ({len(out)} of {n} processes)")
         targets.extend(out)
+        chosen.append((t, sel, out))
         until, sources = min(until, t_until), sources + used
     sources = list(dict.fromkeys(sources))
+    export: Level | None = None
+    if request.export:
+        export = _export_level(level, chosen, facts, auths)
+        if export is None:
+            why = "".join(f"; {n}" for n in notes)
+            return _deny(f"export is not allowed for {who}: no role of theirs allows its data "
+                         f"off the host for {', '.join(dict.fromkeys(targets))} (policy key "
+                         f"export){why}", notes)
+        if export < level:
+            notes.append(f"exported at {export} only, the session is {level}: "
+                         + "; ".join(sorted({f"{a.source} allows export at most {a.export}"
+                                             for a in auths if a.export is not None
+                                             and a.export < level})))
     done = Decision(True, "allowed by " + ", ".join(sources), level=level,
-                    targets=tuple(dict.fromkeys(targets)), sources=tuple(sources))
+                    targets=tuple(dict.fromkeys(targets)), sources=tuple(sources),
+                    export=export)
     if not op.streaming:  # only a session has a duration
         return dataclasses.replace(done, narrowed=tuple(notes))
     cap = until - now
@@ -182,6 +209,20 @@ def decide(policy: Policy, grants: Iterable[Grant], principal: Principal, reques
                      f"{format_duration(cap)}: the limit of {', '.join(sources)}")
     return dataclasses.replace(done, duration=duration, deadline=now + duration,
                                narrowed=tuple(notes))
+
+
+def _export_level(level: Level, chosen: Sequence[tuple[str, Selector, list[str]]],
+                  facts: Mapping[str, Sequence[TargetFacts]], auths: Sequence[_Auth]
+                  ) -> Level | None:
+    """The highest level, up to the session's, at which roles that allow export cover every
+    target exactly as the session was allowed it (a target allowed whole needs an export
+    role covering it whole). Grants never allow export: they carry no such key."""
+    for lv in sorted((x for x in Level if x <= level), reverse=True):
+        ex = [a for a in auths if a.export is not None and a.export >= lv]
+        if ex and all(set(out) <= set(_scope(sel, facts.get(t, ()), ex)[0])
+                      for t, sel, out in chosen):
+            return lv
+    return None
 
 
 def _stored(request: Request, auths: Sequence[_Auth], notes: list[str]) -> Decision:

@@ -75,7 +75,12 @@ def build_request(op: Op, args: dict[str, Any]) -> Request:
     reason = _str_arg(args, "reason")
     if reason is not None and len(reason) > 500:
         raise BadRequest('"reason" is longer than 500 characters')
-    return Request(op.value, tuple(targets), level, duration, reason)
+    export = args.get("export", False)
+    if not isinstance(export, bool):
+        raise BadRequest('"export" must be true or false')
+    if export and op is not Op.TRACE:
+        raise BadRequest(f'"export" applies to trace sessions, not to {op.value}')
+    return Request(op.value, tuple(targets), level, duration, reason, export)
 
 
 class FieldRedactor(Protocol):
@@ -85,12 +90,18 @@ class FieldRedactor(Protocol):
 
 
 class Gate:
-    """Decides and audits every request; thread-safe (requests run on executor threads)."""
+    """Decides and audits every request; thread-safe (requests run on executor threads).
+
+    `export_to` names where an exported session's events go ("otlp http://host:4318",
+    "jsonlog /var/lib/periscope/events.jsonl"): empty when no exporter is enabled, and
+    then no session may ask for export.
+    """
 
     def __init__(self, policy: Policy, policy_path: str | None, grants: GrantStore,
                  audit: AuditLog, enricher: Enricher, resolver: Resolver, *,
-                 redactor: FieldRedactor) -> None:
+                 redactor: FieldRedactor, export_to: tuple[str, ...] = ()) -> None:
         self.redactor = redactor
+        self.export_to = export_to
         self.policy = policy
         self.policy_path = policy_path
         self.grants = grants
@@ -137,6 +148,10 @@ class Gate:
             return Scope(op, Decision(True, "identity query"), args)
         try:
             req = build_request(op, args)
+            if req.export and not self.export_to:
+                raise BadRequest("export was asked for, but no exporter is enabled in the "
+                                 "daemon's config ([export.otlp] enabled, [export.jsonlog] "
+                                 "path)")
         except BadRequest as err:
             self.record(who, op, args, allowed=False, reason=str(err))
             raise
@@ -148,19 +163,25 @@ class Gate:
         # crash, crash_recovered) can always be matched to its start.
         sid = new_session_id() if op.streaming and op.kind is OpKind.LIVE and \
             decision.allowed else None
+        exported = self.export_record(decision.export)
         self.record(who, op, args, allowed=decision.allowed, reason=decision.reason,
-                    session=sid)
+                    session=sid, extra=None if exported is None else {"export": exported})
         if not decision.allowed:
             raise Denied(decision.reason)
         return Scope(op, decision, args, sid)
+
+    def export_record(self, level: Level | None) -> dict[str, Any] | None:
+        """What an audit record says of a session's export: its level and destinations."""
+        return None if level is None else {"level": str(level), "to": list(self.export_to)}
 
     def record(self, who: Principal, op: str, args: dict[str, Any], *, allowed: bool,
                reason: str, session: str | None = None, events: int = 0,
                nbytes: int = 0, kind: str = "request",
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Append one audit record and return it as written; if it is not durable, nothing
-        may be disclosed. `extra` holds fields the daemon made (ids, states), never client
-        text: that goes in `args`, which is redacted."""
+        may be disclosed. `extra` holds fields the daemon made (ids, states, an exported
+        session's `export` from export_record), never client text: that goes in `args`,
+        which is redacted."""
         # Arguments are client text (reasons, selectors): redacted like any captured value.
         rec = request_record(who, str(op), self.redactor.redact_fields(args), allowed=allowed,
                              reason=reason,

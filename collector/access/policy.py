@@ -33,7 +33,7 @@ __all__ = ["ROLE_OPS", "Policy", "PolicyError", "RequestRule", "Role"]
 # What a role may list: every op the policy decides (hello is answered for anyone).
 ROLE_OPS = frozenset(op.value for op in Op if op.kind is not OpKind.IDENTITY)
 _ROLE_KEYS = {"ops", "max_level", "targets", "max_duration", "require_reason", "request",
-              "break_glass", "require_idp"}
+              "break_glass", "require_idp", "export"}
 _REQUEST_KEYS = {"max_level", "targets", "max_duration", "approvals", "reviewers"}
 # Ops a role gets from what it says rather than from its `ops` list: a [request] table lets
 # its members file and follow their own requests; break_glass = true lets them self-grant;
@@ -69,6 +69,9 @@ class Role:
     targets: tuple[Selector, ...]
     max_duration: int  # seconds
     require_reason: bool
+    # Highest level at which a session this role allows may also be sent off the host
+    # (the exporters of [export.*]); None: never. The session asks for it (trace --export).
+    export: Level | None = None
     request: RequestRule | None = None  # set: members may request access (requests.py)
     break_glass: bool = False   # members may self-grant payload for at most 15 min, loudly
     require_idp: bool = False   # payload through this role needs a verified IdP login
@@ -168,18 +171,27 @@ def _parse_role(name: str, table: Any, source: str) -> Role:
         flags[key] = table.get(key, False)
         if not isinstance(flags[key], bool):
             raise _fail(source, f"{where}.{key}", "expected true or false")
+    export = table.get("export", False)
+    if export is not False and export not in ("meta", "payload"):
+        raise _fail(source, f"{where}.export",
+                    'expected false, "meta" or "payload" (the highest level exported)')
     try:
+        max_level = Level.parse(level)
+        exported = Level.parse(export) if export else None
+        if exported is not None and exported > max_level:
+            raise _fail(source, f"{where}.export", f"{export!r} is above max_level {level!r}")
         targets = tuple(parse_selector(t)
                         for t in _str_list(table["targets"], source, f"{where}.targets"))
         role = Role(
             name=name,
             ops=ROLE_OPS if "*" in ops else frozenset(ops),
-            max_level=Level.parse(level),
+            max_level=max_level,
             targets=targets,
             max_duration=parse_duration(duration),
             require_reason=flags["require_reason"],
             break_glass=flags["break_glass"],
             require_idp=flags["require_idp"],
+            export=exported,
         )
     except SelectorError as err:
         raise _fail(source, where, str(err)) from err

@@ -77,6 +77,8 @@ def trace_args(a: argparse.Namespace) -> Args:
     args: Args = {"targets": a.targets, "level": a.level, "frames": "batch"}
     if a.duration:
         args["duration"] = a.duration
+    if a.export:
+        args["export"] = True
     return _reason(a, args)
 
 
@@ -194,6 +196,9 @@ def run_trace(a: argparse.Namespace) -> int:
              f"{','.join(head['targets'])} until {render.fmt_time(head['deadline'])}")
         for note in head.get("narrowed", []):
             _say(f"narrowed: {note}")
+        if "export" in head:
+            _say(f"exported at {head['export']['level']} to "
+                 f"{', '.join(head['export']['to'])}")
         printer = render.EventPrinter()
         if not a.json:
             printer.header()

@@ -42,6 +42,8 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
                 "a cgroup v2 subtree, for a minute"),
         Example("periscope trace -p {pid} --level payload --reason {reason} -d 5m",
                 "plus redacted payload bytes (needs a reason)"),
+        Example("periscope trace -p {pid} --export -d 10m",
+                "also sent off the host, if your role may"),
         Example("periscope trace --request {request} --wait",
                 "start as soon as request {request} is approved"),
     ),

@@ -162,6 +162,10 @@ def _trace(add: Adder) -> None:
     t.add_argument("--level", choices=("meta", "payload"), default="meta",
                    help="meta: syscalls, sizes, paths, peers; payload: plus redacted bytes "
                    "(default %(default)s)")
+    t.add_argument("--export", action="store_true",
+                   help="also send the session's redacted events off the host, through the "
+                   "exporters the daemon is configured with (OTLP, JSON lines); your role "
+                   "must allow it (policy key export), and it is audited")
     _reason(t)
     r = t.add_argument_group("with an access request")
     r.add_argument("--request", metavar="ID", help="use this approved request: its target, "

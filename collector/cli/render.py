@@ -279,6 +279,13 @@ def status(s: dict[str, Any]) -> None:
         "; refused: " + ", ".join(f"{n:,} {k}" for k, n in faults.items()) if faults else ""))
     head = s.get("audit_head") or [0, ""]
     print(f"audit:      {head[0]:,} records, head {str(head[1])[:12]}")
+    export = s.get("export")
+    if export:  # only when the daemon has an exporter enabled
+        c = export.get("counters") or {}
+        print(f"export:     to {', '.join(export.get('to', []))}; "
+              f"{c.get('export_sent', 0) + c.get('jsonlog_written', 0):,} sent, "
+              f"{c.get('export_dropped', 0) + c.get('jsonlog_dropped', 0):,} dropped, "
+              f"{c.get('export_failed', 0) + c.get('jsonlog_failed', 0):,} failed")
 
 
 def _n(count: int, noun: str) -> str:

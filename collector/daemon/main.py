@@ -27,15 +27,17 @@ from collector.access.grants import GrantStore
 from collector.access.policy import Policy
 from collector.access.requests import RequestStore
 from collector.capture.l7stage import L7Stage, StageOptions
-from collector.capture.pipeline import Pipeline
+from collector.capture.pipeline import Pipeline, Sink
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs
 from collector.daemon.notify import notify, watchdog_interval
 from collector.errors import ConfigError, PeriscopeError
+from collector.export.route import open_exporters
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver, cgroup2_root
 from collector.serve.listen import listen_unix
 from collector.serve.profiles import Profiles
+from collector.serve.red import TargetRed
 from collector.serve.server import Server
 from collector.serve.services import Services
 from collector.serve.sessions import Router
@@ -80,6 +82,10 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     paths = cfg.paths
     state = Path(paths.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    router = Router()
+    # First: an exporter that cannot start (ExportError) stops the daemon before it
+    # opens anything else. Export sinks come after redaction, like the store.
+    exporters = open_exporters(cfg.export, router, router.exporting_session)
     try:
         redactor = Redactor.from_file(cfg.redaction.rules) if cfg.redaction.rules \
             else Redactor.default()
@@ -96,7 +102,6 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     # Same file, one size cap: the event store asks the L7 tables for their share over it.
     l7store = L7Store(paths.events_db, cfg.store.retention_seconds, None)
     store.tenants.append(l7store)
-    router = Router()
     capture = cfg.capture
     # Connections and L7 records (a pipeline observer). Its kernel-facing calls go to the
     # tracer, built below: a larger cap on fds with a detected protocol, never waiting on
@@ -106,7 +111,11 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
         l7=capture.l7, l7_cap=capture.l7_payload_bytes if capture.l7 else 0), procfs=procfs,
         fd_cap=lambda pid, fd, cap: tracer.set_fd_cap(pid, fd, cap),
         tls_candidate=lambda pid, cookie: late_tls.submit(tracer.attach_tls_late, pid, cookie))
-    pipeline = Pipeline(redactor, [SplitSink(store, l7store), router], enricher,
+    # Per-target figures cost a little per event: only when /metrics is served.
+    red = TargetRed(cfg.metrics.max_targets) if cfg.metrics.listen else None
+    sinks: list[Sink] = [SplitSink(store, l7store), router]
+    sinks += [s for s in (red, exporters) if s is not None]
+    pipeline = Pipeline(redactor, sinks, enricher,
                         capture.queue_max, observers=[stage],
                         event_cap=capture.max_payload_bytes)
     # data[] is sized for the larger of the two caps; targets start at max_payload_bytes
@@ -117,7 +126,8 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
                                                    capture.rate_limit), resolver)
     # The gate reads facts fresh for every decision: its own enricher, never the cache
     # the pipeline thread uses.
-    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor)
+    gate = Gate(policy, paths.policy, grants, audit, Enricher(procfs), resolver, redactor=redactor,
+                export_to=exporters.destinations if exporters is not None else ())
     counters: Counter[str] = Counter()  # the server's; the notify hook counts into them too
     desk = Desk(gate, RequestStore(str(state / "requests.json"), cfg.access.request_ttl_s),
                 Hook(cfg.notify.command, cfg.notify.timeout_s, counters))
@@ -127,8 +137,8 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
                    redactor=redactor, profiles=Profiles(cfg.server.max_profiles),
                    session_queue=cfg.server.send_buffer_events,
                    max_reply_bytes=cfg.server.max_reply_bytes, counters=counters, desk=desk,
-                   idp=idp.build(cfg.idp, str(state / "idp-jwks.json")), l7store=l7store,
-                   stage=stage)
+                   idp=idp.build(cfg.idp, str(state / "idp-jwks.json")),
+                   exporters=exporters, red=red, l7store=l7store, stage=stage)
     return svc, pipeline
 
 
@@ -153,6 +163,9 @@ def record_start(svc: Services, cfg: config.Config) -> None:
 async def serve(cfg: config.Config, started: float) -> None:
     svc, pipeline = build(cfg)
     record_start(svc, cfg)
+    if svc.exporters is not None:
+        svc.exporters.start()
+        log.info("export: %s", ", ".join(svc.exporters.destinations))
     pipeline.start()
     server = Server(svc, cfg.server)
     sock = listen_unix(cfg.paths.socket, cfg.paths.socket_group or None)
@@ -178,6 +191,7 @@ async def serve(cfg: config.Config, started: float) -> None:
     log.info("ready in %.2fs: socket %s, state %s", ready_s, cfg.paths.socket, cfg.paths.state_dir)
     notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
     svc.counters["ready_ms"] = int(ready_s * 1000)
+    svc.metrics.ready_seconds.set(ready_s)
     if cfg.capture.preload:
         svc.tracer.preload()  # after READY: the compile never delays the start
     keepalive = asyncio.create_task(_keepalive(svc, stop))
@@ -190,6 +204,8 @@ async def serve(cfg: config.Config, started: float) -> None:
     svc.profiles.close()
     svc.tracer.close()  # detaches every probe
     pipeline.stop()
+    if svc.exporters is not None:  # after the pipeline: what it redacted is flushed
+        svc.exporters.close()
     svc.store.close()
     if svc.l7store is not None:
         svc.l7store.close()

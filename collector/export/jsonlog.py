@@ -1,9 +1,11 @@
 """Redacted events as JSON lines for log pipelines: a rotated 0600 file, or journald.
 
-A sink after redaction, like the store: the sink call appends the event's JSON body (the
-pipeline serialized it once) to a bounded queue and returns; a worker thread writes. A
-full queue drops new lines; a failed write (a full disk, an I/O error) drops its lines;
-both are counted and neither stops capture:
+Fed by the export route (collector/export/route.py) on the pipeline's sink thread: the
+call appends the events to a bounded queue and returns; a worker thread serializes them,
+one JSON document per line (a line per event is the format log pipelines read, so the
+batch's one JSON array cannot be reused), and writes. A full queue drops new lines; a
+failed write (a full disk, an I/O error) drops its lines; both are counted and neither
+stops capture:
 
     offered = jsonlog_written + jsonlog_dropped (+ what is still queued)
 """
@@ -201,15 +203,12 @@ class JsonLogSink:
         self._thread = threading.Thread(target=self._run, name="jsonlog", daemon=True)
         self._last_error = 0.0
 
-    def __call__(self, events: list[Event], bodies: list[bytes] | None = None,
-                 _procs: object = None) -> None:
-        """Pipeline sink (sink thread): one append, never blocks."""
-        items: Sequence[Any] = events
-        if not self.writer.wants_events:
-            items = bodies if bodies is not None else [orjson.dumps(ev) for ev in events]
-        took = self._queue.offer(items)
-        if took < len(items):
-            self._drop("shutdown" if self._queue.closed else "queue_full", len(items) - took)
+    def __call__(self, events: list[Event]) -> None:
+        """Route sink (the pipeline's sink thread): one append, never blocks; the events
+        are serialized on the writer thread, off the pipeline's path."""
+        took = self._queue.offer(events)
+        if took < len(events):
+            self._drop("shutdown" if self._queue.closed else "queue_full", len(events) - took)
 
     def _drop(self, reason: str, n: int) -> None:
         self.counters.add("jsonlog_dropped", n)
@@ -235,7 +234,8 @@ class JsonLogSink:
                     if self.counters["jsonlog_failed"] == 1:
                         log.exception("JSON log writer failed")
 
-    def _write(self, items: list[Any]) -> None:
+    def _write(self, events: list[Event]) -> None:
+        items = events if self.writer.wants_events else [orjson.dumps(ev) for ev in events]
         try:
             self.writer.write(items)
         except OSError as err:

@@ -1,11 +1,12 @@
 """OTLP export: redacted events -> logs, L7 records -> spans, RED -> metrics; never blocks.
 
-One more sink after redaction. The sink calls (__call__ for events, requests() for L7
-records) only append to a bounded queue and return; a converter thread builds the SDK's
-ReadableLogRecord/ReadableSpan objects, each with the Resource of its own process, and
-records the RED metrics; a sender thread exports batches through the official OTLP/HTTP
-exporters, retrying with backoff. A full queue drops new items and counts them, so a dead
-or slow endpoint costs the pipeline counters, never time or memory:
+Behind the export route (collector/export/route.py, a pipeline sink). The sink calls
+(__call__ for events, requests() for L7 records) only append to a bounded queue and
+return; a converter thread builds the SDK's ReadableLogRecord/ReadableSpan objects, each
+with the Resource of its own process, and records the RED metrics; a sender thread
+exports batches through the official OTLP/HTTP exporters, retrying with backoff. A full
+queue drops new items and counts them, so a dead or slow endpoint costs the pipeline
+counters, never time or memory:
 
     offered = export_sent + export_dropped + export_rejected + export_metrics_only
               (+ backlog(): what is still queued or in flight)
@@ -111,9 +112,8 @@ class OtlpExporter:
                          threading.Thread(target=self._send_run, name="otlp-send", daemon=True)]
 
     # -- sink side (the pipeline's sink thread): one append per call, never blocks -------
-    def __call__(self, events: list[Event], bodies: list[bytes] | None = None,
-                 _procs: object = None) -> None:
-        """Pipeline sink: redacted events become OTLP logs."""
+    def __call__(self, events: list[Event]) -> None:
+        """Route sink (the pipeline's sink thread): redacted events become OTLP logs."""
         if LOGS in self._exporters:
             self._offer(events, _EVENT)
 

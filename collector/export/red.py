@@ -29,6 +29,33 @@ class _Histogram(Protocol):
     def record(self, amount: float, attributes: Mapping[str, str]) -> None: ...
 
 
+class TargetLabels:
+    """The one rule for a target's label value, shared by OTLP RED and /metrics: a
+    process's systemd unit, else its comm (never a pid); the first `cap` distinct names
+    keep their own value, every later one becomes OVERFLOW. Not thread-safe: one owner."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._known: set[str] = set()
+        self.overflowed = 0  # items folded into OVERFLOW (a label-cap signal for operators)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def label(self, unit: object, comm: object, n: int = 1) -> str:
+        """The label of `n` items of a process with this unit and comm."""
+        name = unit or comm
+        if not isinstance(name, str) or not name:
+            return UNKNOWN
+        if name in self._known:
+            return name
+        if len(self._known) >= self.cap:
+            self.overflowed += n
+            return OVERFLOW
+        self._known.add(name)
+        return name
+
+
 class MeterLike(Protocol):
     """The part of opentelemetry.metrics.Meter used here (a fake in unit tests)."""
     def create_counter(self, name: str, unit: str = ..., description: str = ...) -> Any: ...
@@ -42,8 +69,7 @@ class RedMetrics:
 
     def __init__(self, meter: MeterLike, max_targets: int) -> None:
         self.max_targets = max_targets
-        self._targets: set[str] = set()
-        self.overflowed = 0  # records folded into OVERFLOW (a label-cap signal for operators)
+        self.targets = TargetLabels(max_targets)
         self._requests: _Counter = meter.create_counter(
             "periscope.l7.requests", unit="{request}",
             description="L7 requests seen in traced processes, per target and protocol")
@@ -57,17 +83,13 @@ class RedMetrics:
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS))
         self._labels: dict[tuple[str, str], dict[str, str]] = {}
 
+    @property
+    def overflowed(self) -> int:
+        """Records folded into OVERFLOW."""
+        return self.targets.overflowed
+
     def target_of(self, rec: Mapping[str, Any]) -> str:
-        name = rec.get("unit") or rec.get("comm")
-        if not isinstance(name, str) or not name:
-            return UNKNOWN
-        if name in self._targets:
-            return name
-        if len(self._targets) >= self.max_targets:
-            self.overflowed += 1
-            return OVERFLOW
-        self._targets.add(name)
-        return name
+        return self.targets.label(rec.get("unit"), rec.get("comm"))
 
     def record(self, rec: Mapping[str, Any]) -> None:
         proto = rec.get("proto")

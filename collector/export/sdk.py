@@ -68,14 +68,16 @@ class Builder:
         self._scope = InstrumentationScope("periscope")
 
     def resource(self, item: Mapping[str, Any]) -> Resource:
-        key = resource_key(item)
+        target = item.get("target")
+        # Looked up per item (a dict read): a target outlives sessions, so the exporting
+        # session is part of the key, never a cached guess.
+        session = (self._session_of(target) if self._session_of and isinstance(target, int)
+                   else None)
+        key = (*resource_key(item), session)
         res = self._resources.get(key)
         if res is not None:
             self._resources.move_to_end(key)
             return res
-        target = item.get("target")
-        session = (self._session_of(target) if self._session_of and isinstance(target, int)
-                   else None)
         res = self._resources[key] = _Resource(resource_attributes(item, self.host, session))
         if len(self._resources) > RESOURCE_CACHE:
             self._resources.popitem(last=False)

@@ -15,7 +15,10 @@ from collector.capture.l7stage import L7Stage
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
 from collector.errors import BadRequest, Unavailable
+from collector.export.route import ExportRoute
+from collector.serve.instruments import Instruments
 from collector.serve.profiles import Profiles
+from collector.serve.red import TargetRed
 from collector.serve.sessions import Router
 from collector.snapshot.context import TextRedactor
 from collector.store.l7store import L7Store
@@ -45,6 +48,9 @@ class Services:
     counters: Counter[str] = field(default_factory=Counter)
     desk: Desk | None = None        # access requests and break-glass (access/desk.py)
     idp: Verifier | None = None     # OIDC step-up; None when [idp] is off
+    exporters: ExportRoute | None = None  # the export sinks, when [export.*] enables one
+    red: TargetRed | None = None          # per-target figures, when /metrics is served
+    metrics: Instruments = field(default_factory=Instruments)
 
 
 def int_arg(args: dict[str, Any], key: str, default: int | None, lo: int, hi: int) -> int | None:

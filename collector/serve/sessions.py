@@ -3,6 +3,8 @@
 A slow client never blocks capture: when its queue is full the session is ended
 with reason "slow_reader" and counted. Each session's share of a pipeline batch is
 serialized once, on the sink thread, into the wire bytes the loop writes as they are.
+The router also knows which targets' events an exporting session sends off the host,
+and at which level (`exports`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import secrets
 import threading
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,7 @@ class Session:
     loop: asyncio.AbstractEventLoop
     limit: int                          # events queued before the session is a slow reader
     batched: bool = False               # the client reads {"events": [...]} frames
+    export: Level | None = None         # its events also leave the host, at this level
     events: int = 0
     bytes: int = 0
     ended: str | None = None            # reason, once ended
@@ -97,12 +101,16 @@ class Router:
         self._by_cookie: dict[int, set[Session]] = defaultdict(set)
         self.sessions: dict[str, Session] = {}
         self.counters: Counter[str] = Counter()
+        # cookie -> (level exported, the exporting session): replaced whole on add/remove,
+        # so the exporters' threads read it without the lock.
+        self.exports: Mapping[int, tuple[Level, str]] = {}
 
     def add(self, s: Session) -> None:
         with self._lock:
             self.sessions[s.id] = s
             for c in s.cookies:
                 self._by_cookie[c].add(s)
+            self._exports_changed()
 
     def remove(self, s: Session) -> None:
         with self._lock:
@@ -113,6 +121,24 @@ class Router:
                     subs.discard(s)
                     if not subs:
                         del self._by_cookie[c]
+            self._exports_changed()
+
+    def _exports_changed(self) -> None:
+        """Rebuild `exports` (under the lock): per cookie, the highest level any exporting
+        session on it allows, and that session (named in the exported resource)."""
+        out: dict[int, tuple[Level, str]] = {}
+        for s in sorted(self.sessions.values(), key=lambda s: s.started):
+            if s.export is None:
+                continue
+            for c in s.cookies:
+                if c not in out or s.export > out[c][0]:
+                    out[c] = (s.export, s.id)
+        self.exports = out
+
+    def exporting_session(self, cookie: int) -> str | None:
+        """The session whose export covers a target cookie (any thread)."""
+        got = self.exports.get(cookie)
+        return got[1] if got is not None else None
 
     def __call__(self, batch: Batch) -> None:
         """Pipeline sink (sink thread): each session's events of the batch, serialized here

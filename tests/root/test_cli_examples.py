@@ -186,15 +186,19 @@ def world() -> Iterator[World]:
         stack.callback(subprocess.run, ["rm", "-rf", str(base)], check=False)
         user = f"pscli{os.getpid() % 100000}"
         # The embedded default policy, plus: the test user is an investigator (meta, may
-        # request payload) and root may also break glass.
+        # request payload), root may also break glass, and admin (root) may export (with
+        # the JSON-lines exporter below: what `trace --export` needs).
         policy = resources.files("collector").joinpath("defaults/policy.toml").read_text()
         policy = policy.replace('root = ["admin"]', f'root = ["admin", "oncall"]\n{user} = '
                                 '["investigator"]') + ONCALL
+        policy = policy.replace("[roles.admin]\n", '[roles.admin]\nexport = "payload"\n')
         idp = FakeIdp()
         issuer, _calls = stack.enter_context(device_flow_server(idp, "root"))
         idp.write_jwks(base / "jwks.json")
         d = start_daemon(base, f'[idp]\nissuer = "{issuer}"\naudience = "{AUDIENCE}"\n'
-                         f'jwks = "{base / "jwks.json"}"\n', policy_text=policy)
+                         f'jwks = "{base / "jwks.json"}"\n'
+                         f'[export.jsonlog]\npath = "{base}/exported.jsonl"\n',
+                         policy_text=policy)
 
         def stop() -> None:
             rc = stop_daemon(d)
@@ -371,6 +375,21 @@ def check_trace_cgroup(w: World, line: str) -> None:
 
 def check_trace_payload(w: World, line: str) -> None:
     _trace_check(w, line, event_rows, lambda r: r.pid == pid_of(w), payload=True)
+
+
+def check_trace_export(w: World, line: str) -> None:
+    exported = w.daemon.state.parent / "exported.jsonl"
+    before = exported.read_bytes().count(b"\n") if exported.exists() else 0
+    _trace_check(w, line, event_rows, lambda r: r.pid == pid_of(w))
+
+    def lines() -> list[dict[str, Any]]:
+        got = exported.read_bytes().splitlines()[before:] if exported.exists() else []
+        return [json.loads(x) for x in got]
+
+    got = wait_for(lambda: len(lines()) >= 5 and lines(), 30, what="exported JSON lines")
+    assert {e["pid"] for e in got} == {pid_of(w)}  # the session's target only
+    assert not any("payload" in e for e in got)  # a meta session exports meta
+    assert SECRET.encode() not in exported.read_bytes()
 
 
 def _query(w: World, line: str) -> tuple[Run, list[Row]]:
@@ -804,6 +823,7 @@ CHECKS: dict[str, Callable[[World, str], None]] = {
     "periscope trace -u {unit} --json": check_trace_unit_json,
     "periscope trace -c {cgroup} -d 1m": check_trace_cgroup,
     "periscope trace -p {pid} --level payload --reason {reason} -d 5m": check_trace_payload,
+    "periscope trace -p {pid} --export -d 10m": check_trace_export,
     "periscope events -p {pid} --limit 50": check_events_pid,
     "periscope events -n {comm} --since 15m --json": check_events_comm_json,
     "periscope events -p {pid} --syscall openat --errno ENOENT": check_events_syscall_errno,

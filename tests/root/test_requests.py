@@ -250,7 +250,7 @@ root = ["admin"]
 {oncall.name} = ["oncall"]
 """)
     w = workload(CHATTY)
-    assert value(scrape(port), "periscope_server_total", counter="break_glass") is None
+    assert value(scrape(port), "periscope_break_glass_total") == 0  # there from the start
     assert "reason" in refused(d, "request", "break-glass", "-p", str(w.pid), user=oncall.name)
     out = cli_json(d, "request", "break-glass", "-p", str(w.pid), "--for", "1h", "--reason",
                    "INC-999 checkout down", user=oncall.name)
@@ -266,7 +266,10 @@ root = ["admin"]
                       what="the notify hook's JSON")
     assert hooked == rec, "the hook gets the audit record itself"
     assert "WARNING" in d.log_text() and "BREAK-GLASS" in d.log_text()
-    assert value(scrape(port), "periscope_server_total", counter="break_glass") == 1
+    assert value(scrape(port), "periscope_break_glass_total") == 1
+    wait_for(lambda: value(scrape(port), "periscope_notify_hook_runs_total",
+                           outcome="sent") == 1, 15, what="the hook counted as sent")
+    assert value(scrape(port), "periscope_notify_hook_runs_total", outcome="failed") == 0
     status = cli_json(d, "status")
     assert status["server"]["break_glass"] == 1 and status["server"]["notify_sent"] == 1
     # The self-grant works: payload on its target, for the on-call user alone.

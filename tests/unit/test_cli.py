@@ -153,6 +153,9 @@ def test_selectors_keep_their_order_and_normal_form() -> None:
                          "cgroup:/system.slice/x"]
     assert commands.trace_args(a) == {"targets": a.targets, "level": "payload",
                                       "frames": "batch", "duration": 600, "reason": "INC-1"}
+    a = parse("trace", "-p", "12", "--export")  # asks for export; the daemon decides
+    assert commands.trace_args(a) == {"targets": ["pid:12"], "level": "meta",
+                                      "frames": "batch", "export": True}
 
 
 def test_since_relative_and_iso() -> None:
@@ -248,7 +251,16 @@ def test_status_is_a_readable_summary(capsys: pytest.CaptureFixture[str]) -> Non
     assert "s1-abc alice: 1,234 events, ends in 1m" in out
     assert "losses:     none counted" in out
     assert "audit:      42 records" in out
+    assert "export:" not in out  # no exporter enabled
     assert "{" not in out, "a dict was dumped instead of summarised"
+
+
+def test_status_shows_the_exporters(capsys: pytest.CaptureFixture[str]) -> None:
+    render.status(_status(export={"to": ["otlp http://127.0.0.1:4318"], "backlog": {},
+                                  "counters": {"export_sent": 1200, "export_dropped": 3,
+                                               "export_failed": 2, "jsonlog_written": 5}}))
+    out = capsys.readouterr().out
+    assert "export:     to otlp http://127.0.0.1:4318; 1,205 sent, 3 dropped, 2 failed" in out
 
 
 def test_status_names_every_loss(capsys: pytest.CaptureFixture[str]) -> None:

@@ -124,7 +124,7 @@ def break_glass(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
     a = scope.args
     req, record, notes = desk_of(svc).break_glass(who, _target(a), _duration(a),
                                                   _text(a, "reason", required=True))
-    svc.counters["break_glass"] += 1  # periscope_server_total{counter="break_glass"}
+    svc.counters["break_glass"] += 1  # periscope_break_glass_total
     return {**_reply(req, notes), "audit_seq": record.get("seq")}
 
 

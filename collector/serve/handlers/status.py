@@ -59,4 +59,17 @@ def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
         "stored_events": svc.store.count(),
         "audit_head": list(svc.gate.audit.head()),
         "thread_cpu_s": thread_cpu(),
+        "export": _export(svc),
     }
+
+
+def _export(svc: Services) -> dict[str, Any] | None:
+    """Where exported sessions' events go, and the exporters' counters (None: no export)."""
+    ex = svc.exporters
+    if ex is None:
+        return None
+    counters = dict(ex.counters)
+    for sink in (ex.otlp, ex.jsonlog):
+        if sink is not None:
+            counters.update(sink.counters)
+    return {"to": list(ex.destinations), "counters": counters, "backlog": ex.backlog()}

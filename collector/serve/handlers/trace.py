@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from collector import protocol
 from collector.access.auth import Principal
@@ -75,10 +76,13 @@ def _use_request(svc: Services, conn: Conn, scope: Scope, sid: str) -> None:
 
 
 def _record_end(svc: Services, conn: Conn, sid: str, reason: str, events: int = 0,
-                nbytes: int = 0) -> None:
+                nbytes: int = 0, exported: dict[str, Any] | None = None) -> None:
+    """The session_end record; `exported` (Gate.export_record) when its events also left
+    the host, so the record says where, like the one that allowed it."""
     with contextlib.suppress(AuditFailed):  # the stream already disclosed; log it
         svc.gate.record(conn.who, "trace.end", {"session": sid}, allowed=True, reason=reason,
-                        session=sid, events=events, nbytes=nbytes, kind="session_end")
+                        session=sid, events=events, nbytes=nbytes, kind="session_end",
+                        extra=None if exported is None else {"export": exported})
 
 
 async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
@@ -106,13 +110,18 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
         min([d.deadline, *ends])
     deadline = min(max(d.deadline, time.time() + d.duration), cap)
     s = Session(sid, conn.who.user, conn.who.uid, cookies, d.level == Level.PAYLOAD, deadline,
-                d.sources, loop, svc.session_queue, batched=frames == "batch")
+                d.sources, loop, svc.session_queue, batched=frames == "batch",
+                export=d.export)
     svc.router.add(s)
+    svc.metrics.session_started(str(d.level), None if d.export is None else str(d.export))
+    exported = svc.gate.export_record(d.export)
+    head = {"session": sid, "targets": list(d.targets), "level": str(d.level),
+            "deadline": deadline, "narrowed": list(d.narrowed),
+            "probe_load_s": round(svc.tracer.last_load_seconds, 3)}
+    if exported is not None:
+        head["export"] = exported
     writer = conn.writer
-    writer.write(protocol.ok({"session": sid, "targets": list(d.targets),
-                              "level": str(d.level), "deadline": deadline,
-                              "narrowed": list(d.narrowed),
-                              "probe_load_s": round(svc.tracer.last_load_seconds, 3)}))
+    writer.write(protocol.ok(head))
     watcher = asyncio.create_task(_watch_client(s, conn.reader))
     try:
         await writer.drain()
@@ -121,6 +130,7 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
         watcher.cancel()
         svc.router.remove(s)
         reason = s.ended or "client_closed"
+        svc.metrics.session_ended(reason, time.time() - s.started)
         if reason != "client_closed":
             # Tell the client first: releasing may detach probes, which takes a while.
             now = await loop.run_in_executor(None, loss_counters, svc)
@@ -135,7 +145,7 @@ async def trace(svc: Services, conn: Conn, scope: Scope) -> None:
                 await asyncio.wait_for(writer.drain(), 2.0)
         await loop.run_in_executor(None, svc.tracer.release, sid)
         await loop.run_in_executor(None, _record_end, svc, conn, sid, reason, s.events,
-                                   s.bytes)
+                                   s.bytes, exported)
 
 
 async def _pump(svc: Services, s: Session, writer: asyncio.StreamWriter) -> None:

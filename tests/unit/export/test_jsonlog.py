@@ -18,14 +18,15 @@ from tests.unit.export import samples
 
 
 def feed(sink: JsonLogSink, events: list[dict[str, Any]]) -> None:
-    sink(events, [orjson.dumps(ev) for ev in events])
+    """What the export route hands over: the events; the writer thread serializes them."""
+    sink(events)
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(ln) for ln in path.read_bytes().splitlines()]
 
 
-def test_lines_are_the_pipeline_bodies_in_a_0600_file(tmp_path: Path) -> None:
+def test_lines_are_the_events_in_a_0600_file(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     old = os.umask(0o022)
     try:

@@ -56,7 +56,7 @@ def test_events_arrive_as_logs_with_their_own_process_resource(rx: Receiver) -> 
     sessions = {1: "s1-aaaaaa", 2: "s2-bbbbbb"}
     ex = started(otlp_cfg(rx.endpoint), session_of=sessions.get)
     events = [samples.event(i) for i in range(5)] + [samples.failed_open()]
-    ex(events, None)
+    ex(events)
     ex.close(10)
     got = rx.logs()
     assert len(got) == 6
@@ -155,7 +155,7 @@ def test_exports_exactly_what_it_was_given_and_nothing_else(rx: Receiver) -> Non
     ev = samples.event(0, payload=f"Authorization: {secret}\\r\\n")
     rec = samples.http(0, path=f"/login?key={secret}")
     ex = started(otlp_cfg(rx.endpoint), session_of={1: "s1-x"}.get)
-    ex([ev], None)
+    ex([ev])
     ex.requests([rec])
     ex.close(10)
     [(res, lr)] = rx.logs()
@@ -175,7 +175,7 @@ def test_exports_exactly_what_it_was_given_and_nothing_else(rx: Receiver) -> Non
 
 def test_raw_data_is_refused_and_counted(rx: Receiver) -> None:
     ex = started(otlp_cfg(rx.endpoint))
-    ex([samples.event(0, payload=b"raw bytes"), samples.event(1)], None)
+    ex([samples.event(0, payload=b"raw bytes"), samples.event(1)])
     ex.requests([("not", "a", "record"), samples.http(0)])  # type: ignore[list-item]
     ex.close(10)
     assert ex.counters["export_rejected"] == 2
@@ -186,7 +186,7 @@ def test_raw_data_is_refused_and_counted(rx: Receiver) -> None:
 def test_close_flushes_what_is_queued(rx: Receiver) -> None:
     ex = started(otlp_cfg(rx.endpoint, flush_interval_s=30.0, batch_size=1000))
     events = [samples.event(i) for i in range(250)]
-    ex(events, None)
+    ex(events)
     ex.close(10)  # well before the 30 s linger
     assert len(rx.logs()) == 250
     assert ex.counters["export_sent"] == 250 and settled(ex, 250)
@@ -194,7 +194,7 @@ def test_close_flushes_what_is_queued(rx: Receiver) -> None:
 
 def test_switches_select_signals(rx: Receiver) -> None:
     ex = started(otlp_cfg(rx.endpoint, logs=False))
-    ex([samples.event(0)], None)
+    ex([samples.event(0)])
     ex.requests([samples.http(0)])
     ex.close(10)
     assert rx.logs() == [] and len(rx.spans()) == 1
@@ -214,7 +214,7 @@ def test_black_hole_endpoint_costs_the_caller_nothing_and_memory_stays_bounded()
             + 2 * cfg.batch_size
         offered = 0
         for b in range(300):  # 30k events
-            ex([samples.event(b * 100 + i) for i in range(100)], None)
+            ex([samples.event(b * 100 + i) for i in range(100)])
             offered += 100
             assert ex.backlog() <= bound
         # Not one request has finished: the sink calls never waited for the sender.
@@ -225,7 +225,7 @@ def test_black_hole_endpoint_costs_the_caller_nothing_and_memory_stays_bounded()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(600):  # 60k more, all of them dropped
-            ex([samples.event(i) for i in range(100)], None)
+            ex([samples.event(i) for i in range(100)])
             offered += 100
         gc.collect()
         grown = tracemalloc.get_traced_memory()[0] - before
@@ -248,14 +248,14 @@ def test_refused_endpoint_counts_failures_and_a_restarted_receiver_gets_new_data
         port, endpoint = probe.port, probe.endpoint
     # Nothing listens on `port` now: connection refused.
     ex = started(otlp_cfg(endpoint, timeout_s=0.3), retries=1, backoff_s=(0.05, 0.05))
-    ex([samples.event(i) for i in range(10)], None)
+    ex([samples.event(i) for i in range(10)])
     deadline = time.monotonic() + 20
     while ex.counters["export_dropped_retries"] < 10 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert ex.counters["export_failed"] >= 2  # the try and its retry
     assert ex.counters["export_dropped_retries"] == 10 and ex.counters["export_sent"] == 0
     with Receiver(port=port) as rx:
-        ex([samples.event(100 + i) for i in range(10)], None)
+        ex([samples.event(100 + i) for i in range(10)])
         assert rx.wait_for(lambda: len(rx.logs()) == 10)
         ex.close(10)
         assert {body_of(lr)["ts"] for _, lr in rx.logs()} == {
@@ -267,7 +267,7 @@ def test_refused_endpoint_counts_failures_and_a_restarted_receiver_gets_new_data
 def test_refusing_endpoint_counts_failures(status: int) -> None:
     with Receiver(status=status) as rx:
         ex = started(otlp_cfg(rx.endpoint, timeout_s=0.3), retries=1, backoff_s=(0.05, 0.05))
-        ex([samples.event(i) for i in range(5)], None)
+        ex([samples.event(i) for i in range(5)])
         assert rx.wait_for(lambda: ex.counters["export_dropped_retries"] == 5)
         ex.close(5)
     assert ex.counters["export_failed"] == 2 and ex.counters["export_sent"] == 0

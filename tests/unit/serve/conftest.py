@@ -96,6 +96,7 @@ class FakeProbe:
         self.counts = {"emitted": 0, "skipped_rate": 0, "drop_ringbuf": 0}
         self.tls: list[list[int]] = []
         self.fd_caps: dict[tuple[int, int], int] = {}
+        self.ring = (0, 0, 4 << 20)
 
     def prepare(self) -> None:
         self.prepared = True
@@ -146,6 +147,10 @@ class FakeProbe:
 
     def tls_failures(self) -> int:
         return 0
+
+    def ring_usage(self) -> tuple[int, int, int]:
+        return self.ring
+
 
 
 class FakeSampler:

@@ -54,6 +54,7 @@ def test_status_reports_the_parts(host: Host) -> None:
     assert st["probes_attached"] is False and st["targets"] == [] and st["sessions"] == []
     assert st["pipeline"]["events"] == 8 and st["pipeline"]["backlog"] == 0
     assert st["audit_head"][0] == 1  # this request, audited before it ran
+    assert st["export"] is None  # no exporter enabled
     with pytest.raises(Denied):
         call(host, VERA, Op.STATUS)
 

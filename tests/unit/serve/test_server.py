@@ -18,6 +18,7 @@ import orjson
 from collector import config, protocol
 from collector.access.policy import Policy
 from collector.capture.events import Batch
+from collector.export.route import ExportRoute
 from collector.protocol import Fault, Op
 from collector.serve.dispatch import HANDLERS, Rebind, Streaming, Unary
 from collector.serve.server import Server
@@ -36,13 +37,14 @@ def test_every_op_has_exactly_one_handler_of_its_kind() -> None:
 Client = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-def run(host: Host, body: Callable[[Client], Awaitable[None]]) -> None:
+def run(host: Host, body: Callable[[Client], Awaitable[None]], policy: str = POLICY) -> None:
     """Serve on a socket in tmp_path as the real server does; the peer is this process, so
     its user is bound to the admin role."""
     me = pwd.getpwuid(os.getuid()).pw_name
     if me != "root":
-        host.svc.gate.policy = Policy.from_toml(POLICY.replace("[users]\n",
-                                                               f'[users]\n{me} = ["admin"]\n'))
+        policy = policy.replace("[users]\n", f'[users]\n{me} = ["admin"]\n')
+    if me != "root" or policy is not POLICY:
+        host.svc.gate.policy = Policy.from_toml(policy)
     cfg = dataclasses.replace(config.load(text="").server, idle_timeout_s=10.0)
     path = str(host.root / "s.sock")
 
@@ -136,6 +138,53 @@ def test_trace_streams_through_the_same_table(host: Host) -> None:
     assert probe.pid_map == {}  # released
     ops = [(r["op"], r["kind"]) for r in audit_records(host)]
     assert ops == [("trace", "request"), ("trace.end", "session_end")]
+
+
+class Lines:
+    """A JSON-lines exporter stand-in: keeps what the export route hands it."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, events: list[dict[str, Any]]) -> None:
+        self.events += events
+
+
+def test_an_exported_trace_is_routed_audited_and_said(host: Host) -> None:
+    lines = Lines()
+    route = ExportRoute(host.svc.router, None, lines,  # type: ignore[arg-type]
+                        ("jsonlog /var/lib/periscope/events.jsonl",))
+    host.svc.exporters = route
+    host.svc.gate.export_to = route.destinations
+    got: dict[str, Any] = {}
+    batch = Batch([{"kind": "syscall", "target": 1, "pid": 4242, "payload": "hi", "captured": 2},
+                   {"kind": "exit", "target": 99, "pid": 1}])  # not this session's target
+
+    def feed() -> None:  # the pipeline's sink thread: the router, then the export route
+        deadline = time.monotonic() + 10
+        while not host.svc.router.exports and time.monotonic() < deadline:
+            time.sleep(0.01)
+        host.svc.router(batch)
+        route(batch)
+
+    async def body(c: Client) -> None:
+        c[1].write(protocol.request(Op.TRACE, {"targets": ["pid:4242"], "level": "payload",
+                                               "duration": 1.5, "export": True}))
+        await c[1].drain()
+        threading.Thread(target=feed, daemon=True).start()
+        got["lines"] = [orjson.loads(line) async for line in c[0]]
+
+    run(host, body, POLICY.replace("[roles.admin]\n", '[roles.admin]\nexport = "meta"\n'))
+    head, event, end = got["lines"]
+    want = {"level": "meta", "to": ["jsonlog /var/lib/periscope/events.jsonl"]}
+    assert head["result"]["export"] == want
+    assert any("exported at meta only" in n for n in head["result"]["narrowed"])
+    assert event["event"]["payload"] == "hi"  # the session sees payload ...
+    assert lines.events == [{"kind": "syscall", "target": 1, "pid": 4242}]  # ... export meta
+    assert end["end"]["reason"] == "deadline"
+    recs = [(r["op"], r.get("export")) for r in audit_records(host)]
+    assert recs == [("trace", want), ("trace.end", want)]
+    assert host.svc.router.exports == {}  # the session ended: nothing leaves any more
 
 
 def test_auth_rebinds_the_connection_to_a_verified_idp_login(host: Host) -> None:
