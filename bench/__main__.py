@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only overhead,tcp,ingest,daemon,redaction,l7,export]: run them.
+"""python -m bench [--quick] [--only PART,...]: run the benchmarks (PARTS below).
 
 Every part measures its conditions side by side in this one invocation and prints
 ratios; raw samples go to bench/results/results.json and the plot to bench/overhead.png.
@@ -19,7 +19,8 @@ import orjson
 from bench import daemon_cost, harness, ingest, overhead
 from bench.plot import plot
 
-PARTS = ("overhead", "tcp", "ingest", "daemon", "redaction", "l7", "export")
+PARTS = ("overhead", "tcp", "ingest", "daemon", "redaction", "l7", "l7http", "l7store",
+         "export")
 
 
 def machine() -> str:
@@ -92,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "bench.l7", "--seconds",
                         "0.5" if a.quick else "1.5"], check=False,
                        env={**os.environ, "PYTHONPATH": str(harness.REPO)})
+    for part, module, quick in (("l7http", "bench.l7_http", ["--rounds", "1", "--seconds", "3"]),
+                                ("l7store", "bench.l7_store", ["--rows", "100000"])):
+        if part in parts:
+            print(f"\n== {part} ({module.replace('.', '/')}.py) ==", flush=True)
+            import subprocess
+
+            subprocess.run([sys.executable, "-m", module, *(quick if a.quick else [])],
+                           check=False, env={**os.environ, "PYTHONPATH": str(harness.REPO)})
     if "export" in parts:
         print("\n== export and /metrics, daemon level (bench/export_daemon.py) ==", flush=True)
         import subprocess

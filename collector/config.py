@@ -54,6 +54,8 @@ class Capture:
     queue_max: int
     sample_every: int
     rate_limit: int
+    l7: bool                 # connection records and L7 parsing (collector/capture/l7stage.py)
+    l7_payload_bytes: int    # the payload cap on fds where an L7 protocol was detected
     preload: bool
 
 
@@ -184,6 +186,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "capture.queue_max": (1024, 1 << 24),
     "capture.sample_every": (0, 1 << 20),
     "capture.rate_limit": (0, 100_000_000),
+    "capture.l7_payload_bytes": (16, 4096),
     "store.retention_seconds": (60, 10 * 365 * 86400),
     "store.max_bytes": (1 << 20, 1 << 40),
     "server.max_frame_bytes": (1024, 1 << 24),

@@ -38,12 +38,14 @@ enum sc {
 	SC_OPENAT, SC_OPENAT2, SC_EXECVE, SC_EXECVEAT,
 	SC_CLONE, SC_CLONE3, SC_FORK, SC_VFORK,
 	SC_SSL_READ, SC_SSL_WRITE,   /* OP_TLS only: arg holds the SSL* (connection id) */
+	SC_SENDFILE,                 /* bytes sent from a file: counted, never copied */
 };
 
 /* Record flags. */
 #define F_TRUNCATED 0x1   /* data holds fewer bytes than the syscall moved */
 #define F_DATA_OUT  0x2   /* data is payload the process sent (else received) */
 #define F_PAYLOAD   0x4   /* data is payload bytes (else path/sockaddr/argv or none) */
+#define F_CIPHERTEXT 0x8  /* made inside SSL_read/SSL_write: TLS records, never copied */
 
 /* Kernel-side counters (per-CPU array indices), summed by user space. */
 enum stat {
@@ -125,6 +127,26 @@ struct inflight {
 	u32 payload_cap;
 	u16 nr;
 	u16 pad[3];
+};
+
+/* A thread inside SSL_read/SSL_write[_ex] (tls.bpf.c), keyed by pid_tgid: the socket
+ * syscall it makes meanwhile carries that connection's ciphertext and tells us its fd. */
+struct tls_call {
+	u64 ssl;        /* SSL*: identifies the connection within the process */
+	u64 buf;
+	u64 nbytes_ptr; /* _ex variants: size_t *readbytes / *written */
+	u32 cookie;
+	u32 payload_cap;
+	u64 ts;
+	s32 fd;         /* the socket a syscall inside this call used; -1 until one does */
+	u32 pad;
+};
+
+/* SSL* -> its socket fd, per process: from SSL_set_fd, or learned from a syscall. */
+struct ssl_key {
+	u32 tgid;
+	u32 pad;
+	u64 ssl;
 };
 
 /* uapi layouts we read from user memory (x86_64/arm64 LP64). */

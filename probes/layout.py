@@ -49,6 +49,7 @@ class Sc(IntEnum):
     VFORK = 22
     SSL_READ = 23
     SSL_WRITE = 24
+    SENDFILE = 25
 
 
 class Stat(IntEnum):
@@ -66,6 +67,7 @@ class Stat(IntEnum):
 F_TRUNCATED = 0x1
 F_DATA_OUT = 0x2
 F_PAYLOAD = 0x4
+F_CIPHERTEXT = 0x8  # moved inside SSL_read/SSL_write: TLS records, never copied
 
 # struct event_hdr: op, version, size, cookie, ktime, tgid, tid, cgroup_id, comm
 HDR = struct.Struct("<BBHIQIIQ16s")

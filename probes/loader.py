@@ -42,9 +42,10 @@ SOURCE = PROBE_DIR / "trace.bpf.c"
 # Compiled as one object with trace.bpf.c (shared maps and ring buffer); bcc only turns
 # functions of the main text into programs, so the sources are joined, not #included.
 TLS_SOURCE = PROBE_DIR / "tls.bpf.c"
-# Maps user space touches; the others (inflight, scratch, exit_codes, tls_calls) are only
-# referenced by the programs, which keep them alive.
-USER_MAPS = ("events", "targets", "comm_targets", "cgroup_targets", "stats")
+# Maps user space touches; the others (inflight, scratch, exit_codes, tls_calls, ssl_fds)
+# are only referenced by the programs, which keep them alive. fd_caps: the L7 stage raises
+# the payload cap of fds where it detected a protocol.
+USER_MAPS = ("events", "targets", "comm_targets", "cgroup_targets", "stats", "fd_caps")
 PROFILE_SOURCE = PROBE_DIR / "profile.bpf.c"
 PROFILE_MAPS = ("profile_targets", "counts", "stacks", "profile_stats")
 TP_PREFIX = "tracepoint__"

@@ -1,4 +1,6 @@
-/* TLS plaintext at the library boundary: uprobes on OpenSSL's SSL_{read,write}[_ex].
+/* TLS plaintext at the library boundary: uprobes on OpenSSL's SSL_{read,write}[_ex], tied
+ * to the connection's socket fd (SSL_set_fd, or the syscalls the same thread makes inside
+ * an SSL_* call, which carry ciphertext and are marked F_CIPHERTEXT, never copied).
  *
  * Appended to trace.bpf.c's text by probes/loader.py and compiled as one object (it
  * shares the targets map, scratch buffer and ring buffer); attached by tls.py only while a
@@ -9,16 +11,8 @@
 
 #include <uapi/linux/ptrace.h>
 
-struct tls_call {
-	u64 ssl;        /* SSL*: identifies the connection (stream key) */
-	u64 buf;
-	u64 nbytes_ptr; /* _ex variants: size_t *readbytes / *written */
-	u32 cookie;
-	u32 payload_cap;
-	u64 ts;
-};
-
-BPF_HASH(tls_calls, u64, struct tls_call, 16384);
+/* struct tls_call (common.h) and the tls_calls/ssl_fds maps are declared in trace.bpf.c:
+ * its syscall exits read them (a read/write inside SSL_* is that connection's ciphertext). */
 
 static __always_inline int tls_enter(struct pt_regs *ctx, int ex)
 {
@@ -33,6 +27,7 @@ static __always_inline int tls_enter(struct pt_regs *ctx, int ex)
 	c.cookie = t->cookie;
 	c.payload_cap = t->payload_cap;
 	c.ts = bpf_ktime_get_ns();
+	c.fd = -1;
 	if (tls_calls.update(&id, &c))
 		count(ST_DROP_INFLIGHT);
 	return 0;
@@ -57,13 +52,24 @@ static __always_inline int tls_exit(struct pt_regs *ctx, u16 nr)
 		else
 			ret = ret == 1 ? -1 : 0;   /* unreadable count: no bytes are trusted */
 	}
+	/* The connection's fd: from a syscall this call made (remembered for calls served
+	 * from OpenSSL's buffer, which make none), else what SSL_set_fd or an earlier call said. */
+	s32 fd = call.fd;
+	struct ssl_key k = { .tgid = id >> 32, .ssl = call.ssl };
+	if (fd >= 0) {
+		ssl_fds.update(&k, &fd);
+	} else {
+		s32 *known = ssl_fds.lookup(&k);
+		if (known)
+			fd = *known;
+	}
 	int zero = 0;
 	struct sys_event *e = scratch.lookup(&zero);
 	if (!e)
 		return 0;
 	e->nr = nr;
 	e->flags = nr == SC_SSL_WRITE ? F_DATA_OUT : 0;
-	e->fd = -1;
+	e->fd = fd;
 	e->ret = ret;
 	e->latency_ns = bpf_ktime_get_ns() - call.ts;
 	e->arg = call.ssl;
@@ -71,8 +77,58 @@ static __always_inline int tls_exit(struct pt_regs *ctx, u16 nr)
 	e->aux = 0;
 	/* Only bytes the call returned: ret > 0 and at most ret (copy_payload caps at avail). */
 	if (ret > 0)
-		copy_payload(e, call.buf, ret, call.payload_cap, ret);
+		copy_payload(e, call.buf, ret, fd >= 0 ? fd_cap(id, fd, call.payload_cap)
+							  : call.payload_cap, ret);
 	submit_sys(e, OP_TLS, call.cookie, id);
+	return 0;
+}
+
+/* SSL_set_fd(ssl, fd): the connection's socket, before any byte moves (curl, nginx and
+ * Python's ssl module call it; BIO-based callers are learned from their syscalls). */
+int tls_set_fd_enter(struct pt_regs *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct target *t = trace_allowed(id >> 32);
+	if (!t || !t->payload_cap)
+		return 0;
+	struct ssl_key k = { .tgid = id >> 32, .ssl = PT_REGS_PARM1(ctx) };
+	s32 fd = (s32)PT_REGS_PARM2(ctx);
+	ssl_fds.update(&k, &fd);
+	return 0;
+}
+
+/* The handshake and shutdown (SSL_do_handshake, SSL_connect, SSL_accept, SSL_shutdown)
+ * move only ciphertext: their syscalls are marked like those inside SSL_read/SSL_write, and
+ * teach the SSL its fd. No record of their own. A call nested in another SSL_* call (e.g.
+ * SSL_connect -> SSL_do_handshake) keeps the outer call's state. */
+int tls_quiet_enter(struct pt_regs *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct target *t = trace_allowed(id >> 32);
+	if (!t || !t->payload_cap || tls_calls.lookup(&id))
+		return 0;
+	struct tls_call c = {};
+	c.ssl = PT_REGS_PARM1(ctx);
+	c.cookie = t->cookie;
+	c.ts = bpf_ktime_get_ns();
+	c.fd = -1;
+	if (tls_calls.update(&id, &c))
+		count(ST_DROP_INFLIGHT);
+	return 0;
+}
+
+int tls_quiet_exit(struct pt_regs *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct tls_call *c = tls_calls.lookup(&id);
+	if (!c || c->buf)
+		return 0;   /* none, or an SSL_read/SSL_write this call is nested in */
+	if (c->fd >= 0) {
+		struct ssl_key k = { .tgid = id >> 32, .ssl = c->ssl };
+		s32 fd = c->fd;
+		ssl_fds.update(&k, &fd);
+	}
+	tls_calls.delete(&id);
 	return 0;
 }
 

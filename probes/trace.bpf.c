@@ -16,6 +16,13 @@ BPF_TABLE("lru_hash", u32, struct rate, rates, 1024);   /* by target cookie */
 BPF_PERCPU_ARRAY(stats, u64, ST_MAX);
 BPF_PERCPU_ARRAY(scratch, struct sys_event, 1);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+/* TLS correlation: tls.bpf.c (appended to this text) keeps a thread's SSL_* call here, and
+ * a socket syscall made inside it learns the SSL's fd (ssl_fds) and copies nothing. */
+BPF_HASH(tls_calls, u64, struct tls_call, 16384);
+BPF_TABLE("lru_hash", struct ssl_key, s32, ssl_fds, 16384);
+/* (tgid << 32 | fd) -> a larger payload cap the daemon set for an fd where it detected an
+ * L7 protocol (request heads longer than the default cap then parse); removed at close. */
+BPF_TABLE("lru_hash", u64, u32, fd_caps, 4096);
 
 #define CLONE_THREAD 0x00010000
 
@@ -131,6 +138,34 @@ static __always_inline void copy_payload(struct sys_event *e, u64 ptr, s64 avail
 		e->flags |= F_TRUNCATED;
 }
 
+static __always_inline u64 fd_key(u64 id, s32 fd)
+{
+	return (id & 0xffffffff00000000ULL) | (u32)fd;
+}
+
+/* A target's cap, raised where the daemon asked for more on this fd (fd_caps). */
+static __always_inline u32 fd_cap(u64 id, s32 fd, u32 cap)
+{
+	if (!cap)
+		return 0;   /* meta level: never copy */
+	u64 key = fd_key(id, fd);
+	u32 *big = fd_caps.lookup(&key);
+	return big && *big > cap ? *big : cap;
+}
+
+/* The payload cap of an I/O syscall on fd. Inside SSL_read/SSL_write (tls_calls) the bytes
+ * are ciphertext: marked, never copied, and the SSL learns that it lives on this fd. */
+static __always_inline u32 io_cap(struct sys_event *e, u64 id, s32 fd, u32 cap)
+{
+	struct tls_call *c = tls_calls.lookup(&id);
+	if (c) {
+		c->fd = fd;
+		e->flags |= F_CIPHERTEXT;
+		return 0;
+	}
+	return fd_cap(id, fd, cap);
+}
+
 static __always_inline void copy_sockaddr(struct sys_event *e, u64 ptr, u32 len)
 {
 	if (!ptr || len == 0)
@@ -173,6 +208,7 @@ static __always_inline int on_exit(long ret)
 		e->flags |= F_DATA_OUT;
 		/* fall through */
 	case SC_READ: case SC_PREAD64: case SC_RECVFROM:
+		cap = io_cap(e, id, e->fd, cap);
 		if (ret > 0 && cap)
 			copy_payload(e, a1, ret, cap, ret);
 		break;
@@ -180,6 +216,7 @@ static __always_inline int on_exit(long ret)
 		e->flags |= F_DATA_OUT;
 		/* fall through */
 	case SC_READV: case SC_RECVMSG: {
+		cap = io_cap(e, id, e->fd, cap);
 		if (ret <= 0 || !cap)
 			break;
 		u64 iovp = a1;
@@ -196,8 +233,17 @@ static __always_inline int on_exit(long ret)
 		copy_payload(e, iov.base, avail, cap, ret);
 		break;
 	}
+	case SC_SENDFILE:   /* a response body from a file: its bytes are an L7 gap */
+		e->flags |= F_DATA_OUT;
+		break;
 	case SC_CONNECT:
 		copy_sockaddr(e, a1, (u32)a2);
+		break;
+	case SC_CLOSE:
+		if (ret == 0) {   /* the fd number may come back as another socket */
+			u64 key = fd_key(id, e->fd);
+			fd_caps.delete(&key);
+		}
 		break;
 	case SC_ACCEPT: case SC_ACCEPT4: {
 		s32 alen = 0;
@@ -253,6 +299,7 @@ SYS_IO(accept, SC_ACCEPT, fd, upeer_sockaddr, upeer_addrlen)
 SYS_IO(accept4, SC_ACCEPT4, fd, upeer_sockaddr, upeer_addrlen)
 SYS_IO(openat, SC_OPENAT, dfd, filename, flags)
 SYS_IO(openat2, SC_OPENAT2, dfd, filename, how)
+SYS_IO(sendfile64, SC_SENDFILE, out_fd, in_fd, count)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 { return on_enter(SC_CLOSE, (u64)args->fd, 0, 0); }

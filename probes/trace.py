@@ -26,7 +26,7 @@ from probes.layout import TARGET, Stat
 from probes.loader import PROBE_DIR, SOURCE, TLS_SOURCE, ProbeError
 from probes.objload import load_probe
 from probes.ringbuf import RingReader
-from probes.tls import TlsHooks
+from probes.tls import TlsHooks, system_libssl_paths
 
 __all__ = ["PROBE_DIR", "SOURCE", "TLS_SOURCE", "ProbeError", "ProbeOptions", "TargetSpec",
            "TraceProbe"]
@@ -193,9 +193,23 @@ class TraceProbe:
         # already gone: the process exited and the kernel side removed it
         self._maps["targets"].delete(_U32.pack(tgid))
 
+    def set_fd_cap(self, tgid: int, fd: int, cap: int) -> None:
+        """Copy up to `cap` payload bytes (at most max_payload) per call on this fd of a
+        payload-level target; the kernel forgets it when the fd is closed."""
+        self._maps["fd_caps"].update(_U64.pack(tgid << 32 | (fd & 0xFFFFFFFF)),
+                                     _U32.pack(min(cap, self.options.max_payload)))
+
+    def clear_fd_cap(self, tgid: int, fd: int) -> None:
+        self._maps["fd_caps"].delete(_U64.pack(tgid << 32 | (fd & 0xFFFFFFFF)))
+
     def attach_tls(self, pids: list[int]) -> None:
         """Plaintext capture for payload-level targets that use OpenSSL."""
         self.tls.attach_for(self._tls_progs, pids)
+
+    def attach_tls_system(self) -> None:
+        """Plaintext capture for processes a comm or cgroup target will start: the host's
+        own libssl, probed now (a process that maps it later is covered from its first call)."""
+        self.tls.attach_paths(self._tls_progs, system_libssl_paths())
 
     def tls_failures(self) -> int:
         """Libraries (per process path) whose TLS uprobes failed: their plaintext is missing."""

@@ -54,7 +54,10 @@ TEST_PACKAGES=(
 # HOST_TEST: only the host's test run (`provision.sh test`), not the VM guest image:
 # headless chromium opens the profile's flame graph in the root tier; binutils
 # (objcopy, strip) and xz-utils build the MiniDebugInfo file of a unit test.
-HOST_TEST_PACKAGES=(chromium binutils xz-utils)
+# The L7 root tests and bench (tests/root/test_l7_*.py, bench/l7_http.py) add MariaDB, a
+# DNS server and client, and an HTTP load generator.
+HOST_TEST_PACKAGES=(chromium binutils xz-utils
+    mariadb-server mariadb-client dnsmasq-base bind9-dnsutils wrk)
 
 # packages LIST: runtime, demo, test (the default: what the VM image bakes, and what the
 # bare command installs) or host (test + HOST_TEST: what `provision.sh test` installs).

@@ -19,6 +19,7 @@ import orjson
 from collector.proc.facts import ProcFacts
 from collector.selectors import Level
 from probes.layout import (
+    F_CIPHERTEXT,
     F_DATA_OUT,
     F_PAYLOAD,
     F_TRUNCATED,
@@ -160,6 +161,7 @@ class Clock:
 _PAYLOAD_SCS = {
     Sc.READ, Sc.WRITE, Sc.READV, Sc.WRITEV, Sc.PREAD64, Sc.PWRITE64,
     Sc.SENDTO, Sc.RECVFROM, Sc.SENDMSG, Sc.RECVMSG, Sc.SSL_READ, Sc.SSL_WRITE,
+    Sc.SENDFILE,  # an I/O call too (fd, size, direction), whose bytes are never copied
 }
 
 
@@ -198,11 +200,15 @@ def syscall_event(rec: SyscallRecord, clock: Clock, redactor: RedactorLike) -> E
     if nr in _PAYLOAD_SCS:
         if tls:
             ev["conn"] = f"ssl:{rec.arg:x}"  # the SSL* identifies the connection
+            if rec.fd >= 0:  # its socket, when the kernel learned it
+                ev["fd"] = rec.fd
         else:
             ev["fd"] = rec.fd
             if nr is not Sc.SENDMSG and nr is not Sc.RECVMSG:
                 ev["size"] = rec.arg
         ev["direction"] = "out" if rec.flags & F_DATA_OUT else "in"
+        if rec.flags & F_CIPHERTEXT:  # inside SSL_read/SSL_write: see the "tls" event
+            ev["ciphertext"] = True
     elif nr in (Sc.OPENAT, Sc.OPENAT2):
         ev["dirfd"] = rec.fd
         ev["path"] = printable(redactor.redact(rec.data))
@@ -266,6 +272,8 @@ def data_event(ts: float, pid: int, where: int | str, direction: str, cookie: in
 
 # Keys an event has only because payload bytes were captured for it.
 PAYLOAD_KEYS = frozenset({"payload", "captured", "held", "payload_shed"})
+# Records made of nothing but payload: bytes a stream held back, and L7 records.
+PAYLOAD_KINDS = frozenset({"data", "l7"})
 
 
 def narrow(ev: Event, level: Level) -> Event | None:
@@ -274,12 +282,16 @@ def narrow(ev: Event, level: Level) -> Event | None:
     The one rule, used by live sessions, stored queries and exporters: meta sees what a
     meta-only capture of the same call would have produced. So no payload bytes, no
     count of captured bytes, no sign that bytes were held back, shed or cut short, and
-    no "data" event (it is nothing but payload). Payload sees everything.
+    no "data" or "l7" record (they are nothing but payload), and no protocol read from a
+    connection's bytes. Payload sees everything.
     """
     if level >= Level.PAYLOAD:
         return ev
-    if ev.get("kind") == "data":
+    kind = ev.get("kind")
+    if kind in PAYLOAD_KINDS:
         return None
+    if kind == "conn":
+        return {k: v for k, v in ev.items() if k != "proto"} if "proto" in ev else ev
     if "captured" in ev:  # payload was captured: "truncated" is about those bytes too
         return {k: v for k, v in ev.items() if k not in PAYLOAD_KEYS and k != "truncated"}
     if "payload" in ev or "held" in ev or "payload_shed" in ev:

@@ -33,6 +33,7 @@ from collector.capture.events import (
 from collector.capture.streams import Closed, StreamKey, StreamTable
 from collector.proc.facts import Enricher, ProcFacts
 from probes.layout import (
+    F_CIPHERTEXT,
     F_DATA_OUT,
     F_PAYLOAD,
     F_TRUNCATED,
@@ -87,8 +88,13 @@ _OP_TLS = int(Op.TLS)
 class Pipeline:
     def __init__(self, redactor: RedactorLike, sinks: list[Sink], enricher: Enricher,
                  queue_max: int = 65536, max_streams: int = 4096,
-                 observers: list[RecordObserver] | None = None) -> None:
+                 observers: list[RecordObserver] | None = None,
+                 event_cap: int | None = None) -> None:
         self.redactor = redactor
+        # Payload bytes an event shows at most (the targets' cap). The kernel may copy more
+        # on a connection where the L7 stage asked for it; the observers get all of it, the
+        # event its first event_cap bytes and a gap, as if the kernel had copied only those.
+        self.event_cap = event_cap
         self.sinks = sinks
         self.observers = list(observers or [])
         self.enricher = enricher
@@ -243,11 +249,15 @@ class Pipeline:
             ev["latency_us"] = latency_ns / 1000
             if kind == "tls":
                 ev["conn"] = where = f"ssl:{arg:x}"  # the SSL* identifies the connection
+                if fd >= 0:  # its socket, when the kernel learned it
+                    ev["fd"] = fd
             else:
                 ev["fd"] = where = fd
                 if sized:
                     ev["size"] = arg
             ev["direction"] = direction = "out" if flags & F_DATA_OUT else "in"
+            if flags & F_CIPHERTEXT:  # inside SSL_read/SSL_write: see the "tls" event
+                ev["ciphertext"] = True
             data: bytes | None = None
             missing = 0
             if flags & F_PAYLOAD:
@@ -296,6 +306,10 @@ class Pipeline:
         stays fail-closed across it (a secret cut short is not released half-masked).
         """
         stream = self.streams.get(key, cookie).stream
+        cap = self.event_cap
+        if cap is not None and len(data) > cap:
+            missing += len(data) - cap
+            data = data[:cap]
         if shed:
             self.counters["payload_shed"] += 1
             ev["payload_shed"] = True

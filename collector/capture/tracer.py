@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,8 +20,10 @@ from collector.errors import BadRequest, CaptureError, NotFound
 from collector.proc.resolve import Resolver
 from collector.selectors import parse_selector
 from probes.loader import ProbeError
+from probes.tls import libssl_paths
 
 log = logging.getLogger("periscope.tracer")
+LATE_TLS_TRIES = 5
 
 
 class ProbeLike(Protocol):
@@ -42,7 +45,9 @@ class ProbeLike(Protocol):
     def stats(self) -> dict[str, int]: ...
     def ring_usage(self) -> tuple[int, int, int]: ...
     def attach_tls(self, pids: list[int]) -> None: ...
+    def attach_tls_system(self) -> None: ...
     def tls_failures(self) -> int: ...
+    def set_fd_cap(self, tgid: int, fd: int, cap: int) -> None: ...
 
 
 @dataclass
@@ -194,6 +199,43 @@ class Tracer:
                 self._probe.add_pid(pid, spec)
         if target.cap:
             self._probe.attach_tls(family)
+            if target.kind != "pid":  # processes it starts later: their first calls too
+                self._probe.attach_tls_system()
+
+    def pids_of(self, cookie: int) -> list[int]:
+        """The processes the kernel traces under a target's cookie now."""
+        with self._lock:
+            if self._probe is None:
+                return []
+            return [pid for pid, c in self._probe.pids().items() if c == cookie]
+
+    def set_fd_cap(self, pid: int, fd: int, cap: int) -> bool:
+        """Raise one fd's payload cap (the L7 stage, from the pipeline's thread). Never
+        waits: False while a session is attaching (the lock is held) or nothing is."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._probe is None:
+                return False
+            self._probe.set_fd_cap(pid, fd, cap)
+            return True
+        except OSError:  # the map is full, or the probe went away under us
+            return False
+        finally:
+            self._lock.release()
+
+    def attach_tls_late(self, pid: int, cookie: int) -> None:
+        """TLS probes for a process of a payload target that loaded libssl after its session
+        started (an exec, a dlopen). Blocks: run it off the pipeline's thread."""
+        for attempt in range(LATE_TLS_TRIES):
+            with self._lock:
+                if self._probe is None or not any(
+                        t.cookie == cookie and t.cap for t in self._targets.values()):
+                    return
+                if libssl_paths(pid) or attempt == LATE_TLS_TRIES - 1:
+                    self._probe.attach_tls([pid])
+                    return
+            time.sleep(0.05)  # opened, not mapped yet: the loader maps it right after
 
     def release(self, session: str) -> None:
         """End a session's interest in all its targets; detach probes when none remain."""

@@ -11,15 +11,15 @@ from typing import Any
 
 import orjson
 
-from collector.cli import access, debug, login, render
+from collector.cli import access, debug, login, records, render
 from collector.cli.client import ClientError, Connection, check_reply
 from collector.cli.parser import build_parser
 
 # Command -> wire op name, in one place (collector.protocol owns the names themselves).
 OPS: dict[str, str] = {
     "trace": "trace", "events": "events", "errors": "errors", "conns": "conns",
-    "http": "http", "top": "top", "snapshot": "snapshot", "profile": "profile",
-    "status": "status",
+    "http": "http", "sql": "sql", "redis": "redis", "dns": "dns",
+    "top": "top", "snapshot": "snapshot", "profile": "profile", "status": "status",
     "whoami": "hello", "grant add": "grant.add", "grant list": "grant.list",
     "grant revoke": "grant.revoke", "audit show": "audit.show", "audit verify": "audit.verify",
     "request create": "request.create", "request list": "request.list",
@@ -52,6 +52,18 @@ def query_args(a: argparse.Namespace) -> Args:
     return _reason(a, args)
 
 
+def record_args(a: argparse.Namespace) -> Args:
+    """conns/http/sql/redis/dns: query_args plus the filters each takes (only those given)."""
+    args = query_args(a)
+    for key in ("status", "slow", "method", "peer"):
+        value = getattr(a, key, None)
+        if value is not None:
+            args[key] = value
+    if a.errors:
+        args["errors"] = True
+    return args
+
+
 def _json_page(page: dict[str, Any]) -> None:
     render.json_lines(page["events"])
     render.page_note(page)
@@ -77,6 +89,7 @@ class Simple:
     args: Callable[[argparse.Namespace], Args]
     show: Callable[[Any], None]
     failed: Callable[[Any], bool] = lambda _result: False
+    paged: bool = False  # the result is a page ({"rows", "more", "before"}): records.show
 
 
 def _none(a: argparse.Namespace) -> Args:
@@ -85,7 +98,7 @@ def _none(a: argparse.Namespace) -> Args:
 
 SIMPLE: dict[str, Simple] = {
     "events": Simple(query_args, render.event_page),
-    **{q: Simple(query_args, render.events) for q in ("conns", "http")},
+    **{q: Simple(record_args, records.TABLES[q], paged=True) for q in records.TABLES},
     "errors": Simple(query_args, render.errors),
     "top": Simple(query_args, render.top),
     "status": Simple(_none, render.status),
@@ -126,7 +139,9 @@ def run_simple(a: argparse.Namespace) -> int:
         result = conn.call(OPS[a.command], cmd.args(a))
     finally:
         conn.close()
-    if a.json:
+    if cmd.paged:
+        records.show(a.command, result, a.json)
+    elif a.json:
         (_json_page if a.command == "events" else render.json_lines)(result)
     else:
         cmd.show(result)

@@ -67,11 +67,33 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
     ),
     "conns": (
         Example("periscope conns -p {pid}",
-                "connects/accepts of PID {pid}, with peers"),
+                "PID {pid}'s connections, newest opened last"),
+        Example("periscope conns --errors --since 1h",
+                "connections refused, reset or timed out"),
+        Example("periscope conns -n {comm} --peer :5432 --limit 5",
+                "{comm}'s 5 latest connections to port 5432"),
     ),
     "http": (
         Example("periscope http -u {unit} --since 2h --limit 20",
-                "a unit's last 20 HTTP messages (redacted)"),
+                "a unit's last 20 HTTP requests (redacted)"),
+        Example("periscope http --status 5xx --since 1h",
+                "server errors of the last hour"),
+        Example("periscope http -p {pid} --slow 200ms --json",
+                "requests that took 200 ms or more, JSON"),
+    ),
+    "sql": (
+        Example("periscope sql --errors --since 1h",
+                "failed SQL queries and their error codes"),
+        Example("periscope sql -n {comm} --slow 100ms --method SELECT",
+                "{comm}'s SELECTs that took 100 ms or more"),
+    ),
+    "redis": (
+        Example("periscope redis -p {pid} --method GET --limit 20",
+                "PID {pid}'s last 20 Redis GETs"),
+    ),
+    "dns": (
+        Example("periscope dns --status NXDOMAIN --since 30m",
+                "names that did not resolve, last 30 min"),
     ),
     "top": (
         Example("periscope top --since 10m",

@@ -9,6 +9,7 @@ import re
 import textwrap
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from collector.cli import examples
 from collector.selectors import SelectorError, parse_duration, parse_selector
@@ -52,6 +53,15 @@ def pid(text: str) -> int:
 def since(text: str, now: float | None = None) -> float:
     """'15m' (that long ago) or an ISO time ('2026-11-29T10:00', local unless it has a zone)
     -> a unix timestamp."""
+    return _when(text, now, future=False)
+
+
+def until(text: str, now: float | None = None) -> float:
+    """The end of a range, in the forms since() takes (a time to come is allowed)."""
+    return _when(text, now, future=True)
+
+
+def _when(text: str, now: float | None, future: bool) -> float:
     now = time.time() if now is None else now
     try:
         return now - parse_duration(text)
@@ -63,9 +73,24 @@ def since(text: str, now: float | None = None) -> float:
         raise argparse.ArgumentTypeError(
             f"bad time {text!r}: expected how long ago (15m, 2h, 1d) or an ISO time "
             "(2026-11-29T10:00, local time unless it has a zone)") from None
-    if ts > now:
+    if ts > now and not future:
         raise argparse.ArgumentTypeError(f"{text!r} is in the future")
     return ts
+
+
+def millis(text: str) -> float:
+    """'200ms', '1.5s' or '300' (milliseconds) -> milliseconds."""
+    t = text.strip().lower()
+    num, scale = (t[:-2], 1.0) if t.endswith("ms") else (t[:-1], 1000.0) if t.endswith("s") \
+        else (t, 1.0)
+    try:
+        v = float(num) * scale
+    except ValueError:
+        v = -1.0
+    if not 0 <= v < 1e9:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: expected e.g. 200ms, 1.5s "
+                                         "or a number of milliseconds")
+    return v
 
 
 def limit(text: str) -> int:
@@ -211,10 +236,6 @@ QUERIES = {
     "errors": ("stored failed syscalls, grouped", "Stored syscalls that failed, counted per "
                "process, syscall, errno and path or peer over the whole time range, "
                "commonest first."),
-    "conns": ("stored connects and accepts", "Stored connect/accept calls with their peers, "
-              "newest last."),
-    "http": ("stored HTTP requests and responses", "Stored reads and writes whose redacted "
-             "payload starts an HTTP/1 request or response (captured at payload level)."),
     "top": ("busiest PID/syscall pairs", "Stored syscalls counted per process and syscall "
             "over the whole time range: count, errors, bytes, p50/p99 latency (from "
             "quarter-octave histograms: within 9 %) and total latency, busiest first."),
@@ -273,6 +294,69 @@ def _query(add: Adder, name_: str) -> None:
     _reason(q)
 
 
+class Records(NamedTuple):
+    """A connection or L7 query command: its help, and what --method and --status match
+    (None: the command has no such filter)."""
+
+    short: str
+    description: str
+    method: str | None
+    status: str | None
+
+
+RECORDS = {
+    "conns": Records("stored connections", "Connections of traced processes, one row each: "
+                     "peer, local address, role, bytes and calls each way, errors (refused, "
+                     "reset, timeout), duration, the protocol seen on it, and whether it was "
+                     "already open when tracing started (pre-existing). The newest opened, "
+                     "oldest of them first.", None, None),
+    "http": Records("stored HTTP requests", "HTTP/1 requests with their responses (traced at "
+                    "payload level): method, path (query redacted), status, latency, sizes.",
+                    "the request method, e.g. GET", "a code (404) or a class (5xx)"),
+    "sql": Records("stored SQL queries", "PostgreSQL and MySQL/MariaDB queries (traced at "
+                   "payload level): normalized, redacted text, command tag or error code, "
+                   "latency.", "the statement's first keyword, e.g. SELECT",
+                   "a command tag (SELECT 1, OK) or an error code (42P01, 1146)"),
+    "redis": Records("stored Redis commands", "Redis commands with their replies (traced at "
+                     "payload level): arguments redacted, reply type or error, latency.",
+                     "the command, e.g. GET", "a reply (OK, PONG, bulk, nil) or error (ERR)"),
+    "dns": Records("stored DNS queries", "DNS queries over UDP and TCP (traced at payload "
+                   "level): name, type, rcode, answers, latency.", "the query type, e.g. AAAA",
+                   "an rcode (NXDOMAIN, SERVFAIL)"),
+}
+
+
+def _records(add: Adder, name: str) -> None:
+    r = RECORDS[name]
+    q = add(name, r.short, r.description)
+    _targets(q, live=False)
+    g = q.add_argument_group("row filters (every one given must match)")
+    g.add_argument("--since", type=since, metavar="TIME",
+                   help="only rows after TIME: how long ago (15m, 2h, 1d) or an ISO time "
+                   "(2026-11-29T10:00, local)")
+    g.add_argument("--until", type=until, metavar="TIME",
+                   help="only rows before TIME (same forms as --since)")
+    if r.status:
+        g.add_argument("--status", metavar="STATUS", help=f"only this outcome: {r.status}")
+    if r.method:
+        g.add_argument("--slow", type=millis, metavar="DURATION",
+                       help="only requests that took at least this long: 200ms, 1.5s")
+        g.add_argument("--method", metavar="NAME", help=f"only this kind of request: {r.method}")
+    g.add_argument("--errors", action="store_true",
+                   help="only failed ones" + (" (HTTP 4xx/5xx, SQL and Redis errors, DNS "
+                                              "rcodes other than NOERROR)" if r.method else
+                                              " (refused, reset, timed out, ...)"))
+    g.add_argument("--peer", metavar="ADDR",
+                   help="only this peer: 10.0.0.5:5432, 10.0.0.5 (any port) or :5432")
+    q.add_argument("--limit", type=limit, default=100, metavar="N",
+                   help=f"at most N rows, the newest that match (1-{MAX_LIMIT}, default "
+                   "%(default)s)")
+    q.add_argument("--before", type=int, metavar="CURSOR",
+                   help="the next page: rows older than CURSOR (the note under a full page "
+                   "says which)")
+    _reason(q)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="periscope", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -314,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     _trace(add)
     for command in QUERIES:
         _query(add, command)
+    for command in RECORDS:
+        _records(add, command)
     _snapshot(add)
     _profile(add)
     add("status", "daemon health: probes, targets, sessions, losses",

@@ -67,6 +67,8 @@ def detail(ev: dict[str, Any]) -> str:
         return f"child {ev['child']}"
     if kind == "exit":
         return f"code {ev['code']}"
+    if kind in ("l7", "conn"):
+        return _record_detail(ev)
     parts = [f"{key}={ev[key]}" for key in ("path", "flags", "family", "peer", "direction",
                                              "size") if key in ev]
     if "payload" in ev:
@@ -74,6 +76,28 @@ def detail(ev: dict[str, Any]) -> str:
     if ev.get("truncated"):
         parts.append("(truncated)")
     return " ".join(parts)
+
+
+def _record_detail(ev: dict[str, Any]) -> str:
+    """A connection or L7 record on one line of a live trace."""
+    if ev["kind"] == "conn":
+        parts = [ev.get("state", ""), ev.get("role") or "", ev.get("local") or "",
+                 "->" if ev.get("peer") else "", ev.get("peer") or "", ev.get("proto") or "",
+                 f"in={ev.get('bytes_in', 0)} out={ev.get('bytes_out', 0)}"]
+        if "duration_ms" in ev:
+            parts.append(f"{ev['duration_ms']:.1f}ms")
+        if ev.get("errors"):
+            parts.append("errors=" + ",".join(ev["errors"]))
+        if ev.get("preexisting"):
+            parts.append("pre-existing " + str(ev.get("tcp_state") or ""))
+        return " ".join(p for p in parts if p)
+    what = " ".join(str(ev[k]) for k in ("method", "path", "query", "command", "qtype",
+                                         "qname") if k in ev)
+    outcome = ev.get("status", ev.get("rcode", ""))
+    lat = f" {ev['latency_ms']:.1f}ms" if "latency_ms" in ev else ""
+    flags = "".join(f" ({f})" for f in ("partial", "tls") if ev.get(f))
+    return f"{ev.get('proto', '')} {what[:100]} -> {outcome}{lat}" + (
+        f" peer={ev['peer']}" if ev.get("peer") else "") + flags
 
 
 _EVENT = "{:<{tw}} {:>7} {:<15} {:<9} {:>4} {:>8} {:>9}  {}"

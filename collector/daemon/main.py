@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from collector import config
@@ -25,6 +26,7 @@ from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.policy import Policy
 from collector.access.requests import RequestStore
+from collector.capture.l7stage import L7Stage, StageOptions
 from collector.capture.pipeline import Pipeline, Sink
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs
@@ -39,6 +41,8 @@ from collector.serve.red import TargetRed
 from collector.serve.server import Server
 from collector.serve.services import Services
 from collector.serve.sessions import Router
+from collector.store.l7store import L7Store
+from collector.store.split import SplitSink
 from collector.store.store import EventStore
 
 log = logging.getLogger("periscope.daemon")
@@ -96,16 +100,31 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     resolver = Resolver(procfs, cgroot or cgroup2_root())
     enricher = Enricher(procfs, cgroup_path=resolver.cgroup_path)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
+    # Same file, one size cap: the event store asks the L7 tables for their share over it.
+    l7store = L7Store(paths.events_db, cfg.store.retention_seconds, None)
+    store.tenants.append(l7store)
+    capture = cfg.capture
+    # Connections and L7 records (a pipeline observer). Its kernel-facing calls go to the
+    # tracer, built below: a larger cap on fds with a detected protocol, never waiting on
+    # the tracer's lock, and TLS probes for processes that load libssl later, off-thread.
+    late_tls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tls-late")
+    stage = L7Stage(redactor.redact_text, StageOptions(
+        l7=capture.l7, l7_cap=capture.l7_payload_bytes if capture.l7 else 0), procfs=procfs,
+        fd_cap=lambda pid, fd, cap: tracer.set_fd_cap(pid, fd, cap),
+        tls_candidate=lambda pid, cookie: late_tls.submit(tracer.attach_tls_late, pid, cookie))
     # Per-target figures cost a little per event: only when /metrics is served.
     red = TargetRed(cfg.metrics.max_targets) if cfg.metrics.listen else None
-    sinks: list[Sink] = [store, router]
+    sinks: list[Sink] = [SplitSink(store, l7store), router]
     sinks += [s for s in (red, exporters) if s is not None]
-    pipeline = Pipeline(redactor, sinks, enricher, cfg.capture.queue_max)
+    pipeline = Pipeline(redactor, sinks, enricher,
+                        capture.queue_max, observers=[stage],
+                        event_cap=capture.max_payload_bytes)
+    # data[] is sized for the larger of the two caps; targets start at max_payload_bytes.
     # Compiled probes are cached under the state dir (root-only): a start with the same
     # kernel, sources and bcc loads them with bpf(2) instead of compiling (~2-25 s).
-    options = ProbeOptions(cfg.capture.max_payload_bytes, cfg.capture.ringbuf_pages,
-                           cfg.capture.poll_interval_ms / 1000, cache_dir=state / PROBE_CACHE)
-    capture = cfg.capture
+    kernel_max = max(capture.max_payload_bytes, capture.l7_payload_bytes if capture.l7 else 0)
+    options = ProbeOptions(kernel_max, capture.ringbuf_pages, capture.poll_interval_ms / 1000,
+                           cache_dir=state / PROBE_CACHE)
     tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
                     lambda cookie, cap: TargetSpec(cookie, cap, capture.sample_every,
                                                    capture.rate_limit), resolver)
@@ -123,7 +142,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
                    session_queue=cfg.server.send_buffer_events,
                    max_reply_bytes=cfg.server.max_reply_bytes, counters=counters, desk=desk,
                    idp=idp.build(cfg.idp, str(state / "idp-jwks.json")),
-                   exporters=exporters, red=red)
+                   exporters=exporters, red=red, l7store=l7store, stage=stage)
     return svc, pipeline
 
 
@@ -192,6 +211,8 @@ async def serve(cfg: config.Config, started: float) -> None:
     if svc.exporters is not None:  # after the pipeline: what it redacted is flushed
         svc.exporters.close()
     svc.store.close()
+    if svc.l7store is not None:
+        svc.l7store.close()
     try:
         lifecycle.stop(svc.gate.audit, sessions)
     except PeriscopeError as err:  # the next start will find no stop and recover

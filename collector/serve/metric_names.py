@@ -1,9 +1,10 @@
 """Which Prometheus family and label each counter of the daemon is shown as: the tables.
 
 One row per counter name (the kernel's stats, the pipeline's, the server's and router's
-Counters, the exporters' Counts), read by collector/serve/metrics.py at scrape time. A
-renamed or new counter is a one-line change here; a name no table knows is still shown,
-under *_other_total with its name as the label, rather than vanishing.
+Counters, the L7 stage's and its store's, the exporters' Counts), read by
+collector/serve/metrics.py at scrape time. A renamed or new counter is a one-line change
+here; a name no table knows is still shown, under *_other_total with its name as the
+label, rather than vanishing.
 """
 
 from __future__ import annotations
@@ -69,9 +70,34 @@ COUNTER_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
         "Snapshot replies cut to server.max_reply_bytes (marked truncated)", ()),
     "periscope_profiles": ("CPU profiles started", ()),
     "periscope_profile_samples": ("Stack samples the CPU profiles took", ()),
+    "periscope_l7_records": (
+        "L7 request records (HTTP, SQL, Redis, DNS) the connection stage built", ()),
+    "periscope_l7_protocols_detected": (
+        "Connections on which a protocol was detected, by protocol", ("protocol",)),
+    "periscope_l7_parser_drops": (
+        "Bytes or messages the L7 parsers could not turn into records, by reason: gaps "
+        "(bytes not captured), gaps_lost_sync, malformed, unanswered, unpaired_responses, "
+        "oversize_frames, skipped_after_error, detect_gave_up, tls (encrypted), "
+        "dns_retransmit", ("reason",)),
+    "periscope_l7_resyncs": ("Times an L7 parser found its place again after a gap", ()),
+    "periscope_l7_unsynced_bytes": (
+        "Bytes skipped by L7 parsers while out of sync", ()),
+    "periscope_l7_connections_adopted": (
+        "Sockets open before tracing saw them, adopted as connections", ()),
+    "periscope_l7_connections_evicted": (
+        "Connections evicted from the full connection table", ()),
+    "periscope_l7_capture_cap_raises": (
+        "Requests for a connection's larger payload cap, by outcome: raised, refused (the "
+        "tracer was busy; asked again)", ("outcome",)),
+    "periscope_l7_store_rows_written": ("Connection and L7 rows written to the store", ()),
+    "periscope_l7_store_rows_pruned": (
+        "Connection and L7 rows removed from the store by retention (age or size)", ()),
+    "periscope_l7_store_rows_lost": (
+        "Connection and L7 rows lost to a failed store write (see the log)", ()),
     "periscope_kernel_other": ("Kernel counters no family names yet", ("counter",)),
     "periscope_pipeline_other": ("Pipeline counters no family names yet", ("counter",)),
     "periscope_server_other": ("Server counters no family names yet", ("counter",)),
+    "periscope_l7_other": ("Connection and L7 counters no family names yet", ("counter",)),
 }
 _DROPPED = "periscope_events_dropped"
 _CLOSED = "periscope_connections_closed"
@@ -121,16 +147,33 @@ SERVER: dict[str, Route | None] = {
     "profiles": ("periscope_profiles", ()),
     "profile_samples": ("periscope_profile_samples", ()),
 }
+_L7_DROPS = "periscope_l7_parser_drops"
+L7: dict[str, Route | None] = {
+    "l7_records": ("periscope_l7_records", ()),
+    "l7_resyncs": ("periscope_l7_resyncs", ()),
+    "l7_bytes_unsynced": ("periscope_l7_unsynced_bytes", ()),
+    **{f"l7_{reason}": (_L7_DROPS, (reason,)) for reason in (
+        "gaps", "gaps_lost_sync", "malformed", "unanswered", "unpaired_responses",
+        "oversize_frames", "skipped_after_error", "detect_gave_up", "tls", "dns_retransmit")},
+    "conns_adopted": ("periscope_l7_connections_adopted", ()),
+    "conns_evicted": ("periscope_l7_connections_evicted", ()),
+    "fd_caps_raised": ("periscope_l7_capture_cap_raises", ("raised",)),
+    "fd_caps_failed": ("periscope_l7_capture_cap_raises", ("refused",)),
+    "store_written": ("periscope_l7_store_rows_written", ()),
+    "store_pruned": ("periscope_l7_store_rows_pruned", ()),
+    "store_write_errors": ("periscope_l7_store_rows_lost", ()),
+}
 # Names that carry their label value: prefix -> family; the value is the rest of the name
 # (decode_short -> reason "decode_short": the reason names the stage that lost it).
 PREFIXES: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "pipeline": (("decode_", _DROPPED, True),),
     "server": (("op_", "periscope_requests", False),
                ("fault_", "periscope_request_faults", False)),
+    "l7": (("l7_detected_", "periscope_l7_protocols_detected", False),),
 }
 OTHER = {"kernel": "periscope_kernel_other", "pipeline": "periscope_pipeline_other",
-         "server": "periscope_server_other"}
-TABLES = {"kernel": KERNEL, "pipeline": PIPELINE, "server": SERVER}
+         "server": "periscope_server_other", "l7": "periscope_l7_other"}
+TABLES = {"kernel": KERNEL, "pipeline": PIPELINE, "server": SERVER, "l7": L7}
 
 # Exporter counters: (exporter, counter) -> series of the export families.
 EXPORT_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -174,7 +217,8 @@ EXPORT: dict[tuple[str, str], Route] = {
 }
 
 def route(source: str, name: str) -> Route | None:
-    """The series a counter of `source` ("kernel", "pipeline", "server") is shown as."""
+    """The series a counter of `source` ("kernel", "pipeline", "server", "l7") is shown
+    as."""
     table = TABLES[source]
     if name in table:
         return table[name]

@@ -87,7 +87,9 @@ class HealthCollector(Collector):
             counts.add(route("server", f"fault_{fault.name.lower()}"), 0)
         for source, values in (("kernel", svc.tracer.stats()),
                                ("pipeline", svc.pipeline.counters),
-                               ("server", svc.counters), ("server", svc.router.counters)):
+                               ("server", svc.counters), ("server", svc.router.counters),
+                               ("l7", svc.stage.counters if svc.stage is not None else {}),
+                               ("l7", svc.l7store.stats() if svc.l7store is not None else {})):
             for name, v in list(values.items()):
                 counts.add(route(source, name), v)
         yield from counts.emit()

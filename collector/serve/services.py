@@ -11,6 +11,7 @@ from collector.access.desk import Desk
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.idp import Verifier
+from collector.capture.l7stage import L7Stage
 from collector.capture.pipeline import Pipeline
 from collector.capture.tracer import Tracer
 from collector.errors import BadRequest, Unavailable
@@ -20,6 +21,7 @@ from collector.serve.profiles import Profiles
 from collector.serve.red import TargetRed
 from collector.serve.sessions import Router
 from collector.snapshot.context import TextRedactor
+from collector.store.l7store import L7Store
 from collector.store.store import EventStore
 
 
@@ -39,6 +41,8 @@ class Services:
     redactor: TextRedactor     # the daemon's Redactor: snapshots and profile frame names
     profiles: Profiles
     session_queue: int = 4096  # frames a trace session may have queued (server config)
+    l7store: L7Store | None = None  # connection and L7 records (conns, http, sql, redis, dns)
+    stage: L7Stage | None = None    # seeds a session's connections open at its start
     max_reply_bytes: int = 8 << 20  # a snapshot's or profile's reply (server config)
     started: float = field(default_factory=time.time)
     counters: Counter[str] = field(default_factory=Counter)

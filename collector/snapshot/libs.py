@@ -11,11 +11,11 @@ from typing import Any
 from collector.snapshot.context import Ctx
 from collector.snapshot.parse import Mapping, parse_maps
 from probes.elfsym import ElfError, fd_symbol_offsets, open_elf
-from probes.tls import _HOOKS, libssl_paths
+from probes.tls import REQUIRED, libssl_paths
 
 MAX_MAP_FILES = 1024  # distinct mapped files listed (largest first)
-# What probes/tls.py hooks: a libssl is attached only if it exports all of these.
-TLS_SYMBOLS = tuple(sym for sym, _enter, _ret in _HOOKS)
+# What probes/tls.py needs: a libssl is attached only if it exports all of these.
+TLS_SYMBOLS = tuple(sorted(REQUIRED))
 
 _SHARED_OBJECT = re.compile(r"\.so(\.[0-9]+)*$")
 _TLS_LIBS = (  # basename prefix -> TLS stack

@@ -13,7 +13,7 @@ import threading
 import time
 from array import array
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -50,6 +50,17 @@ class Page(list[Event]):
     cursor: tuple[int, int] | None = None
 
 
+class Tenant(Protocol):
+    """Other tables in the same file (the connection and L7 tables, store/l7store.py): they
+    share the size cap, so over it each gives up its share of the excess."""
+
+    def stored_bytes(self) -> int:
+        """About how many bytes its rows take."""
+
+    def drop_oldest(self, nbytes: int) -> int:
+        """Delete its oldest rows holding about `nbytes`; how many rows went."""
+
+
 class EventStore:
     def __init__(self, path: str | Path, retention_s: int = 86400,
                  max_bytes: int = 256 << 20) -> None:
@@ -75,6 +86,7 @@ class EventStore:
         self.written = 0
         self.pruned = 0
         self.blocks_written = 0
+        self.tenants: list[Tenant] = []  # other tables of this file, under the same cap
 
     # -- writes ----------------------------------------------------------------------
     def __call__(self, batch: Batch) -> None:
@@ -146,6 +158,8 @@ class EventStore:
         used = (self._db.execute("PRAGMA page_count").fetchone()[0]
                 - self._db.execute("PRAGMA freelist_count").fetchone()[0]) * page
         excess = used - int(self.max_bytes * CAP_TARGET) + room
+        if excess > 0 and self.tenants:
+            excess = self._shed_tenants(excess)
         if excess > 0:
             # The oldest blocks whose stored bytes cover the excess (side rows are small).
             rows = self._db.execute("SELECT id, length(events) + length(procs) FROM blocks "
@@ -165,6 +179,20 @@ class EventStore:
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         log.info("store over %d bytes: oldest blocks dropped; %d bytes on disk now",
                  self.max_bytes, self.disk_bytes())
+
+    def _shed_tenants(self, excess: int) -> int:
+        """The other tables give up their share of the excess, in proportion to the bytes
+        each holds (so neither side's rows push the other's out); the blocks' share."""
+        mine = self._db.execute("SELECT COALESCE(SUM(length(events) + length(procs)), 0) "
+                                "FROM blocks").fetchone()[0]
+        theirs = [(t, t.stored_bytes()) for t in self.tenants]
+        total = mine + sum(n for _t, n in theirs)
+        if total <= 0:
+            return excess
+        for t, n in theirs:
+            if n:
+                t.drop_oldest(excess * n // total + 1)
+        return int(excess * mine // total)
 
     # -- reads -----------------------------------------------------------------------
     def _read(self, text: str, params: list[Any]) -> list[Any]:

@@ -219,9 +219,13 @@ def test_an_exporting_session_exports_what_it_saw_redacted_and_nothing_else(
     for res, lr in logs:
         assert res["process.pid"] == exported.pid and res["periscope.session"] == sid
         assert attrs(lr.attributes)["periscope.kind"] == orjson.loads(any_value(lr.body))["kind"]
-    # The JSON-lines file got the same events.
+    # The JSON-lines file got the same events, and the session's L7 records (the request
+    # each client sent, its path redacted) beside them.
+    session_all = sorted(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in events)
+    assert any(e.get("kind") == "l7" and e.get("path", "").startswith("/orders?id=0&api_key=")
+               for e in events), [e for e in events if e.get("kind") == "l7"]
     assert sorted(orjson.dumps(orjson.loads(line), option=orjson.OPT_SORT_KEYS)
-                  for line in jsonl.read_bytes().splitlines()) == session_logs
+                  for line in jsonl.read_bytes().splitlines()) == session_all
     # No secret in any exported byte, and nothing of the session that may not export.
     everything = exported_bytes(rx, jsonl)
     assert b"GET /orders?id=0&api_key=" in everything  # payload went out, redacted
@@ -242,8 +246,10 @@ def test_an_exporting_session_exports_what_it_saw_redacted_and_nothing_else(
     assert metric(port, "periscope_export_offered_total", kind="event") == len(session_logs)
     assert metric(port, "periscope_export_sent_total", exporter="otlp",
                   signal="logs") == len(session_logs)
+    assert metric(port, "periscope_export_offered_total", kind="l7") == \
+        len(session_all) - len(session_logs) > 0
     assert metric(port, "periscope_export_sent_total", exporter="jsonlog",
-                  signal="logs") == len(session_logs)
+                  signal="logs") == len(session_all)  # the events and the L7 records
     assert metric(port, "periscope_export_failed_total", exporter="otlp") == 0
     assert metric(port, "periscope_sessions_started_total", level="payload",
                   export="payload") == 1
@@ -274,6 +280,9 @@ def test_a_dead_receiver_costs_the_session_nothing_but_a_counter(
     sent = metric(port, "periscope_export_sent_total", exporter="otlp", signal="logs")
     offered = metric(port, "periscope_export_offered_total", kind="event")
     assert sent > 0 and offered > sent
+    # The L7 records of the session (one per request: spans, on by default) go the same
+    # way as the events: into the OTLP exporter's queue, then sent or dropped.
+    offered += metric(port, "periscope_export_offered_total", kind="l7")
 
     def accounted() -> bool:  # every item offered is sent, dropped, or still queued
         got = scrape(port)

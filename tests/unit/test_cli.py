@@ -300,3 +300,71 @@ def test_tables_align_and_cut(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0].index("SYSCALL") == lines[1].index("read") == lines[2].index("write")
     assert lines[0].index("TOTAL(ms)") + len("TOTAL(ms)") == len(lines[1]) == len(lines[2])
     assert "x" * 60 in lines[2] and "x" * 61 not in lines[2]  # cut at the column's width
+
+
+# -- connection and L7 queries -----------------------------------------------------------
+def test_record_filters_reach_the_wire_only_when_given() -> None:
+    a = parse("http", "-p", "7", "--status", "5xx", "--slow", "200ms", "--errors", "--method",
+              "GET", "--peer", "10.0.0.5", "--until", "2026-11-29T10:00", "--before", "99")
+    args = commands.record_args(a)
+    assert args == {"targets": ["pid:7"], "limit": 100, "status": "5xx", "slow": 200.0,
+                    "errors": True, "method": "GET", "peer": "10.0.0.5", "before": 99,
+                    "until": dt.datetime(2026, 11, 29, 10, 0).timestamp()}
+    assert commands.record_args(parse("dns")) == {"targets": [], "limit": 100}
+
+
+def test_conns_takes_no_request_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    for flag in ("--slow", "--status", "--method"):
+        with pytest.raises(SystemExit):
+            parse("conns", flag, "1")
+        assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "ms"), [("200ms", 200.0), ("1.5s", 1500.0), ("300", 300.0),
+                                          ("0", 0.0), (" 2S ", 2000.0)])
+def test_slow_takes_milliseconds_or_seconds(text: str, ms: float) -> None:
+    assert parser.millis(text) == ms
+
+
+@pytest.mark.parametrize("text", ["fast", "-1ms", "nan", "1e12", "ms", ""])
+def test_slow_refuses_what_is_not_a_duration(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="bad duration"):
+        parser.millis(text)
+
+
+def test_until_allows_a_time_to_come_since_does_not() -> None:
+    later = dt.datetime(2999, 1, 1).timestamp()
+    assert parser.until("2999-01-01T00:00", now=1e9) == later
+    assert parser.until("10m", now=10_000.0) == 9_400.0
+    with pytest.raises(argparse.ArgumentTypeError, match="in the future"):
+        parser.since("2999-01-01T00:00", now=1e9)
+
+
+def test_a_full_page_says_how_to_get_the_next(capsys: pytest.CaptureFixture[str]) -> None:
+    from collector.cli import records
+
+    rows = [{"ts": time.time(), "kind": "l7", "pid": 9, "comm": "nginx", "proto": "http",
+             "method": "GET", "path": "/a", "status": 503, "latency_ms": 12.25,
+             "req_bytes": 80, "resp_bytes": 2048, "peer": "127.0.0.1:4", "partial": True}]
+    records.show("http", {"rows": rows, "more": True, "before": 41}, as_json=False)
+    out, err = capsys.readouterr()
+    head, row = out.splitlines()
+    assert head.split()[:4] == ["TIME", "PID", "COMM", "METHOD"]
+    assert row.split()[1:7] == ["9", "nginx", "GET", "/a", "503", "12.2"] and "partial" in row
+    assert "--before 41" in err
+    records.show("http", {"rows": rows, "more": False, "before": None}, as_json=True)
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1 and '"status":503' in out and err == ""
+    records.show("conns", {"rows": [], "more": False}, as_json=False)
+    assert capsys.readouterr().out == "(no stored connections match)\n"
+
+
+def test_live_rows_of_records_say_what_happened() -> None:
+    conn = {"ts": 1.0, "kind": "conn", "pid": 1, "state": "closed", "role": "client",
+            "peer": "10.0.0.5:5432", "proto": "pgsql", "bytes_in": 10, "bytes_out": 20,
+            "duration_ms": 4.5, "errors": {"reset": 1}}
+    assert render.detail(conn) == ("closed client -> 10.0.0.5:5432 pgsql in=10 out=20 4.5ms "
+                                   "errors=reset")
+    req = {"ts": 1.0, "kind": "l7", "pid": 1, "proto": "pgsql", "query": "SELECT ?",
+           "status": "SELECT 1", "latency_ms": 1.25}
+    assert render.detail(req) == "pgsql SELECT ? -> SELECT 1 1.2ms"

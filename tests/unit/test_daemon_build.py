@@ -1,6 +1,7 @@
-"""The daemon's wiring (collector.daemon.main.build): export sinks after redaction, the
-per-target metrics sink only when /metrics is served, and an exporter that cannot start
-stopping the daemon with exit 2 and one clear line."""
+"""The daemon's wiring (collector.daemon.main.build): the store's sink (events and L7
+records), export sinks after redaction, the per-target metrics sink only when /metrics is
+served, and an exporter that cannot start stopping the daemon with exit 2 and one clear
+line."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from collector import config
 from collector.daemon.main import build
+from collector.serve.services import Services
+from collector.store.split import SplitSink
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,14 +24,27 @@ def cfg_for(tmp: Path, text: str) -> config.Config:
                              policy=str(tmp / "policy.toml"))
 
 
+def _stores(sink: object, svc: Services) -> bool:
+    """The first sink is the store's: events to the blocks, conn and l7 records to theirs."""
+    return isinstance(sink, SplitSink) and sink.events is svc.store and sink.l7 is svc.l7store
+
+
+def close_stores(svc: Services) -> None:
+    svc.store.close()
+    if svc.l7store is not None:
+        svc.l7store.close()
+
+
 def test_defaults_export_nothing(tmp_path: Path) -> None:
     svc, pipeline = build(cfg_for(tmp_path, ""), procfs=str(tmp_path))
     try:
         assert svc.exporters is None and svc.gate.export_to == ()
         assert svc.red is not None  # metrics.listen is on by default
-        assert pipeline.sinks == [svc.store, svc.router, svc.red]
+        assert _stores(pipeline.sinks[0], svc)
+        assert pipeline.sinks[1:] == [svc.router, svc.red]
+        assert pipeline.observers == [svc.stage] and svc.store.tenants == [svc.l7store]
     finally:
-        svc.store.close()
+        close_stores(svc)
         svc.gate.audit.close()
 
 
@@ -39,13 +55,14 @@ def test_exporters_are_sinks_after_the_store_and_sessions(tmp_path: Path) -> Non
     try:
         assert svc.red is None  # no /metrics: no per-event metrics work
         assert svc.exporters is not None
-        assert pipeline.sinks == [svc.store, svc.router, svc.exporters]
+        assert _stores(pipeline.sinks[0], svc)
+        assert pipeline.sinks[1:] == [svc.router, svc.exporters]
         assert svc.gate.export_to == ("otlp http://127.0.0.1:9", f"jsonlog {tmp_path}/e.jsonl")
         assert svc.exporters.otlp is not None and svc.exporters.jsonlog is not None
     finally:
         if svc.exporters is not None:
             svc.exporters.close(0.5)
-        svc.store.close()
+        close_stores(svc)
         svc.gate.audit.close()
 
 

@@ -111,7 +111,7 @@ def test_op_table() -> None:
     assert [op for op in Op if op.streaming] == [Op.TRACE, Op.PROFILE, Op.REQUEST_WAIT]
     assert {op for op in Op if op.kind is OpKind.IDENTITY} == {Op.HELLO, Op.AUTH}
     assert {op for op in Op if op.kind is OpKind.STORED} == {
-        Op.EVENTS, Op.ERRORS, Op.CONNS, Op.HTTP, Op.TOP}
+        Op.EVENTS, Op.ERRORS, Op.CONNS, Op.HTTP, Op.SQL, Op.REDIS, Op.DNS, Op.TOP}
     assert {op for op in Op if op.kind is OpKind.LIVE} == {Op.TRACE, Op.SNAPSHOT, Op.PROFILE}
     assert all(op.targeted == (op.kind in (OpKind.LIVE, OpKind.STORED)) for op in Op)
     assert orjson.loads(protocol.request(Op.GRANT_ADD)) == {"op": "grant.add", "args": {}}

@@ -11,7 +11,8 @@ import pytest
 PROVISION = Path(__file__).resolve().parents[2] / "vagrant" / "provision.sh"
 # Servers, tracers and toolchains only the tests use: never on the demo's path.
 TEST_ONLY = {"postgresql", "redis-server", "nginx-light", "bpftrace", "strace", "gcc", "make",
-             "python3-dev", "mariadb-server", "dnsmasq", "prometheus", "chromium"}
+             "python3-dev", "mariadb-server", "dnsmasq", "dnsmasq-base", "wrk", "prometheus",
+             "chromium"}
 
 
 def packages(which: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Handlers of stored queries (events, errors, conns, http, top).
+"""Handlers of stored event queries (events, errors, top; connection and L7 queries:
+handlers/l7.py).
 
 A stored query runs under the request's decision: the gate said which selectors the
 caller may see at which level, the requested targets filter on top, and the store
@@ -13,15 +14,12 @@ from typing import Any
 
 from collector.access.auth import Principal
 from collector.access.gate import Scope
-from collector.capture.events import Event
 from collector.errors import BadRequest
 from collector.selectors import parse_selector
 from collector.serve.services import Services, int_arg
 from collector.store.query import MAX_LIMIT, Query
 
 KINDS = ("syscall", "tls", "exec", "fork", "exit", "data")
-CONN_SYSCALLS = ("connect", "accept", "accept4")
-HTTP_STARTS = ("GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "PATCH ", "OPTIONS ", "HTTP/1.")
 _NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 _ERRNO = re.compile(r"^E[A-Z0-9]{1,31}$")
 _CURSOR = re.compile(r"^(\d{1,18})\.(\d{1,9})$")
@@ -83,15 +81,6 @@ def errors(svc: Services, who: Principal, scope: Scope) -> list[dict[str, Any]]:
     """Failed calls grouped by process, syscall, errno and path or peer, commonest first."""
     errnos = _names(scope.args, "errno", _ERRNO, "an errno name such as ENOENT")
     return svc.store.errors(_query(scope, errnos=errnos))
-
-
-def conns(svc: Services, who: Principal, scope: Scope) -> list[Event]:
-    return list(svc.store.query(_query(scope, kinds=("syscall",), syscalls=CONN_SYSCALLS)))
-
-
-def http(svc: Services, who: Principal, scope: Scope) -> list[Event]:
-    return list(svc.store.query(_query(scope, kinds=("syscall",),
-                                       payload_prefixes=HTTP_STARTS)))
 
 
 def top(svc: Services, who: Principal, scope: Scope) -> list[dict[str, Any]]:

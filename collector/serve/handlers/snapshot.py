@@ -14,15 +14,17 @@ from collector.selectors import Level, Selector, View, Visibility
 from collector.serve.services import Services
 from collector.snapshot import NoSuchProcess, SnapshotError, StoreFacts, collect, fit
 from collector.snapshot.context import SectionSkipped
+from collector.store.l7query import L7Query
 from collector.store.query import Query
 
 RECENT_ERRORS = 50  # stored failed syscalls of the process, newest
+RECENT_CONNS = 50   # stored connection records of the process, newest
 
 
 def store_facts(svc: Services, level: Level) -> StoreFacts:
-    """The snapshot's `store` section: the process's recent failed syscalls, as stored
-    (redacted at capture), narrowed to `level`. Its connection records are not included:
-    the store has no query for them yet (`periscope conns` lists its connects/accepts)."""
+    """The snapshot's `store` section: the process's recent failed syscalls and, when the
+    L7 stage stores them, its recent connections (`periscope conns` rows), as stored
+    (redacted at capture), narrowed to `level` (at meta a connection has no protocol)."""
 
     def facts(pid: int, since: float | None) -> Mapping[str, Any]:
         if since is None:
@@ -34,7 +36,11 @@ def store_facts(svc: Services, level: Level) -> StoreFacts:
         # the rows of the process's first instant.
         rows = svc.store.query(Query(mine, pid=pid, since=since - 0.01, errors_only=True,
                                      limit=RECENT_ERRORS))
-        return {"recent_errors": rows}
+        out: dict[str, Any] = {"recent_errors": rows}
+        if svc.l7store is not None:
+            out["recent_connections"] = svc.l7store.page(L7Query(
+                mine, "conns", since=since - 0.01, limit=RECENT_CONNS)).rows
+        return out
 
     return facts
 

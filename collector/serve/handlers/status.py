@@ -53,6 +53,8 @@ def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
         "tls_attach_failed": svc.tracer.tls_failures(),
         "pipeline": dict(svc.pipeline.counters) | {"backlog": svc.pipeline.backlog()},
         "router": dict(svc.router.counters),
+        "l7": (dict(svc.stage.counters) if svc.stage is not None else {})
+        | (svc.l7store.stats() if svc.l7store is not None else {}),
         "server": dict(svc.counters),
         "stored_events": svc.store.count(),
         "audit_head": list(svc.gate.audit.head()),

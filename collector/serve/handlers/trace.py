@@ -50,6 +50,9 @@ def _open(svc: Services, sid: str, scope: Scope) -> set[int]:
     try:
         for kind, value in svc.tracer.plan(d.targets):
             cookies.add(svc.tracer.acquire(sid, kind, value, cap).cookie)
+        if svc.stage is not None:  # connections already open are not invisible
+            for cookie in cookies:
+                svc.stage.seed(cookie, svc.tracer.pids_of(cookie))
     except PeriscopeError as err:  # NotFound, CaptureError...: the client is told why
         svc.tracer.release(sid)
         if not isinstance(err, NotFound):

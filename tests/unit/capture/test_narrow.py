@@ -21,6 +21,12 @@ IO_EV = {"ts": 1.0, "kind": "syscall", "pid": 7, "tid": 7, "target": 1, "syscall
          "ret": 5, "latency_us": 1.0, "fd": 3, "size": 5, "direction": "out", "comm": "x"}
 OPEN_EV = {"ts": 1.0, "kind": "syscall", "pid": 7, "syscall": "openat", "ret": 4, "dirfd": -100,
            "path": "/a/very/long/pa", "flags": "O_RDONLY", "truncated": True}
+L7_HTTP = {"ts": 1.0, "kind": "l7", "pid": 7, "proto": "http", "conn": "c1-7", "method": "GET",
+           "path": "/orders?id=[REDACTED:secret]", "status": 200, "latency_ms": 1.5,
+           "peer": "10.0.0.5:80"}
+CONN = {"ts": 1.0, "kind": "conn", "pid": 7, "conn": "c1-7", "fd": 3, "state": "closed",
+        "role": "client", "peer": "10.0.0.5:80", "local": "10.0.0.1:40000", "bytes_in": 9,
+        "bytes_out": 5, "calls_in": 1, "calls_out": 1, "errors": {"reset": 1}}
 
 
 @pytest.mark.parametrize(("ev", "meta"), [
@@ -33,6 +39,14 @@ OPEN_EV = {"ts": 1.0, "kind": "syscall", "pid": 7, "syscall": "openat", "ret": 4
     ({"kind": "data", "pid": 7, "payload": "tail", "flushed": True, "fd": 3}, None),
     ({"kind": "exec", "pid": 7, "filename": "/bin/x", "argv": "x [REDACTED:password]"},
      {"kind": "exec", "pid": 7, "filename": "/bin/x", "argv": "x [REDACTED:password]"}),
+    # L7 records are payload-level whatever they carry: path, SQL text, Redis key, DNS name
+    (L7_HTTP, None),
+    ({**L7_HTTP, "proto": "postgres", "query": "SELECT * FROM users WHERE id = $1"}, None),
+    ({**L7_HTTP, "proto": "redis", "command": "GET session:[REDACTED:secret]"}, None),
+    ({**L7_HTTP, "proto": "dns", "qname": "internal.example.com", "qtype": "A"}, None),
+    # a connection at meta: its tuple, sizes and errors, never the protocol read from bytes
+    ({**CONN, "proto": "http"}, CONN),
+    (CONN, CONN),
 ])
 def test_narrow_table(ev: dict[str, Any], meta: dict[str, Any] | None) -> None:
     before = dict(ev)

@@ -67,3 +67,15 @@ def test_shed_payload_reaches_observers_as_a_gap() -> None:
     make(o).process([rec(Sc.READ, 6, 40, b"y" * 40, F_PAYLOAD)], shed_payload=True)
     (_ev, data, missing), = o.seen
     assert data is None and missing == 40
+
+
+def test_events_show_the_targets_cap_observers_get_all_the_kernel_copied() -> None:
+    """A connection with a raised cap: the kernel copied 38 of 60 bytes, events show 16 of
+    them (the targets' cap) and a gap, the L7 observer parses all 38."""
+    o = Recorder()
+    p = Pipeline(Redactor.default(), [], Enricher(procfs=FAKE_PROC), observers=[o],
+                 event_cap=16)
+    data = b"GET /a HTTP/1.1\r\nHost: example.org\r\n\r\n"
+    (ev, *_rest) = p.process([rec(Sc.READ, 6, 60, data, F_PAYLOAD | F_TRUNCATED)])
+    assert ev["captured"] == 16 and ev["truncated"] is True
+    assert o.seen[0][1] == data and len(data) == 38 and o.seen[0][2] == 60 - 38

@@ -42,6 +42,14 @@ def test_idempotent_on_generated_input(data: bytes) -> None:
         assert r.redact(once) == once
 
 
+def test_idempotent_where_a_marker_meets_a_literal() -> None:
+    # Found by the fuzzer: a quote right after a marker is not a new literal, as it was not
+    # one right after the `$` or word character the marker replaced.
+    for data in (b"password=$''", b"password=x'' and 'y'"):
+        once = R.redact(data)
+        assert R.redact(once) == once, once
+
+
 def test_huge_single_line_and_nuls() -> None:
     for data in (b"\x00" * 200_000, b"a" * 300_000, bytes(range(256)) * 1000):
         assert isinstance(R.redact(data), bytes)

@@ -19,15 +19,21 @@ from collector.access.auth import Principal
 from collector.access.gate import Gate
 from collector.access.grants import GrantStore
 from collector.access.policy import Policy
+from collector.capture.events import Batch
+from collector.capture.l7stage import L7Stage, StageOptions
 from collector.capture.pipeline import Pipeline
+from collector.capture.sockets import SocketBook
 from collector.capture.tracer import Tracer
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver
+from collector.proc.sockdiag import SockDiag
 from collector.profile import Profile
 from collector.profile.model import make_profile
 from collector.serve.profiles import Profiles
 from collector.serve.services import Services
 from collector.serve.sessions import Router
+from collector.store.l7store import L7Store
+from collector.store.split import SplitSink
 from collector.store.store import EventStore
 from redact import Redactor
 from tests.unit.pipeline_corpus import FakeRedactor
@@ -43,12 +49,13 @@ max_level = "payload"
 targets = ["*"]
 
 [roles.viewer]
-ops = ["trace", "events", "errors", "conns", "http", "top", "snapshot", "profile"]
+ops = ["trace", "events", "errors", "conns", "http", "sql", "redis", "dns", "top", "snapshot",
+       "profile"]
 max_level = "meta"
 targets = ["*"]
 
 [roles.shop]
-ops = ["trace", "events", "errors", "conns", "http", "top"]
+ops = ["trace", "events", "errors", "conns", "http", "sql", "redis", "dns", "top"]
 max_level = "payload"
 targets = ["unit:shop.service"]
 require_reason = true
@@ -58,6 +65,16 @@ root = ["admin"]
 vera = ["viewer"]
 sam = ["shop"]
 """
+
+
+class NoSockets:
+    """A sock_diag dump of a host without inet sockets."""
+
+    def get_sock_stats(self, **_kw: Any) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
 
 
 def who(user: str, uid: int = 1000) -> Principal:
@@ -80,6 +97,7 @@ class FakeProbe:
         self.cgroups: dict[int, Any] = {}
         self.counts = {"emitted": 0, "skipped_rate": 0, "drop_ringbuf": 0}
         self.tls: list[list[int]] = []
+        self.fd_caps: dict[tuple[int, int], int] = {}
         self.ring = (0, 0, 4 << 20)
 
     def prepare(self) -> None:
@@ -123,6 +141,12 @@ class FakeProbe:
     def attach_tls(self, pids: list[int]) -> None:
         self.tls.append(pids)
 
+    def attach_tls_system(self) -> None:
+        self.tls.append([])
+
+    def set_fd_cap(self, tgid: int, fd: int, cap: int) -> None:
+        self.fd_caps[(tgid, fd)] = cap
+
     def tls_failures(self) -> int:
         return 0
 
@@ -165,6 +189,8 @@ class Host:
 
     def close(self) -> None:
         self.svc.store.close()
+        if self.svc.l7store is not None:
+            self.svc.l7store.close()
         self.svc.gate.audit.close()
 
 
@@ -189,8 +215,14 @@ def host(tmp_path: Path) -> Iterator[Host]:
         return probes[-1]
 
     store = EventStore(tmp_path / "events.db")
+    l7store = L7Store(tmp_path / "events.db")
     router = Router()
-    pipeline = Pipeline(FakeRedactor(), [store.add_many, router], Enricher(proc))
+    # connections and L7 records, with no sock_diag (a unit test sees no kernel sockets)
+    book = SocketBook(proc, diag=SockDiag(NoSockets), seed_diag=SockDiag(NoSockets))
+    stage = L7Stage(REDACTOR.redact_text, StageOptions(l7_cap=1024), procfs=proc, book=book,
+                    fd_cap=lambda pid, fd, cap: tracer.set_fd_cap(pid, fd, cap))
+    pipeline = Pipeline(FakeRedactor(), [SplitSink(store, l7store), router],
+                        Enricher(proc), observers=[stage])
     tracer = Tracer(new_probe, lambda cookie, cap: (cookie, cap), resolver)
     grants = GrantStore(str(tmp_path / "grants.json"))
     gate = Gate(Policy.from_toml(POLICY), None, grants, AuditLog(str(tmp_path / "audit.log")),
@@ -200,7 +232,7 @@ def host(tmp_path: Path) -> Iterator[Host]:
                    anchors_path=str(tmp_path / "audit.anchors"), max_payload=256,
                    redactor=REDACTOR, profiles=Profiles(2, sampler=FakeSampler(),
                                                           symbolizer=object),
-                   session_queue=100)
+                   session_queue=100, l7store=l7store, stage=stage)
     h = Host(svc, probes, tmp_path)
     yield h
     h.close()
@@ -210,7 +242,8 @@ def capture(h: Host, records: list[bytes]) -> list[dict[str, Any]]:
     """Run records through the pipeline into the store and router, as the worker would."""
     procs: list[Any] = []
     events = h.svc.pipeline.process(records, procs=procs)
-    h.svc.store.add_many(events, None, procs)
+    assert h.svc.l7store is not None
+    SplitSink(h.svc.store, h.svc.l7store)(Batch(events, procs))
     return events
 
 

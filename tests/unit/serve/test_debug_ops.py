@@ -20,11 +20,13 @@ from collector.access.auth import Principal
 from collector.access.policy import Policy
 from collector.errors import BadRequest, Denied, NotFound
 from collector.protocol import Op
+from collector.selectors import ALL, Level, Selector, View, Visibility
 from collector.serve.dispatch import HANDLERS, Unary
 from collector.serve.profiles import Profiles
 from collector.serve.server import Server
-from probes.layout import Sc
-from tests.unit.pipeline_corpus import sys_rec
+from collector.store.l7query import L7Query
+from probes.layout import F_DATA_OUT, F_PAYLOAD, Sc
+from tests.unit.pipeline_corpus import _inet, sys_rec
 from tests.unit.serve.conftest import (
     POLICY,
     ROOT,
@@ -75,6 +77,28 @@ def test_snapshot_has_the_process_and_its_stored_errors_redacted(host: Host) -> 
     assert host.svc.counters["snapshots"] == 1
     rec = audit(host)[-1]
     assert (rec["op"], rec["user"], rec["decision"]) == ("snapshot", "vera", "allow")
+
+
+def test_snapshot_has_the_process_stored_connections_at_its_level(host: Host) -> None:
+    """The conn table's rows of the process: its connection to 10.0.0.5:80, closed after
+    one HTTP exchange; at meta (the viewer) without the protocol read from its bytes."""
+    req = b"GET /orders HTTP/1.1\r\nHost: shop\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    capture(host, [sys_rec(Sc.CONNECT, 6, 0, _inet(80, "10.0.0.5"), 0, pid=SNAP, aux=1),
+                   sys_rec(Sc.WRITE, 6, len(req), req, F_PAYLOAD | F_DATA_OUT, pid=SNAP,
+                           arg=len(req)),
+                   sys_rec(Sc.READ, 6, len(resp), resp, F_PAYLOAD, pid=SNAP, arg=4096),
+                   sys_rec(Sc.CLOSE, 6, 0, pid=SNAP),
+                   sys_rec(Sc.CONNECT, 7, 0, _inet(80, "10.0.0.9"), 0, pid=4242, aux=1)])
+    snap = call(host, VERA, Op.SNAPSHOT, {"targets": [f"pid:{SNAP}"]})
+    conns = snap["store"]["recent_connections"]
+    assert [(c["pid"], c["peer"], c["state"], c["bytes_out"], c["bytes_in"]) for c in conns] \
+        == [(SNAP, "10.0.0.5:80", "closed", len(req), len(resp))]
+    assert "proto" not in conns[0]  # meta: the protocol is read from the bytes
+    assert host.svc.l7store is not None
+    assert [c["proto"] for c in host.svc.l7store.page(L7Query(
+        Visibility((View(Level.PAYLOAD, (ALL,)),)), "conns", filters=(
+            Selector("pid", str(SNAP)),))).rows] == ["http"]  # stored, and shown at payload
 
 
 def test_snapshot_refusals(host: Host) -> None:

@@ -12,7 +12,7 @@ from collector.errors import BadRequest, Denied, NotFound
 from collector.protocol import Op
 from collector.serve.dispatch import HANDLERS, Unary
 from probes.layout import F_DATA_OUT, F_PAYLOAD, Sc
-from tests.unit.pipeline_corpus import sys_rec
+from tests.unit.pipeline_corpus import _inet, sys_rec
 from tests.unit.serve.conftest import NOBODY, ROOT, SAM, VERA, Host, capture, proc_exited, who
 
 SHOP, OTHER = 4242, 5000
@@ -88,16 +88,12 @@ def test_events_under_each_callers_decision(host: Host) -> None:
         call(host, ROOT, Op.EVENTS, {"targets": ["pod:x"]})
 
 
-def test_errors_conns_http_top(host: Host) -> None:
+def test_errors_and_top(host: Host) -> None:
     workload(host)
     errors = call(host, ROOT, Op.ERRORS)  # grouped: one row per process, call and errno
     assert sorted((e["pid"], e["syscall"], e["errno"], e["count"]) for e in errors) == [
         (SHOP, "read", "EAGAIN", 1), (OTHER, "read", "EAGAIN", 1)]
     assert call(host, ROOT, Op.ERRORS, {"errno": "ENOENT"}) == []
-    assert [(e["pid"], e["syscall"]) for e in call(host, ROOT, Op.CONNS, {"limit": 1})] == [
-        (OTHER, "connect")]  # the limit counts matching rows, newest first
-    assert [e["pid"] for e in call(host, ROOT, Op.HTTP)] == [SHOP, OTHER]
-    assert call(host, VERA, Op.HTTP) == []  # meta: no payload, so nothing to recognise
     top = call(host, ROOT, Op.TOP)
     assert top[0] == {"pid": SHOP, "comm": "fakesrv", "unit": "shop.service",
                       "syscall": "write", "count": 2, "errors": 0, "bytes": len(GET) + 4,
@@ -105,6 +101,64 @@ def test_errors_conns_http_top(host: Host) -> None:
     assert 1.3 < top[0]["p50_us"] < 1.7 and 1.3 < top[0]["p99_us"] < 1.7  # every call 1.5 µs
     assert sum(r["count"] for r in top) == 8 and sum(r["errors"] for r in top) == 2
     assert [r["syscall"] for r in call(host, ROOT, Op.TOP, {"syscall": "read"})] == ["read"] * 2
+
+
+def http_workload(h: Host) -> None:
+    """Each process: a connection to 10.0.0.5:80 carrying one HTTP exchange (the shop's
+    answered 500 after 300 ms, the other's 200 at once), then closed."""
+    recs = []
+    for pid, status, took in ((SHOP, b"500 Internal Server Error", 300), (OTHER, b"200 OK", 1)):
+        req = b"GET /orders?id=7&token=s3cr3tt0ken HTTP/1.1\r\nHost: shop\r\n\r\n"
+        resp = b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n"
+        t0 = 10**9 + pid * 10**6
+        recs += [sys_rec(Sc.CONNECT, 6, 0, _inet(80, "10.0.0.5"), 0, pid=pid, aux=1,
+                         ktime=t0),
+                 sys_rec(Sc.WRITE, 6, len(req), req, F_PAYLOAD | F_DATA_OUT, pid=pid,
+                         arg=len(req), ktime=t0 + 1000),
+                 sys_rec(Sc.READ, 6, len(resp), resp, F_PAYLOAD, pid=pid, arg=4096,
+                         ktime=t0 + 1000 + took * 10**6),
+                 sys_rec(Sc.CLOSE, 6, 0, pid=pid, ktime=t0 + 2000 + took * 10**6)]
+    capture(h, recs)
+    proc_exited(h, SHOP)
+
+
+def test_conns_and_http_under_each_callers_decision(host: Host) -> None:
+    http_workload(host)
+    page = call(host, ROOT, Op.CONNS)
+    assert page["more"] is False and page["before"] is None
+    assert [(c["pid"], c["state"], c["role"], c["peer"], c["proto"], c["calls_out"],
+             c["calls_in"]) for c in page["rows"]] == [
+        (p, "closed", "client", "10.0.0.5:80", "http", 1, 1) for p in (SHOP, OTHER)]
+    one = call(host, ROOT, Op.CONNS, {"limit": 1})  # the newest, and a cursor to the rest
+    assert [c["pid"] for c in one["rows"]] == [OTHER] and one["more"] is True
+    rest = call(host, ROOT, Op.CONNS, {"limit": 1, "before": one["before"]})
+    assert [c["pid"] for c in rest["rows"]] == [SHOP] and rest["more"] is False
+    reqs = call(host, ROOT, Op.HTTP)["rows"]
+    assert [(r["pid"], r["method"], r["path"], r["status"]) for r in reqs] == [
+        (SHOP, "GET", "/orders?id=7&token=[REDACTED:secret]", 500),
+        (OTHER, "GET", "/orders?id=7&token=[REDACTED:secret]", 200)]
+    assert reqs[0]["latency_ms"] >= 300 > reqs[1]["latency_ms"]
+    assert [r["pid"] for r in call(host, ROOT, Op.HTTP, {"status": "5xx"})["rows"]] == [SHOP]
+    assert [r["pid"] for r in call(host, ROOT, Op.HTTP, {"slow": 200})["rows"]] == [SHOP]
+    assert [r["pid"] for r in call(host, ROOT, Op.HTTP, {"errors": True})["rows"]] == [SHOP]
+    assert call(host, ROOT, Op.HTTP, {"method": "POST"})["rows"] == []
+    assert len(call(host, ROOT, Op.HTTP, {"peer": "10.0.0.5"})["rows"]) == 2
+    assert call(host, ROOT, Op.SQL)["rows"] == []  # HTTP is not SQL
+    l7 = call(host, ROOT, Op.STATUS)["l7"]  # the stage's and its store's counters
+    assert l7["l7_records"] == 2 and l7["store_written"] >= 4 and l7["store_write_errors"] == 0
+    # the viewer (meta): connections without the protocol read from their bytes, no L7
+    meta = call(host, VERA, Op.CONNS)["rows"]
+    assert len(meta) == 2 and not any("proto" in c for c in meta)
+    assert call(host, VERA, Op.HTTP)["rows"] == []
+    # the shop role: its unit only, decided on the stored facts (the process is gone)
+    assert [r["pid"] for r in call(host, SAM, Op.HTTP, {"reason": "x"})["rows"]] == [SHOP]
+    with pytest.raises(BadRequest, match="status"):
+        call(host, ROOT, Op.HTTP, {"status": "fine"})
+    with pytest.raises(BadRequest, match="takes no"):
+        call(host, ROOT, Op.CONNS, {"slow": 5})
+    assert "s3cr3tt0ken" not in (host.root / "events.db").read_bytes().decode("latin-1")
+    audited = call(host, ROOT, Op.AUDIT_SHOW, {"limit": 100})
+    assert {"conns", "http", "sql"} <= {r["op"] for r in audited}  # every query, audited
 
 
 def test_events_filters_apply_before_the_limit_and_pages_say_so(host: Host) -> None:

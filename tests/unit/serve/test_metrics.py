@@ -72,6 +72,15 @@ def test_health_families_report_the_daemons_counters(host: Host) -> None:
     assert value("periscope_ring_buffer_used_max_bytes") == 65536
     assert value("periscope_ring_buffer_size_bytes") == 4 << 20
     assert value("periscope_pipeline_backlog") == 0
+    # the L7 stage's and its store's counters, each in its family, there from the start
+    assert value("periscope_l7_store_rows_lost_total") == 0
+    assert value("periscope_l7_records_total") == 0
+    svc.stage.counters["l7_detected_http"] += 2
+    svc.stage.counters["l7_gaps"] += 3
+    svc.stage.counters["fd_caps_raised"] += 4
+    assert value("periscope_l7_protocols_detected_total", {"protocol": "http"}) == 2
+    assert value("periscope_l7_parser_drops_total", {"reason": "gaps"}) == 3
+    assert value("periscope_l7_capture_cap_raises_total", {"outcome": "raised"}) == 4
     assert value("periscope_tls_attach_failed") == 0
     assert value("periscope_grants") == 0
     # where the daemon's CPU goes: this thread has used some
