@@ -28,7 +28,7 @@ from collector import config
 from collector.capture.events import Batch
 from collector.capture.pipeline import Pipeline
 from collector.proc.facts import Enricher
-from probes.layout import F_DATA_OUT, F_PAYLOAD, HDR, SYS, Op, Sc
+from probes.layout import F_DATA_OUT, F_PAYLOAD, HDR, LAYOUT_VERSION, SYS, Op, Sc
 from redact import Redactor
 
 BATCH = 256
@@ -42,8 +42,8 @@ def record(i: int) -> bytes:
     data = PAYLOAD if i % 2 else b""
     body = SYS.pack(int(Sc.WRITE), (F_PAYLOAD if data else 0) | F_DATA_OUT, 5, len(PAYLOAD),
                     1500, len(PAYLOAD), len(data), 0)
-    return HDR.pack(int(Op.SYSCALL), 1, 24 + len(body) + len(data), 1, 10**9 + i * 1000,
-                    os.getpid(), os.getpid()) + body + data
+    return HDR.pack(int(Op.SYSCALL), LAYOUT_VERSION, HDR.size + len(body) + len(data), 1,
+                    10**9 + i * 1000, os.getpid(), os.getpid(), 0, b"bench") + body + data
 
 
 def l7_record(i: int) -> dict[str, Any]:

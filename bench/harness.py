@@ -63,8 +63,11 @@ class Daemon:
     """periscoped in a temp dir (metrics off), like tests/root/conftest.start_daemon."""
 
     def __init__(self, config_text: str = "", policy_text: str | None = None,
-                 repo: Path = REPO) -> None:
+                 repo: Path = REPO, probe_cache: Path | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="periscope-bench-"))
+        if probe_cache is not None:  # a warm start: the compiled probes of an earlier run
+            (self.base / "state").mkdir(mode=0o700)
+            shutil.copytree(probe_cache, self.base / "state" / "probe-cache")
         self.sock = str(self.base / "run" / "periscope.sock")
         cfg = self.base / "periscope.toml"
         no_metrics = "" if "[metrics]" in config_text else '[metrics]\nlisten = ""\n'

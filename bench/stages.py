@@ -28,7 +28,7 @@ import orjson
 from collector.capture.pipeline import Pipeline
 from collector.proc.facts import Enricher
 from collector.store.store import EventStore
-from probes.layout import F_DATA_OUT, F_PAYLOAD, HDR, SYS, Op, Sc
+from probes.layout import F_DATA_OUT, F_PAYLOAD, HDR, LAYOUT_VERSION, SYS, Op, Sc
 from redact import Redactor
 content, n = sys.argv[2], int(sys.argv[3])
 pid = os.getpid()
@@ -42,8 +42,10 @@ def payload(i):
 def rec(i):
     data = payload(i)
     body = SYS.pack(Sc.WRITE, F_PAYLOAD | F_DATA_OUT, 5, 256, 1500 + i % 5000, 256, 256, 0)
-    return HDR.pack(Op.SYSCALL, 1, 24 + len(body) + 256, 9, 10**9 + i * 1000, pid, pid) \
-        + body + data
+    # the tree's own header: fields after tid (kernel comm, cgroup id) only where it has them
+    head = [Op.SYSCALL, LAYOUT_VERSION, HDR.size + len(body) + 256, 9, 10**9 + i * 1000, pid, pid]
+    extra = [0, b"bench"][:len(HDR.unpack(bytes(HDR.size))) - len(head)]
+    return HDR.pack(*head, *extra) + body + data
 batches = [[rec(i) for i in range(b, min(n, b + 1024))] for b in range(0, n, 1024)]
 def best(fn):
     out = []

@@ -26,10 +26,12 @@ _NR = {
 }[platform.machine()]
 
 # enum bpf_cmd
+BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
+BPF_PROG_LOAD = 5
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
@@ -152,6 +154,65 @@ def map_info(fd: int) -> dict[str, int]:
     mtype, mid, ksz, vsz, nmax, flags = struct.unpack_from("<6I", info)
     return {"type": mtype, "id": mid, "key_size": ksz, "value_size": vsz,
             "max_entries": nmax, "flags": flags}
+
+
+# union bpf_attr for BPF_MAP_CREATE: type, key_size, value_size, max_entries, map_flags,
+# inner_map_fd, numa_node, map_name[16]; the rest (BTF ids, map_extra) zero.
+_MAP_CREATE = struct.Struct("<7I16s")
+_MAP_CREATE_SIZE = 72
+# ... and BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level, log_size, log_buf,
+# kern_version, prog_flags, prog_name[16]; the rest (BTF, attach targets) zero.
+_PROG_LOAD = struct.Struct("<IIQQIIQII16s")
+_PROG_LOAD_SIZE = 128
+_OBJ_NAME_LEN = 16
+_VERIFIER_LOG = 1 << 20
+
+
+def _obj_name(name: str) -> bytes:
+    """A kernel object name: at most 15 of [A-Za-z0-9_.] (what bcc passes too)."""
+    return "".join(c if c.isalnum() or c in "_." else "_" for c in name)[:_OBJ_NAME_LEN - 1] \
+        .encode().ljust(_OBJ_NAME_LEN, b"\0")
+
+
+def map_create(mtype: int, key_size: int, value_size: int, max_entries: int, flags: int = 0,
+               name: str = "") -> int:
+    """BPF_MAP_CREATE; returns the map fd (close-on-exec, as the kernel makes them)."""
+    attr = ctypes.create_string_buffer(_MAP_CREATE.pack(
+        mtype, key_size, value_size, max_entries, flags, 0, 0, _obj_name(name)),
+        _MAP_CREATE_SIZE)
+    fd = _bpf(BPF_MAP_CREATE, attr)
+    if fd < 0:
+        _raise(f"creating map {name}")
+    return fd
+
+
+def prog_load(ptype: int, insns: bytes, license: str, kern_version: int, name: str) -> int:
+    """BPF_PROG_LOAD: the kernel's verifier checks the program here, as for any loader.
+    Returns the program fd; a rejection raises BpfError with the verifier's log tail."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+
+    def load(log: ctypes.Array[ctypes.c_char] | None) -> int:
+        attr = ctypes.create_string_buffer(_PROG_LOAD.pack(
+            ptype, len(insns) // 8, ctypes.addressof(code), ctypes.addressof(lic),
+            1 if log is not None else 0, len(log) if log is not None else 0,
+            ctypes.addressof(log) if log is not None else 0, kern_version, 0,
+            _obj_name(name)), _PROG_LOAD_SIZE)
+        return _bpf(BPF_PROG_LOAD, attr)
+
+    fd = load(None)  # no log first: the verifier is faster without one
+    if fd >= 0:
+        return fd
+    err = ctypes.get_errno()
+    if err in (errno.EPERM, errno.E2BIG, errno.ENOMEM):
+        raise BpfError(err, f"loading program {name}: {os.strerror(err)}")
+    log = ctypes.create_string_buffer(_VERIFIER_LOG)
+    fd = load(log)
+    if fd >= 0:  # passed the second time (a transient failure): keep it
+        return fd
+    err = ctypes.get_errno()
+    tail = log.value.decode(errors="replace").strip().splitlines()[-8:]
+    raise BpfError(err, f"loading program {name}: {os.strerror(err)}: " + " | ".join(tail))
 
 
 def cpu_list(text: str) -> list[int]:

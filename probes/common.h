@@ -7,7 +7,7 @@
 #ifndef PERISCOPE_COMMON_H
 #define PERISCOPE_COMMON_H
 
-#define LAYOUT_VERSION 1
+#define LAYOUT_VERSION 2
 
 #ifndef MAX_DATA
 #define MAX_DATA 256          /* payload/path/argv bytes per record (power of two) */
@@ -67,6 +67,10 @@ struct event_hdr {
 	u64 ktime;       /* bpf_ktime_get_ns() at record time */
 	u32 tgid;
 	u32 tid;
+	/* Who, as the kernel saw it at record time: a process that exits before the daemon
+	 * reads /proc is still named (and placed in its cgroup, hence its unit). */
+	u64 cgroup_id;   /* bpf_get_current_cgroup_id(): the task's cgroup v2 (kernfs id) */
+	char comm[COMM_LEN];   /* bpf_get_current_comm(): the thread's name, NUL-padded */
 };
 
 struct sys_event {

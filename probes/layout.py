@@ -5,12 +5,13 @@ Raw records still hold unredacted bytes: they never leave the daemon's pipeline.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 
 class Op(IntEnum):
@@ -68,8 +69,9 @@ F_DATA_OUT = 0x2
 F_PAYLOAD = 0x4
 F_CIPHERTEXT = 0x8  # moved inside SSL_read/SSL_write: TLS records, never copied
 
-# struct event_hdr: op, version, size, cookie, ktime, tgid, tid
-HDR = struct.Struct("<BBHIQII")
+# struct event_hdr: op, version, size, cookie, ktime, tgid, tid, cgroup_id, comm
+HDR = struct.Struct("<BBHIQIIQ16s")
+COMM_LEN = 16
 # struct sys_event after the header: nr, flags, fd, ret, latency_ns, arg, data_len, aux
 SYS = struct.Struct("<HHiqQQII")
 FORK = struct.Struct("<II")
@@ -83,16 +85,21 @@ assert SYS_REC.size == SYS_HDR_SIZE
 C_LAYOUT: dict[str, dict[str, tuple[int, int]]] = {
     "event_hdr": {
         "op": (0, 1), "version": (1, 1), "size": (2, 2), "cookie": (4, 4),
-        "ktime": (8, 8), "tgid": (16, 4), "tid": (20, 4),
+        "ktime": (8, 8), "tgid": (16, 4), "tid": (20, 4), "cgroup_id": (24, 8),
+        "comm": (32, COMM_LEN),
     },
     "sys_event": {
-        "hdr": (0, HDR.size), "nr": (24, 2), "flags": (26, 2), "fd": (28, 4),
-        "ret": (32, 8), "latency_ns": (40, 8), "arg": (48, 8), "data_len": (56, 4),
-        "aux": (60, 4), "data": (64, -1),
+        "hdr": (0, HDR.size), "nr": (48, 2), "flags": (50, 2), "fd": (52, 4),
+        "ret": (56, 8), "latency_ns": (64, 8), "arg": (72, 8), "data_len": (80, 4),
+        "aux": (84, 4), "data": (88, -1),
     },
-    "fork_event": {"hdr": (0, HDR.size), "child_tgid": (24, 4)},
-    "exit_event": {"hdr": (0, HDR.size), "code": (24, 4)},
+    "fork_event": {"hdr": (0, HDR.size), "child_tgid": (48, 4)},
+    "exit_event": {"hdr": (0, HDR.size), "code": (48, 4)},
 }
+# Where the pipeline reads the kernel's names for a process it could not read in /proc.
+COMM_OFFSET = C_LAYOUT["event_hdr"]["comm"][0]
+CGROUP_ID = struct.Struct("<Q")
+CGROUP_ID_OFFSET = C_LAYOUT["event_hdr"]["cgroup_id"][0]
 
 
 def _fields(struct_name: str) -> list[str]:
@@ -102,7 +109,8 @@ def _fields(struct_name: str) -> list[str]:
 
 # The values of SYS_REC.unpack_from(), in order: struct event_hdr, then struct sys_event.
 SYS_REC_FIELDS: tuple[str, ...] = (*_fields("event_hdr"), *_fields("sys_event"))
-_CODES = dict(zip(SYS_REC_FIELDS, SYS_REC.format[1:], strict=True))  # field -> struct code
+# field -> struct code ("16s" is one code)
+_CODES = dict(zip(SYS_REC_FIELDS, re.findall(r"\d*[A-Za-z?]", SYS_REC.format[1:]), strict=True))
 # The I/O fast path's view of a syscall record: the fields it reads, in this order, the
 # others skipped as padding. The pipeline unpacks into variables named exactly as here
 # (a unit test holds it to that), so the struct's order is known in this file only.
@@ -129,6 +137,8 @@ class Header:
     ktime: int
     tgid: int
     tid: int
+    cgroup_id: int = 0  # the task's cgroup v2 id at record time
+    comm: bytes = b""   # the thread's name at record time (NULs stripped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +234,7 @@ def decode(raw: bytes | memoryview) -> RawRecord:
     buf = memoryview(raw)
     if len(buf) < HDR.size:
         raise DecodeError("short", f"record of {len(buf)} bytes is shorter than the header")
-    op, version, _size, cookie, ktime, tgid, tid = HDR.unpack_from(buf)
+    op, version, _size, cookie, ktime, tgid, tid, cgroup_id, comm = HDR.unpack_from(buf)
     if version != LAYOUT_VERSION:
         raise DecodeError("version", f"layout version {version}, expected {LAYOUT_VERSION}")
     entry = _DECODERS.get(op)
@@ -233,7 +243,17 @@ def decode(raw: bytes | memoryview) -> RawRecord:
     min_size, fn = entry
     if len(buf) < min_size:
         raise DecodeError("short", f"op {op} record of {len(buf)} bytes, needs {min_size}")
-    return fn(Header(_OP_BY_ID[op], cookie, ktime, tgid, tid), buf)
+    return fn(Header(_OP_BY_ID[op], cookie, ktime, tgid, tid, cgroup_id,
+                     comm.split(b"\0", 1)[0]), buf)
+
+
+def kernel_comm(raw: bytes) -> str:
+    """The comm a record's header carries, as text (a thread name is any bytes)."""
+    return raw[COMM_OFFSET:COMM_OFFSET + COMM_LEN].split(b"\0", 1)[0].decode(errors="replace")
+
+
+def kernel_cgroup_id(raw: bytes) -> int:
+    return int(CGROUP_ID.unpack_from(raw, CGROUP_ID_OFFSET)[0])
 
 
 # struct target (common.h): the leaf of targets, comm_targets and cgroup_targets:

@@ -11,8 +11,12 @@ the programs itself (probes/bpfsys.py).
 
 Manifest: {"progs": [{"name", "kind": "tracepoint"|"uprobe"|"perf_event", "tp": "cat:event"}],
            "maps": [{"name", "type", "key_size", "value_size", "max_entries"}],
+           "cache": "written" | "not written: why" (with --cache FILE),
            "error": "..." (and no fds) when compiling or loading failed}
 fds: progs in manifest order, then maps in manifest order.
+
+With --cache FILE the helper also writes what it compiled to FILE (probes/objcache.py),
+so the next start loads that without bcc (probes/objload.load_probe()).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from probes import objcache
 from probes.bpfsys import map_info
 
 PROBE_DIR = Path(__file__).resolve().parent
@@ -199,6 +204,57 @@ def spawn_loader(probe: str, args: list[str], root: Path = PROBE_DIR.parent) -> 
         return man
 
 
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description="periscope probe loader (helper; not for humans)")
+    ap.add_argument("--fd", type=int, required=True, help="SOCK_SEQPACKET to reply on")
+    ap.add_argument("--probe", choices=sorted(PROBES), default="trace")
+    ap.add_argument("--max-payload", type=int, default=256)
+    ap.add_argument("--ringbuf-pages", type=int, default=1024)
+    ap.add_argument("--stack-storage", type=int, default=8192)
+    ap.add_argument("--cache", type=Path, help="write the compiled object here")
+    ap.add_argument("--cache-key", default="", help="the key it is written under")
+    return ap
+
+
+def probe_flags(probe: str, args: list[str]) -> list[str]:
+    """The cflags the helper compiles a probe with, given its options."""
+    a = _parser().parse_args(["--fd", "-1", "--probe", probe, *args])
+    return (profile_cflags(a.stack_storage) if probe == "profile"
+            else cflags(a.max_payload, a.ringbuf_pages))
+
+
+def _bcc_tables(bpf: Any) -> dict[int, str]:
+    """fd -> name of every map the compile created (libbcc's C API; bcc.py lacks these)."""
+    import ctypes as ct
+
+    from bcc.libbcc import lib
+    lib.bpf_num_tables.restype = ct.c_ulonglong
+    lib.bpf_num_tables.argtypes = [ct.c_void_p]
+    lib.bpf_table_name.restype = ct.c_char_p
+    lib.bpf_table_name.argtypes = [ct.c_void_p, ct.c_ulonglong]
+    lib.bpf_table_fd_id.restype = ct.c_int
+    lib.bpf_table_fd_id.argtypes = [ct.c_void_p, ct.c_ulonglong]
+    return {int(lib.bpf_table_fd_id(bpf.module, i)): lib.bpf_table_name(bpf.module, i).decode()
+            for i in range(lib.bpf_num_tables(bpf.module))}
+
+
+def _cache_object(bpf: Any, progs: list[dict[str, Any]]) -> objcache.ProbeObject:
+    from bcc.libbcc import lib
+    tables = _bcc_tables(bpf)
+    maps = []
+    for fd, name in sorted(tables.items(), key=lambda t: t[1]):
+        info = map_info(fd)
+        maps.append(objcache.MapDef(name, info["type"], info["key_size"], info["value_size"],
+                                    info["max_entries"], info["flags"]))
+    defs = []
+    for p in progs:
+        insns, relocs = objcache.relocate(bpf.dump_func(p["name"].encode()), tables)
+        defs.append(objcache.ProgDef(p["name"], p["kind"], p["tp"], insns, relocs))
+    return objcache.ProbeObject(lib.bpf_module_license(bpf.module).decode(),
+                                int(lib.bpf_module_kern_version(bpf.module)),
+                                tuple(maps), tuple(defs))
+
+
 def _load(probe: ProbeKind, flags: list[str]) -> tuple[dict[str, Any], list[int], Any]:
     from bcc import BPF
 
@@ -231,19 +287,13 @@ def _load(probe: ProbeKind, flags: list[str]) -> tuple[dict[str, Any], list[int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="periscope probe loader (helper; not for humans)")
-    ap.add_argument("--fd", type=int, required=True, help="SOCK_SEQPACKET to reply on")
-    ap.add_argument("--probe", choices=sorted(PROBES), default="trace")
-    ap.add_argument("--max-payload", type=int, default=256)
-    ap.add_argument("--ringbuf-pages", type=int, default=1024)
-    ap.add_argument("--stack-storage", type=int, default=8192)
-    args = ap.parse_args(argv)
+    args = _parser().parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     probe = PROBES[args.probe]
     flags = (profile_cflags(args.stack_storage) if args.probe == "profile"
              else cflags(args.max_payload, args.ringbuf_pages))
     try:
-        man, fds, _bpf = _load(probe, flags)
+        man, fds, bpf = _load(probe, flags)
     except ImportError as err:
         msg = f"bcc is not importable ({err}): install python3-bpfcc"
         sock.sendall(json.dumps({"error": msg}).encode())
@@ -252,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         msg = f"loading {probe.sources[0].name} failed: {err}"
         sock.sendall(json.dumps({"error": msg}).encode())
         return 1
+    if args.cache:
+        try:  # the probe works without it: a failure only costs the next start a compile
+            objcache.write(args.cache, _cache_object(bpf, man["progs"]), args.cache_key)
+            man["cache"] = "written"
+        except (OSError, ValueError) as err:
+            man["cache"] = f"not written: {err}"
     socket.send_fds(sock, [json.dumps(man).encode()], fds)
     # Wait for the daemon's ack (or its end) before our fds close with us, so the
     # objects never depend on an in-flight message alone.

@@ -82,6 +82,8 @@ static __always_inline void fill_hdr(struct event_hdr *h, u8 op, u16 size, u32 c
 	h->ktime = bpf_ktime_get_ns();
 	h->tgid = id >> 32;
 	h->tid = (u32)id;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&h->comm, sizeof(h->comm));
 }
 
 static __always_inline void submit(void *rec, u32 size)

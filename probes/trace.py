@@ -2,9 +2,11 @@
 
 The daemon never imports bcc: compiling would leave ~100 MB of libbcc/LLVM pages resident
 for its whole life. load() runs probes/loader.py as a short-lived helper process that
-compiles and loads the programs and maps with bcc and hands back their fds (SCM_RIGHTS);
-this module attaches the programs (perf events, probes/bpfsys.py), updates the maps with
-bpf(2) and reads the ring buffer from its mmap (probes/ringbuf.py).
+compiles and loads the programs and maps with bcc and hands back their fds (SCM_RIGHTS),
+or, when a previous compile of the same build is cached (ProbeOptions.cache_dir), loads
+that with bpf(2) (probes/objload.py); this module attaches the programs (perf events,
+probes/bpfsys.py), updates the maps with bpf(2) and reads the ring buffer from its mmap
+(probes/ringbuf.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any
 
 from probes import bpfsys
 from probes.layout import TARGET, Stat
-from probes.loader import PROBE_DIR, SOURCE, TLS_SOURCE, ProbeError, spawn_loader
+from probes.loader import PROBE_DIR, SOURCE, TLS_SOURCE, ProbeError
+from probes.objload import load_probe
 from probes.ringbuf import RingReader
 from probes.tls import TlsHooks, system_libssl_paths
 
@@ -42,6 +45,7 @@ class ProbeOptions:
     max_payload: int = 256       # compile-time data[] size (bytes; power of two)
     ringbuf_pages: int = 1024    # 4 KiB pages
     poll_interval: float = 0.01  # seconds between ring-buffer drains (no wakeups)
+    cache_dir: Path | None = None  # compiled objects, root-only (None: compile every time)
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,12 @@ class TargetSpec:
 
 
 def run_loader(options: ProbeOptions, root: Path = PROBE_DIR.parent) -> dict[str, Any]:
-    """Run the loader helper (probes/loader.py under root) for trace.bpf.c; returns its
-    parsed manifest (with an "fd" in every entry). Raises ProbeError with the compiler's
-    message."""
-    return spawn_loader("trace", ["--max-payload", str(options.max_payload),
-                                  "--ringbuf-pages", str(options.ringbuf_pages)], root=root)
+    """Load trace.bpf.c from the cache or the loader helper (probes/loader.py under root);
+    returns the manifest (with an "fd" in every entry). Raises ProbeError with the
+    compiler's message."""
+    return load_probe("trace", ["--max-payload", str(options.max_payload),
+                                "--ringbuf-pages", str(options.ringbuf_pages)], root=root,
+                      cache_dir=options.cache_dir)
 
 
 class TraceProbe:
@@ -76,7 +81,8 @@ class TraceProbe:
         self._thread: threading.Thread | None = None
         self._ncpus = 1
         self.load_seconds = 0.0     # the last load(): attach, plus prepare() if it ran then
-        self.prepare_seconds = 0.0  # compile and load in the helper
+        self.prepare_seconds = 0.0  # compile and load in the helper, or load from the cache
+        self.from_cache = False
         self.tls = TlsHooks()
 
     # -- lifecycle -------------------------------------------------------------
@@ -90,6 +96,7 @@ class TraceProbe:
             return
         started = time.monotonic()
         man = run_loader(self.options)
+        self.from_cache = bool(man.get("cached"))
         self._fds = [p["fd"] for p in man["progs"]] + [m["fd"] for m in man["maps"]]
         try:  # on any failure, nothing stays open
             self._ncpus = bpfsys.possible_cpus()

@@ -47,6 +47,8 @@ from probes.layout import (
     Op,
     Sc,
     decode,
+    kernel_cgroup_id,
+    kernel_comm,
 )
 
 log = logging.getLogger("periscope.pipeline")
@@ -266,7 +268,7 @@ class Pipeline:
                     data, missing = None, max(ret, 0)
             k = known.get(tgid)
             if k is None:
-                k = known[tgid] = self._known(tgid)
+                k = known[tgid] = self._known(tgid, raw)
             keys, proc = k
             if keys:
                 ev.update(keys)
@@ -353,7 +355,7 @@ class Pipeline:
                 self.counters["payload_unexpected"] += 1
         k = known.get(pid)
         if k is None:
-            k = known[pid] = self._known(pid)
+            k = known[pid] = self._known(pid, raw)
         if k[0]:
             ev.update(k[0])
         out.append(ev)
@@ -361,13 +363,18 @@ class Pipeline:
             procs.append(k[1])
         for o in self.observers:
             o.observe(ev, None, 0)
-        if isinstance(rec, ExitRecord):
+        if isinstance(rec, (ExecRecord, ExitRecord)):
+            # Read at exec enter, the facts may be the old image's (the exec not done yet
+            # when we looked): the process's next record reads them again.
             self.enricher.forget(pid)
             known.pop(pid, None)
 
-    def _known(self, pid: int) -> Known:
-        """The enrichment keys an event of this process gets (comm, unit), and its facts."""
+    def _known(self, pid: int, raw: bytes | None = None) -> Known:
+        """The enrichment keys an event of this process gets (comm, unit), and its facts.
+        A process gone before /proc was read is named from the record's header (raw)."""
         f = self.enricher.facts(pid)
+        if (f.comm is None or f.cgroup is None) and raw is not None:
+            f = self.enricher.complete(f, kernel_comm(raw), kernel_cgroup_id(raw))
         got: dict[str, str] = {}
         if f.comm is not None:
             got["comm"] = f.comm

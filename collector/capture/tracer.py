@@ -28,6 +28,8 @@ LATE_TLS_TRIES = 5
 
 class ProbeLike(Protocol):
     load_seconds: float
+    prepare_seconds: float
+    from_cache: bool  # prepare() loaded a cached compile (no bcc)
 
     def prepare(self) -> None: ...  # compile and load, attach nothing
     def load(self) -> None: ...     # prepare() if needed, then attach
@@ -96,7 +98,9 @@ class Tracer:
             with self._lock:
                 if self._spare is None:
                     self._spare = probe
-                    log.info("probes compiled and loaded ahead (nothing attached)")
+                    log.info("probes %s ahead in %.2fs (nothing attached)",
+                             "loaded from the cache" if probe.from_cache
+                             else "compiled and loaded", probe.prepare_seconds)
                     return
             probe.close()
 

@@ -47,6 +47,7 @@ from collector.store.store import EventStore
 
 log = logging.getLogger("periscope.daemon")
 ANCHOR_EVERY_S = 60.0
+PROBE_CACHE = "probe-cache"  # under the state dir: compiled probes (probes/objcache.py)
 
 EPILOG = """examples:
   periscoped --check                      report kernel features and a verdict
@@ -97,7 +98,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     audit = AuditLog(str(paths.audit_log),
                      anchor=functools.partial(emit_anchor, anchor_file=str(paths.anchors)))
     resolver = Resolver(procfs, cgroot or cgroup2_root())
-    enricher = Enricher(procfs)
+    enricher = Enricher(procfs, cgroup_path=resolver.cgroup_path)
     store = EventStore(paths.events_db, cfg.store.retention_seconds, cfg.store.max_bytes)
     # Same file, one size cap: the event store asks the L7 tables for their share over it.
     l7store = L7Store(paths.events_db, cfg.store.retention_seconds, None)
@@ -118,9 +119,12 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     pipeline = Pipeline(redactor, sinks, enricher,
                         capture.queue_max, observers=[stage],
                         event_cap=capture.max_payload_bytes)
-    # data[] is sized for the larger of the two caps; targets start at max_payload_bytes
+    # data[] is sized for the larger of the two caps; targets start at max_payload_bytes.
+    # Compiled probes are cached under the state dir (root-only): a start with the same
+    # kernel, sources and bcc loads them with bpf(2) instead of compiling (~2-25 s).
     kernel_max = max(capture.max_payload_bytes, capture.l7_payload_bytes if capture.l7 else 0)
-    options = ProbeOptions(kernel_max, capture.ringbuf_pages, capture.poll_interval_ms / 1000)
+    options = ProbeOptions(kernel_max, capture.ringbuf_pages, capture.poll_interval_ms / 1000,
+                           cache_dir=state / PROBE_CACHE)
     tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
                     lambda cookie, cap: TargetSpec(cookie, cap, capture.sample_every,
                                                    capture.rate_limit), resolver)

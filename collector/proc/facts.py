@@ -6,7 +6,8 @@ import contextlib
 import os
 import pwd
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from collector.selectors import unit_from_cgroup
@@ -36,11 +37,14 @@ def _user(uid: int | None) -> str | None:
 class Enricher:
     """Reads /proc/PID once per process and caches the facts (LRU, bounded)."""
 
-    def __init__(self, procfs: str | Path = "/proc", capacity: int = 8192) -> None:
+    def __init__(self, procfs: str | Path = "/proc", capacity: int = 8192,
+                 cgroup_path: Callable[[int], str | None] | None = None) -> None:
         self.procfs = Path(procfs)
         self.capacity = capacity
         self._cache: OrderedDict[int, ProcFacts] = OrderedDict()
         self.misses = 0  # process gone before we could read it (expected race)
+        self.kernel_named = 0  # ... and named from what the kernel recorded instead
+        self._cgroup_path = cgroup_path  # cgroup v2 id -> path (Resolver.cgroup_path)
 
     def facts(self, pid: int) -> ProcFacts:
         hit = self._cache.get(pid)
@@ -52,6 +56,21 @@ class Enricher:
         if len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
         return facts
+
+    def complete(self, facts: ProcFacts, comm: str, cgroup_id: int) -> ProcFacts:
+        """Facts /proc could not give (the process exited first), filled in from what the
+        kernel recorded with its event: the comm, and the cgroup (hence the unit) by id.
+        What /proc did give is kept. Cached like a read."""
+        cgroup = facts.cgroup
+        if cgroup is None and cgroup_id and self._cgroup_path is not None:
+            cgroup = self._cgroup_path(cgroup_id)
+        done = replace(facts, comm=facts.comm if facts.comm is not None else (comm or None),
+                       cgroup=cgroup, unit=facts.unit or unit_from_cgroup(cgroup))
+        if done != facts:
+            self.kernel_named += 1
+            if facts.pid in self._cache:
+                self._cache[facts.pid] = done
+        return done
 
     def forget(self, pid: int) -> None:
         """Call on exec/exit: the facts change or the pid may be reused."""

@@ -30,6 +30,10 @@ def cgroup2_root(mountinfo: str | Path = "/proc/self/mountinfo") -> str:
     return found[0]
 
 
+CGROUP_IDS_MAX = 65536   # cgroup ids remembered by cgroup_path()
+CGROUP_WALK_MAX = 100_000  # directories one cgroup_path() walk visits at most
+
+
 class Resolver:
     """Looks processes up by pid, comm, exe, cgroup or systemd unit. Reads only."""
 
@@ -37,6 +41,7 @@ class Resolver:
                  ) -> None:
         self.procfs = Path(procfs)
         self.cgroot = Path(cgroot)
+        self._by_id: dict[int, str | None] = {}  # cgroup id -> path, as last found
 
     def exists(self, pid: int) -> bool:
         # procfs, not kill(pid, 0): we never send a process anything, not even signal 0
@@ -108,3 +113,36 @@ class Resolver:
         Raises OSError if the cgroup does not exist.
         """
         return os.stat(self.cgroup_dir(path)).st_ino
+
+    def cgroup_path(self, cgroup_id: int) -> str | None:
+        """The cgroup v2 path ("/system.slice/x.service") whose id (kernfs inode) is
+        cgroup_id, or None. Only for processes gone before /proc could be read: a walk of
+        cgroupfs, remembered (a miss too, until the next walk finds a new cgroup)."""
+        if cgroup_id in self._by_id:
+            return self._by_id[cgroup_id]
+        if len(self._by_id) > CGROUP_IDS_MAX:
+            self._by_id.clear()
+        found = "/" if cgroup_id == _inode(self.cgroot) else None
+        seen = 0
+        for top, dirs, _files in os.walk(self.cgroot) if found is None else ():
+            for d in dirs:
+                seen += 1
+                try:
+                    ino = os.stat(os.path.join(top, d), follow_symlinks=False).st_ino
+                except OSError:
+                    continue  # removed while walking
+                path = "/" + os.path.relpath(os.path.join(top, d), self.cgroot)
+                self._by_id.setdefault(ino, path)
+                if ino == cgroup_id:
+                    found = path
+            if found is not None or seen > CGROUP_WALK_MAX:
+                break
+        self._by_id[cgroup_id] = found
+        return found
+
+
+def _inode(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return -1

@@ -189,6 +189,26 @@ def test_children_followed_untargeted_silent(daemon: Daemon, workload: Any,
     assert {e["pid"] for e in events} <= {w.pid, child}, "an untargeted process leaked in"
 
 
+SHORT_LIVED = "import subprocess\nfor _ in range(10):\n    subprocess.run(['/bin/true'])\n"
+
+
+def test_short_lived_children_are_named(daemon: Daemon, workload: Any) -> None:
+    """Ten children that exec /bin/true and exit at once, each reaped before the daemon can
+    read its /proc: every event of theirs still carries a comm (the kernel's, from the
+    record header), and their exits are named "true"."""
+    w = workload(SHORT_LIVED)
+    t = TraceStream(daemon, "-p", str(w.pid), "-d", "5s")
+    t.wait_started()
+    assert w.go()[0] == 0
+    _rc, events, _ = t.finish()
+    children = {e["child"] for e in events if e["kind"] == "fork" and e["pid"] == w.pid}
+    assert len(children) == 10
+    theirs = [e for e in events if e["pid"] in children]
+    assert theirs and all(e.get("comm") for e in theirs), [e for e in theirs if not e.get("comm")]
+    exits = {e["pid"]: e["comm"] for e in theirs if e["kind"] == "exit"}
+    assert exits == dict.fromkeys(children, "true")
+
+
 HTTP_CLIENT = r"""
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, HDR, SYS, Op, Sc
+from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, HDR, LAYOUT_VERSION, SYS, Op, Sc
 
 IO = [Sc.READ, Sc.WRITE, Sc.READV, Sc.WRITEV, Sc.PREAD64, Sc.PWRITE64, Sc.SENDTO, Sc.RECVFROM,
       Sc.SENDMSG, Sc.RECVMSG, Sc.SSL_READ, Sc.SSL_WRITE]
@@ -15,12 +15,12 @@ OUT = {Sc.WRITE, Sc.WRITEV, Sc.PWRITE64, Sc.SENDTO, Sc.SENDMSG, Sc.SSL_WRITE}
 
 def sys_rec(nr: int, fd: int, ret: int, data: bytes = b"", flags: int = 0, pid: int = 4242,
             tid: int | None = None, arg: int = 0, lat: int = 1500, ktime: int = 10**9,
-            cookie: int = 9, op: int = Op.SYSCALL, aux: int = 0, version: int = 1,
-            data_len: int | None = None) -> bytes:
+            cookie: int = 9, op: int = Op.SYSCALL, aux: int = 0, version: int = LAYOUT_VERSION,
+            data_len: int | None = None, comm: bytes = b"", cgroup_id: int = 0) -> bytes:
     body = SYS.pack(nr, flags, fd, ret, lat, arg, len(data) if data_len is None else data_len,
                     aux)
-    return HDR.pack(op, version, 24 + len(body) + len(data), cookie, ktime, pid,
-                    pid if tid is None else tid) + body + data
+    return HDR.pack(op, version, HDR.size + len(body) + len(data), cookie, ktime, pid,
+                    pid if tid is None else tid, cgroup_id, comm) + body + data
 
 
 def exec_rec(filename: bytes, argv: list[bytes], pid: int = 4242, truncated: bool = False,
@@ -31,11 +31,13 @@ def exec_rec(filename: bytes, argv: list[bytes], pid: int = 4242, truncated: boo
 
 
 def fork_rec(parent: int, child: int, ktime: int = 10**9) -> bytes:
-    return HDR.pack(Op.FORK, 1, 32, 9, ktime, parent, parent) + struct.pack("<II", child, 0)
+    return HDR.pack(Op.FORK, LAYOUT_VERSION, HDR.size + 8, 9, ktime, parent, parent, 0, b"") \
+        + struct.pack("<II", child, 0)
 
 
 def exit_rec(pid: int, code: int, ktime: int = 10**9) -> bytes:
-    return HDR.pack(Op.EXIT, 1, 32, 9, ktime, pid, pid) + struct.pack("<iI", code, 0)
+    return HDR.pack(Op.EXIT, LAYOUT_VERSION, HDR.size + 8, 9, ktime, pid, pid, 0, b"") \
+        + struct.pack("<iI", code, 0)
 
 
 def _inet(port: int, addr: str) -> bytes:
@@ -113,12 +115,12 @@ def batches() -> list[tuple[list[bytes], bool]]:
     ], False))
     # decode errors, mixed into a batch with good records
     out.append(([
-        b"", b"\x01" * 30, HDR.pack(77, 1, 24, 0, 0, 1, 1),
+        b"", b"\x01" * 30, HDR.pack(77, LAYOUT_VERSION, HDR.size, 0, 0, 1, 1, 0, b""),
         sys_rec(Sc.WRITE, 3, 5, b"hello", version=7),
         sys_rec(999, 3, 5, b"hello"),
         sys_rec(Sc.WRITE, 3, 5, b"hello", F_PAYLOAD, data_len=200),
         sys_rec(Sc.WRITE, 3, 5, b"hello", F_PAYLOAD, op=Op.TLS, arg=5, ktime=k()),
-        HDR.pack(Op.FORK, 1, 24, 0, 0, 1, 1),
+        HDR.pack(Op.FORK, LAYOUT_VERSION, HDR.size, 0, 0, 1, 1, 0, b""),
     ], False))
     # overload: payload shed (stream gets a gap), then the stream recovers
     shed = [sys_rec(Sc.WRITE, 12, 6, b"secret", F_PAYLOAD | F_DATA_OUT, arg=6, ktime=k()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import struct
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from probes.layout import (
     C_LAYOUT,
     HDR,
+    LAYOUT_VERSION,
     SYS,
     SYS_HDR_SIZE,
     SYS_HOT,
@@ -21,6 +23,8 @@ from probes.layout import (
     ExecRecord,
     Op,
     decode,
+    kernel_cgroup_id,
+    kernel_comm,
 )
 from tests.unit.golden import load, to_jsonable
 
@@ -46,8 +50,8 @@ def test_golden_values_by_hand() -> None:
     assert rec.argv == (b"true", b"--golden", b"arg two")
 
 
-def _hdr(op: int, version: int = 1) -> bytes:
-    return HDR.pack(op, version, 0, 1, 2, 3, 4)
+def _hdr(op: int, version: int = LAYOUT_VERSION) -> bytes:
+    return HDR.pack(op, version, 0, 1, 2, 3, 4, 5, b"comm")
 
 
 @pytest.mark.parametrize(("raw", "reason"), [
@@ -68,7 +72,7 @@ def test_malformed_records_raise_decode_error(raw: bytes, reason: str) -> None:
 def _offsets(fmt: str) -> list[tuple[int, int]]:
     """(offset, size) of each field of a little-endian struct format, as struct lays it out."""
     out, at = [], 0
-    for code in fmt.lstrip("<"):
+    for code in re.findall(r"\d*[A-Za-z?]", fmt.lstrip("<")):
         size = struct.calcsize("<" + code)
         out.append((at, size))
         at += size
@@ -88,14 +92,18 @@ def test_struct_formats_match_the_c_layout() -> None:
 
 def test_the_hot_view_names_each_field_of_a_record() -> None:
     """SYS_REC and SYS_HOT read, by name, the values written at the C offsets."""
-    values = {"op": 1, "version": 1, "size": 99, "cookie": 7, "ktime": 123456789, "tgid": 4242,
-              "tid": 4243, "nr": 2, "flags": 6, "fd": -3, "ret": -11, "latency_ns": 1500,
-              "arg": 0x7F00AA00, "data_len": 0, "aux": 1}
+    values: dict[str, int | bytes] = {
+        "op": 1, "version": 1, "size": 99, "cookie": 7, "ktime": 123456789, "tgid": 4242,
+        "tid": 4243, "cgroup_id": 0x1234, "comm": b"nginx: worker\0\0\0", "nr": 2, "flags": 6,
+        "fd": -3, "ret": -11, "latency_ns": 1500, "arg": 0x7F00AA00, "data_len": 0, "aux": 1}
     raw = bytearray(SYS_HDR_SIZE)
     for struct_name in ("event_hdr", "sys_event"):
         for name, (off, size) in C_LAYOUT[struct_name].items():
-            if name in values:
-                raw[off:off + size] = values[name].to_bytes(size, "little", signed=True)
+            v = values.get(name)
+            if isinstance(v, bytes):
+                raw[off:off + size] = v
+            elif v is not None:
+                raw[off:off + size] = v.to_bytes(size, "little", signed=True)
     assert dict(zip(SYS_REC_FIELDS, SYS_REC.unpack_from(raw), strict=True)) == values
     hot = dict(zip(SYS_HOT_FIELDS, SYS_HOT.unpack_from(raw), strict=True))
     assert hot == {k: values[k] for k in SYS_HOT_FIELDS}
@@ -113,3 +121,16 @@ def test_the_pipeline_unpacks_the_hot_view_by_its_names() -> None:
                 and isinstance(node.targets[0], ast.Tuple):
             found.append(tuple(t.id for t in node.targets[0].elts if isinstance(t, ast.Name)))
     assert found == [SYS_HOT_FIELDS]
+
+
+def test_the_kernel_names_of_a_record() -> None:
+    """kernel_comm and kernel_cgroup_id read the header's comm and cgroup id (what names a
+    process that exited before /proc could be read)."""
+    raw = HDR.pack(Op.EXIT, LAYOUT_VERSION, HDR.size + 8, 1, 2, 3, 3, 0xABCDEF, b"short-lived") \
+        + bytes(8)
+    assert kernel_comm(raw) == "short-lived"
+    assert kernel_cgroup_id(raw) == 0xABCDEF
+    full = HDR.pack(Op.EXIT, LAYOUT_VERSION, HDR.size + 8, 1, 2, 3, 3, 0, b"\xffsixteen-bytes!!")
+    assert kernel_comm(full) == "\ufffdsixteen-bytes!!"  # 16 bytes, no NUL; not UTF-8
+    rec = decode(raw)
+    assert rec.hdr.comm == b"short-lived" and rec.hdr.cgroup_id == 0xABCDEF

@@ -10,17 +10,19 @@ import orjson
 
 from collector.capture.events import Batch
 from collector.capture.pipeline import Pipeline
-from collector.proc.facts import Enricher
-from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, HDR, SYS, Op, Sc
+from collector.proc.facts import Enricher, ProcFacts
+from collector.proc.resolve import Resolver
+from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, HDR, LAYOUT_VERSION, SYS, Op, Sc
 from redact import Redactor
 
 FAKE_PROC = Path(__file__).parents[2] / "data" / "proc"
 
 
 def rec(nr: Sc, fd: int, ret: int, data: bytes = b"", flags: int = 0, pid: int = 4242,
-        arg: int = 0) -> bytes:
+        arg: int = 0, comm: bytes = b"", cgroup_id: int = 0) -> bytes:
     body = SYS.pack(nr, flags, fd, ret, 1500, arg, len(data), 0)
-    return HDR.pack(Op.SYSCALL, 1, 24 + len(body) + len(data), 9, 10**9, pid, pid) + body + data
+    return HDR.pack(Op.SYSCALL, LAYOUT_VERSION, HDR.size + len(body) + len(data), 9, 10**9, pid,
+                    pid, cgroup_id, comm) + body + data
 
 
 def make() -> Pipeline:
@@ -53,7 +55,8 @@ def test_truncated_payload_fails_closed() -> None:
 
 def test_decode_errors_are_counted_not_raised() -> None:
     p = make()
-    assert p.process([b"", b"\x01" * 30, HDR.pack(77, 1, 24, 0, 0, 1, 1)]) == []
+    bad_op = HDR.pack(77, LAYOUT_VERSION, HDR.size, 0, 0, 1, 1, 0, b"")
+    assert p.process([b"", b"\x01" * 30, bad_op]) == []
     assert p.counters["decode_short"] == 2
     assert p.counters["decode_unknown_op"] == 1
 
@@ -121,3 +124,28 @@ def test_slow_sinks_back_up_into_counted_overload_never_silent_loss() -> None:
     p.stop()
     assert p.counters["received"] + p.counters["dropped_overload"] == sent
     assert len(delivered) == p.counters["received"] == p.counters["events"]
+
+
+def test_a_process_gone_from_proc_is_named_by_the_kernel(tmp_path: Path) -> None:
+    """pid 99999 is not in the fake procfs (it exited before enrichment): its comm and unit
+    come from the record header (the comm, and the cgroup id found in cgroupfs); a live
+    process keeps its /proc comm (the header's is the thread's name)."""
+    unit_dir = tmp_path / "cg" / "system.slice" / "batch.service"
+    unit_dir.mkdir(parents=True)
+    resolver = Resolver(FAKE_PROC, tmp_path / "cg")
+    enricher = Enricher(procfs=FAKE_PROC, cgroup_path=resolver.cgroup_path)
+    p = Pipeline(Redactor.default(), [], enricher)
+    procs: list[ProcFacts | None] = []
+    gone = rec(Sc.WRITE, 1, 5, pid=99999, comm=b"cronjob", cgroup_id=unit_dir.stat().st_ino)
+    live = rec(Sc.WRITE, 1, 5, pid=4242, comm=b"worker-thread-3")
+    out = p.process([gone, rec(Sc.CLOSE, 1, 0, pid=99999, comm=b"cronjob"), live], procs=procs)
+    assert [(e["pid"], e.get("comm"), e.get("unit")) for e in out] == [
+        (99999, "cronjob", "batch.service"), (99999, "cronjob", "batch.service"),
+        (4242, "fakesrv", "shop.service")]
+    facts = procs[0]
+    assert facts is not None and facts.comm == "cronjob"
+    assert facts.cgroup == "/system.slice/batch.service" and facts.unit == "batch.service"
+    assert enricher.kernel_named == 1
+    # the next batch still knows it (cached), a record without a comm leaves it unnamed
+    assert p.process([rec(Sc.WRITE, 1, 5, pid=99999)])[0]["comm"] == "cronjob"
+    assert "comm" not in p.process([rec(Sc.WRITE, 1, 5, pid=99998)])[0]

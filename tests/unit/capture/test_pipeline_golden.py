@@ -81,19 +81,25 @@ def test_golden_events_agree_with_facts_derived_from_the_c_header() -> None:
     corpus built, read at the C offsets (checked against bcc in the root tier) with the
     names of common.h's enums, in the same order. No pipeline or layout code is used."""
     ops, scs = _c_enum("op"), _c_enum("sc")
+    header = (Path(__file__).parents[3] / "probes" / "common.h").read_text()
+    m = re.search(r"#define LAYOUT_VERSION (\d+)", header)
+    assert m is not None
+    version = int(m.group(1))
+    hdr_size = C_LAYOUT["fork_event"]["child_tgid"][0]  # the fields after the header
+    sys_size = C_LAYOUT["sys_event"]["data"][0]
     want: list[tuple[object, ...]] = []
     for records, _shed in batches():
         for raw in records:
-            if len(raw) < 24 or _field(raw, "event_hdr", "version") != 1:
+            if len(raw) < hdr_size or _field(raw, "event_hdr", "version") != version:
                 continue
             op = ops.get(_field(raw, "event_hdr", "op"))
             pid = _field(raw, "event_hdr", "tgid")
-            if op in ("fork", "exit") and len(raw) >= 32:
+            if op in ("fork", "exit") and len(raw) >= hdr_size + 8:
                 want.append((op, pid))
-            if op not in ("syscall", "tls") or len(raw) < 64:
+            if op not in ("syscall", "tls") or len(raw) < sys_size:
                 continue
             name = scs.get(_field(raw, "sys_event", "nr"))
-            if name is None or len(raw) < 64 + _field(raw, "sys_event", "data_len"):
+            if name is None or len(raw) < sys_size + _field(raw, "sys_event", "data_len"):
                 continue
             ret = _field(raw, "sys_event", "ret", signed=True)
             fd = _field(raw, "sys_event", "fd", signed=True)

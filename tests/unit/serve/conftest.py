@@ -89,6 +89,8 @@ class FakeProbe:
 
     def __init__(self) -> None:
         self.load_seconds = 0.25
+        self.prepare_seconds = 0.5
+        self.from_cache = False
         self.loaded = self.closed = self.prepared = False
         self.pid_map: dict[int, int] = {}
         self.comms: dict[str, Any] = {}

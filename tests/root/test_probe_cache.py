@@ -1,0 +1,114 @@
+"""The compiled-probe cache on a real kernel: a restart loads the probes without bcc, a
+corrupt cache is dropped and rebuilt, and a program the verifier refuses is never
+loaded (the daemon compiles instead)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probes import objcache
+from tests.root.conftest import Daemon, TraceStream, start_daemon, stop_daemon, wait_for
+
+WRITER = "import os\nfor _ in range(100):\n    os.write(1, b'x')\n"
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    b = Path(tempfile.mkdtemp(prefix="periscope-test-"))
+    yield b
+    subprocess.run(["rm", "-rf", str(b)], check=False)
+
+
+def _cache_file(d: Daemon) -> Path:
+    files = list((d.state / "probe-cache").glob("trace-*.bpfobj"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def _preloaded(d: Daemon) -> str:
+    return str(wait_for(lambda: "ahead in" in d.log_text() and d.log_text(), 120,
+                        what="the preload"))
+
+
+def _traced_events(d: Daemon, workload: Any) -> list[dict[str, Any]]:
+    w = workload(WRITER)
+    t = TraceStream(d, "-p", str(w.pid), "-d", "3s")
+    t.wait_started()
+    w.go()
+    rc, events, err = t.finish()
+    assert rc == 0, err
+    return [e for e in events if e.get("syscall") == "write" and e.get("pid") == w.pid]
+
+
+def test_a_restart_loads_the_probes_from_the_cache(base: Path, workload: Any) -> None:
+    d = start_daemon(base)
+    try:
+        assert "compiled and loaded ahead" in _preloaded(d)
+        path = _cache_file(d)
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert (d.state / "probe-cache").stat().st_mode & 0o777 == 0o700
+    finally:
+        assert stop_daemon(d) == 0
+    d = start_daemon(base)
+    try:
+        assert "loaded from the cache ahead" in _preloaded(d)
+        assert len(_traced_events(d, workload)) == 100  # the cached programs trace for real
+    finally:
+        assert stop_daemon(d) == 0
+
+
+def test_a_corrupt_cache_is_dropped_and_rebuilt(base: Path, workload: Any) -> None:
+    d = start_daemon(base)
+    try:
+        _preloaded(d)
+        path = _cache_file(d)
+    finally:
+        assert stop_daemon(d) == 0
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x20
+    path.write_bytes(bytes(raw))
+    d = start_daemon(base)
+    try:
+        log = _preloaded(d)
+        assert "probe cache unusable" in log and "checksum" in log
+        assert "compiled and loaded ahead" in log
+        assert len(_traced_events(d, workload)) == 100
+        key = path.read_bytes().split(b"\n", 1)[0]
+        assert objcache.read(path, __import__("json").loads(key)["key"]) is not None
+    finally:
+        assert stop_daemon(d) == 0
+
+
+def test_the_verifier_still_checks_a_cached_program(base: Path, workload: Any) -> None:
+    """A well-formed cache file (right key, checksum, relocations) whose program is unsafe:
+    the kernel refuses it at load, the daemon compiles from source instead."""
+    d = start_daemon(base)
+    try:
+        _preloaded(d)
+        path = _cache_file(d)
+    finally:
+        assert stop_daemon(d) == 0
+    digest = __import__("json").loads(path.read_bytes().split(b"\n", 1)[0])["key"]
+    obj = objcache.read(path, digest)
+    assert obj is not None
+    # r0 = *(u64 *)(r1 + 4096): a read far outside the tracepoint's context, then exit
+    bad = objcache.INSN.pack(0x79, 0x10, 4096, 0) + objcache.INSN.pack(0x95, 0, 0, 0)
+    progs = (replace(obj.progs[0], insns=bad, relocs=()), *obj.progs[1:])
+    objcache.write(path, replace(obj, progs=progs), digest)
+    d = start_daemon(base)
+    try:
+        log = _preloaded(d)
+        assert "probe cache unusable" in log and "loading program" in log, log[-2000:]
+        assert "compiled and loaded ahead" in log
+        assert len(_traced_events(d, workload)) == 100
+    finally:
+        assert stop_daemon(d) == 0
+    shutil.rmtree(base / "state" / "probe-cache", ignore_errors=True)
