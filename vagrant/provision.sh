@@ -178,7 +178,7 @@ make_venv() {
 # promtool, which the root tier runs on a live /metrics scrape (`promtool check metrics`),
 # is extracted from Debian's (or Ubuntu's) prometheus package rather than installed: the
 # package would also create and start a prometheus service and pull in its web UI's
-# JavaScript, none of which a test needs. Test setups only, never the demo's path.
+# JavaScript, none of which a test needs. The host's test run only (`provision.sh test`).
 PROMTOOL=${PERISCOPE_PROMTOOL:-/usr/local/bin/promtool}
 install_promtool() {
     command -v promtool >/dev/null 2>&1 && return 0
@@ -203,7 +203,9 @@ provision() {
     install_packages "$1"
     install_headers
     mount_fs
-    if [ "$1" = demo ]; then make_venv runtime; else make_venv; install_promtool; fi
+    if [ "$1" = demo ]; then make_venv runtime; else make_venv; fi
+    # Like chromium, only the host's test run uses it: the VM guest provisions offline.
+    if [ "$1" = host ]; then install_promtool; fi
 }
 
 # --- production install (make install / make uninstall) -------------------------------------

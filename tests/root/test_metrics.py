@@ -50,7 +50,7 @@ def value(got: Samples, name: str, **labels: str) -> float | None:
 
 def promtool_check(text: str) -> None:
     promtool = shutil.which("promtool")
-    assert promtool, ("promtool not found: run vagrant/provision.sh (it extracts promtool "
+    assert promtool, ("promtool not found: run vagrant/provision.sh test (it extracts promtool "
                       "from Debian's prometheus package)")
     r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                        text=True, timeout=30)
