@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from probes import bpfsys
-from probes.loader import PROBE_DIR, ProbeError, spawn_loader
+from probes.loader import PROBE_DIR, ProbeError
+from probes.objload import load_probe
 
 __all__ = ["ProfileOptions", "ProfileStat", "Profiler", "RawProfile", "RawSample"]
 
@@ -51,6 +52,7 @@ class ProfileStat(enum.IntEnum):
 class ProfileOptions:
     stack_storage: int = 8192   # distinct stacks the kernel keeps (each ~1 KiB, preallocated)
     root: Path = PROBE_DIR.parent  # the tree the loader helper runs from
+    cache_dir: Path | None = None  # compiled-probe cache (probes/objcache.py); None: compile
 
 
 class RawSample(NamedTuple):
@@ -87,8 +89,8 @@ class Profiler:
         self._seconds = 0.0
 
     def load(self) -> None:
-        man = spawn_loader("profile", ["--stack-storage", str(self.options.stack_storage)],
-                           root=self.options.root)
+        man = load_probe("profile", ["--stack-storage", str(self.options.stack_storage)],
+                         root=self.options.root, cache_dir=self.options.cache_dir)
         self._fds = [p["fd"] for p in man["progs"]] + [m["fd"] for m in man["maps"]]
         try:
             if len(man["progs"]) != 1:

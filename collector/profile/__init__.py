@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from collector.profile.flamegraph import render_svg
@@ -63,7 +64,8 @@ class _Namer:
 def sample(pids: Iterable[int], duration_s: float, freq: int = DEFAULT_FREQ, *,
            redact: Callable[[str], str] | None, cancel: threading.Event | None = None,
            symbolizer: Symbolizer | None = None, stack_storage: int = 8192,
-           on_start: Callable[[], None] | None = None) -> Profile:
+           on_start: Callable[[], None] | None = None,
+           probe_cache: Path | None = None) -> Profile:
     """Sample the on-CPU stacks of pids (all their threads) for duration_s at freq Hz.
 
     redact is applied to every distinct frame and thread name (perf maps and symbol
@@ -71,7 +73,8 @@ def sample(pids: Iterable[int], duration_s: float, freq: int = DEFAULT_FREQ, *,
     None only where nothing leaves the host. symbolizer: a probes.symbolize.Symbolizer to
     reuse its caches across profiles (and its stats: the symbolization counters in
     Profile.stats are this profile's share). on_start is called once the probe is loaded,
-    right before sampling starts (the compile takes seconds). Raises ValueError on bad
+    right before sampling starts (the compile takes seconds; with probe_cache, the
+    compiled-probe cache directory, only the first one compiles). Raises ValueError on bad
     arguments and probes.loader.ProbeError when the probe cannot be loaded or attached.
     """
     from probes.profile import ProfileOptions, Profiler
@@ -91,7 +94,7 @@ def sample(pids: Iterable[int], duration_s: float, freq: int = DEFAULT_FREQ, *,
         kept = {pid: sym.process(pid) for pid in pids}
         for reading in kept.values():
             reading.warm()
-    with Profiler(ProfileOptions(stack_storage=stack_storage)) as prof:
+    with Profiler(ProfileOptions(stack_storage=stack_storage, cache_dir=probe_cache)) as prof:
         prof.load()
         if on_start is not None:
             on_start()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from collector import profile
@@ -48,8 +49,10 @@ class Profiles:
     """The running profiles and the worker threads they run on. Thread-safe."""
 
     def __init__(self, limit: int, sampler: Sampler | None = None,
-                 symbolizer: Callable[[], Any] | None = None) -> None:
+                 symbolizer: Callable[[], Any] | None = None,
+                 probe_cache: Path | None = None) -> None:
         self.limit = limit
+        self.probe_cache = probe_cache  # compiled probes, shared with the trace probe
         self._sampler = sampler or profile.sample
         self._new_symbolizer = symbolizer or profile.symbolizer
         self._symbolizer: Any = None
@@ -100,7 +103,8 @@ class Profiles:
                 run.started = time.monotonic()
 
             return self._sampler(pids, duration_s, freq, redact=redact, cancel=run.cancel,
-                                 symbolizer=sym, on_start=started)
+                                 symbolizer=sym, on_start=started,
+                                 probe_cache=self.probe_cache)
         except ProbeError as err:
             raise CaptureError(f"the profile probe failed: {err}") from err
         except ValueError as err:

@@ -190,6 +190,8 @@ def test_viewer_snapshots_and_profiles_what_its_role_covers(world: World) -> Non
     assert "profile ended (done): " in p.stderr
     assert (stat.S_IMODE(svg.stat().st_mode), svg.stat().st_uid) == (0o600, w.viewer.uid)
     assert ">hot_function (" in svg.read_text()
+    # compiled once per build: the next profile loads it from the daemon's probe cache
+    assert len(list((w.d.state / "probe-cache").glob("profile-*.bpfobj"))) == 1
 
     no_secrets(r.stdout, r.stderr, j.stdout, snap_file.read_text(), p.stdout, p.stderr,
                svg.read_text(), w.d.log_text())

@@ -168,9 +168,9 @@ class FakeSampler:
 
     def __call__(self, pids: list[int], duration_s: float, freq: int, *,
                  redact: Callable[[str], str], cancel: threading.Event, symbolizer: Any,
-                 on_start: Callable[[], None]) -> Profile:
+                 on_start: Callable[[], None], probe_cache: Path | None = None) -> Profile:
         self.calls.append({"pids": pids, "duration_s": duration_s, "freq": freq,
-                           "symbolizer": symbolizer})
+                           "symbolizer": symbolizer, "probe_cache": probe_cache})
         cancel.wait(self.load_s)
         on_start()
         t0 = time.monotonic()
