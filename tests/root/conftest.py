@@ -6,6 +6,7 @@ import contextlib
 import grp
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,32 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_GROUP = "periscope-test"
+# Compiled probes shared by this run's daemons (each has its own state dir): one bcc compile
+# per distinct build instead of one per daemon. Each daemon still checks every file (key,
+# checksum, owner, mode) and the kernel's verifier still checks every program it loads.
+_SHARED_CACHE = Path(tempfile.mkdtemp(prefix="periscope-test-probe-cache-"))
+_UNSHARED: set[Path] = set()  # state dirs whose cache a test tampers with
+
+
+def _seed_cache(state: Path) -> None:
+    cache = state / "probe-cache"
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cache.mkdir(mode=0o700, exist_ok=True)
+    for f in _SHARED_CACHE.glob("*.bpfobj"):
+        if not (cache / f.name).exists():
+            shutil.copy2(f, cache / f.name)
+
+
+def _share_cache(state: Path) -> None:
+    for f in (state / "probe-cache").glob("*.bpfobj"):
+        if not (_SHARED_CACHE / f.name).exists():
+            tmp = _SHARED_CACHE / f".{f.name}.tmp"
+            shutil.copy2(f, tmp)
+            tmp.rename(_SHARED_CACHE / f.name)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_SHARED_CACHE, ignore_errors=True)
 
 
 def _bcc_ok() -> str | None:
@@ -132,10 +159,16 @@ def _readline(s: socket.socket) -> bytes:
 
 
 def start_daemon(base: Path, config_text: str = "", policy_text: str | None = None,
-                 extra_env: dict[str, str] | None = None) -> Daemon:
+                 extra_env: dict[str, str] | None = None, share_cache: bool = True) -> Daemon:
+    """periscoped in base/; share_cache=False for a test of the probe cache itself (its
+    daemons start cold and what they leave is never handed to other daemons)."""
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)  # other users must reach the socket
     state = base / "state"
+    if share_cache:
+        _seed_cache(state)
+    else:
+        _UNSHARED.add(state)
     cfg = base / "periscope.toml"
     no_metrics = "" if "[metrics]" in config_text else '[metrics]\nlisten = ""\n'
     cfg.write_text(no_metrics + config_text)
@@ -173,6 +206,8 @@ def stop_daemon(d: Daemon) -> int:
             d.proc.kill()
             d.proc.wait()
             raise AssertionError("periscoped did not stop on SIGTERM within 20s") from None
+    if d.state not in _UNSHARED:
+        _share_cache(d.state)
     return d.proc.returncode
 
 

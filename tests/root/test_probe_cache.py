@@ -49,7 +49,7 @@ def _traced_events(d: Daemon, workload: Any) -> list[dict[str, Any]]:
 
 
 def test_a_restart_loads_the_probes_from_the_cache(base: Path, workload: Any) -> None:
-    d = start_daemon(base)
+    d = start_daemon(base, share_cache=False)
     try:
         assert "compiled and loaded ahead" in _preloaded(d)
         path = _cache_file(d)
@@ -57,7 +57,7 @@ def test_a_restart_loads_the_probes_from_the_cache(base: Path, workload: Any) ->
         assert (d.state / "probe-cache").stat().st_mode & 0o777 == 0o700
     finally:
         assert stop_daemon(d) == 0
-    d = start_daemon(base)
+    d = start_daemon(base, share_cache=False)
     try:
         assert "loaded from the cache ahead" in _preloaded(d)
         assert len(_traced_events(d, workload)) == 100  # the cached programs trace for real
@@ -66,7 +66,7 @@ def test_a_restart_loads_the_probes_from_the_cache(base: Path, workload: Any) ->
 
 
 def test_a_corrupt_cache_is_dropped_and_rebuilt(base: Path, workload: Any) -> None:
-    d = start_daemon(base)
+    d = start_daemon(base, share_cache=False)
     try:
         _preloaded(d)
         path = _cache_file(d)
@@ -75,7 +75,7 @@ def test_a_corrupt_cache_is_dropped_and_rebuilt(base: Path, workload: Any) -> No
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x20
     path.write_bytes(bytes(raw))
-    d = start_daemon(base)
+    d = start_daemon(base, share_cache=False)
     try:
         log = _preloaded(d)
         assert "probe cache unusable" in log and "checksum" in log
@@ -90,7 +90,7 @@ def test_a_corrupt_cache_is_dropped_and_rebuilt(base: Path, workload: Any) -> No
 def test_the_verifier_still_checks_a_cached_program(base: Path, workload: Any) -> None:
     """A well-formed cache file (right key, checksum, relocations) whose program is unsafe:
     the kernel refuses it at load, the daemon compiles from source instead."""
-    d = start_daemon(base)
+    d = start_daemon(base, share_cache=False)
     try:
         _preloaded(d)
         path = _cache_file(d)
@@ -103,7 +103,7 @@ def test_the_verifier_still_checks_a_cached_program(base: Path, workload: Any) -
     bad = objcache.INSN.pack(0x79, 0x10, 4096, 0) + objcache.INSN.pack(0x95, 0, 0, 0)
     progs = (replace(obj.progs[0], insns=bad, relocs=()), *obj.progs[1:])
     objcache.write(path, replace(obj, progs=progs), digest)
-    d = start_daemon(base)
+    d = start_daemon(base, share_cache=False)
     try:
         log = _preloaded(d)
         assert "probe cache unusable" in log and "loading program" in log, log[-2000:]
