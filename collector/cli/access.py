@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from collector.cli import render
-from collector.cli.parser import Adder, duration, target
+from collector.cli.argtypes import Adder, duration, target
 from collector.selectors import format_duration
 
 Args = dict[str, Any]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from collector import protocol
-from collector.cli import commands, examples, parser, render
+from collector.cli import argtypes, commands, examples, parser, render
 from collector.cli.client import ClientError
 
 
@@ -159,11 +159,11 @@ def test_selectors_keep_their_order_and_normal_form() -> None:
 
 
 def test_since_relative_and_iso() -> None:
-    assert parser.since("15m", now=10_000.0) == 10_000.0 - 900
-    assert parser.since("1h30m", now=10_000.0) == 10_000.0 - 5400
+    assert argtypes.since("15m", now=10_000.0) == 10_000.0 - 900
+    assert argtypes.since("1h30m", now=10_000.0) == 10_000.0 - 5400
     local = dt.datetime(2026, 11, 29, 10, 0).timestamp()
-    assert parser.since("2026-11-29T10:00", now=local + 1) == local
-    assert parser.since("2026-11-29T10:00:00+00:00", now=2e9) == dt.datetime(
+    assert argtypes.since("2026-11-29T10:00", now=local + 1) == local
+    assert argtypes.since("2026-11-29T10:00:00+00:00", now=2e9) == dt.datetime(
         2026, 11, 29, 10, 0, tzinfo=dt.timezone.utc).timestamp()
 
 
@@ -323,21 +323,21 @@ def test_conns_takes_no_request_filters(capsys: pytest.CaptureFixture[str]) -> N
 @pytest.mark.parametrize(("text", "ms"), [("200ms", 200.0), ("1.5s", 1500.0), ("300", 300.0),
                                           ("0", 0.0), (" 2S ", 2000.0)])
 def test_slow_takes_milliseconds_or_seconds(text: str, ms: float) -> None:
-    assert parser.millis(text) == ms
+    assert argtypes.millis(text) == ms
 
 
 @pytest.mark.parametrize("text", ["fast", "-1ms", "nan", "1e12", "ms", ""])
 def test_slow_refuses_what_is_not_a_duration(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="bad duration"):
-        parser.millis(text)
+        argtypes.millis(text)
 
 
 def test_until_allows_a_time_to_come_since_does_not() -> None:
     later = dt.datetime(2999, 1, 1).timestamp()
-    assert parser.until("2999-01-01T00:00", now=1e9) == later
-    assert parser.until("10m", now=10_000.0) == 9_400.0
+    assert argtypes.until("2999-01-01T00:00", now=1e9) == later
+    assert argtypes.until("10m", now=10_000.0) == 9_400.0
     with pytest.raises(argparse.ArgumentTypeError, match="in the future"):
-        parser.since("2999-01-01T00:00", now=1e9)
+        argtypes.since("2999-01-01T00:00", now=1e9)
 
 
 def test_a_full_page_says_how_to_get_the_next(capsys: pytest.CaptureFixture[str]) -> None:
