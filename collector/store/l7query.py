@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.selectors import Level, Selector, Visibility
-from collector.store.query import MAX_LIMIT, selector_sql
+from collector.store.query import MAX_LIMIT, any_of, escape_like
 
 TABLES = ("conns", "l7")
 SLOW_INDEX_MS = 100  # l7 rows at least this slow are in the partial index l7_slow
@@ -64,27 +64,14 @@ class L7Query:
     limit: int = 100
 
 
-def _any(sels: tuple[Selector, ...]) -> tuple[str, list[Any]]:
-    parts, params = [], []
-    for sel in sels:
-        sql, p = selector_sql(sel)
-        parts.append(sql)
-        params += p
-    return ("(" + " OR ".join(parts) + ")" if parts else "0"), params
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def peer_sql(peer: str) -> tuple[str, list[Any]]:
     """--peer: an address with its port (`10.0.0.5:5432`, `[::1]:443`), an address alone
     (any port), or `:PORT` (any address)."""
     if peer.startswith(":") and peer[1:].isdigit():
-        return "peer LIKE ? ESCAPE '\\'", ["%" + _escape_like(peer)]
+        return "peer LIKE ? ESCAPE '\\'", ["%" + escape_like(peer)]
     if peer.count(":") > 1 and not peer.startswith("["):  # an IPv6 address alone: any port
-        return "peer LIKE ? ESCAPE '\\'", [f"[{_escape_like(peer)}]:%"]
-    return "(peer = ? OR peer LIKE ? ESCAPE '\\')", [peer, _escape_like(peer) + ":%"]
+        return "peer LIKE ? ESCAPE '\\'", [f"[{escape_like(peer)}]:%"]
+    return "(peer = ? OR peer LIKE ? ESCAPE '\\')", [peer, escape_like(peer) + ":%"]
 
 
 def compile_l7(q: L7Query) -> tuple[str, list[Any]]:
@@ -94,7 +81,7 @@ def compile_l7(q: L7Query) -> tuple[str, list[Any]]:
     for view in q.visibility.views:
         if table == "l7" and view.level < Level.PAYLOAD:
             continue  # nothing of an L7 record is meta
-        sql, p = _any(view.selectors)
+        sql, p = any_of(view.selectors)
         case.append(f"WHEN {sql} THEN {int(view.level)}")
         case_params += p
     if not case:
@@ -105,7 +92,7 @@ def compile_l7(q: L7Query) -> tuple[str, list[Any]]:
         where.append(f"proto IN ({','.join('?' * len(protos))})")
         params += protos
     if q.filters:
-        sql, p = _any(q.filters)
+        sql, p = any_of(q.filters)
         where.append(sql)
         params += p
     start, end = ("updated", "ts") if table == "conns" else ("ts", "ts")

@@ -40,7 +40,8 @@ class Query:
     limit: int = 100
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
+    """text as a literal inside a LIKE pattern with ESCAPE '\\'."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -60,11 +61,12 @@ def selector_sql(sel: Selector) -> tuple[str, list[Any]]:
             return "cgroup IS NOT NULL", []
         # Path-component prefix: /a covers /a and /a/b, not /ab (LIKE wildcards escaped).
         return "(cgroup = ? OR cgroup LIKE ? ESCAPE '\\')", [sel.value,
-                                                             _escape_like(sel.value) + "/%"]
+                                                             escape_like(sel.value) + "/%"]
     raise ValueError(f"unknown selector kind {sel.kind!r}")
 
 
-def _any(sels: tuple[Selector, ...]) -> tuple[str, list[Any]]:
+def any_of(sels: tuple[Selector, ...]) -> tuple[str, list[Any]]:
+    """SQL true for a row any of sels matches ("0": none given) and its parameters."""
     parts, params = [], []
     for sel in sels:
         sql, p = selector_sql(sel)
@@ -84,7 +86,7 @@ def visible_rows(q: Query, whole: bool = False) -> tuple[str, list[Any]] | None:
     overlaps it. None when no view sees anything."""
     case, case_params = [], []
     for view in q.visibility.views:
-        sql, p = _any(view.selectors)
+        sql, p = any_of(view.selectors)
         case.append(f"WHEN {sql} THEN {int(view.level)}")
         case_params += p
     if not case:
@@ -92,7 +94,7 @@ def visible_rows(q: Query, whole: bool = False) -> tuple[str, list[Any]] | None:
     where: list[str] = []
     params: list[Any] = []
     if q.filters:
-        sql, p = _any(q.filters)
+        sql, p = any_of(q.filters)
         where.append(sql)
         params += p
     if q.pid is not None:
