@@ -249,38 +249,21 @@ def _parse_request(role: Role, table: Any, source: str) -> RequestRule:
 
 
 def _parse_bindings(
-    doc: dict[str, Any], key: str, roles: Mapping[str, Role], source: str
+    doc: dict[str, Any], key: str, roles: Mapping[str, Role], source: str,
+    valid: re.Pattern[str] = _UNIX_NAME, what: str = "Unix user or group name",
 ) -> dict[str, tuple[str, ...]]:
+    """[users], [groups] or [idp_groups]: a name that `valid` accepts -> known roles."""
     table = doc.get(key, {})
     if not isinstance(table, dict):
-        raise _fail(source, key, "expected a table of name = [roles]")
+        raise _fail(source, key, 'expected a table of "name" = [roles]')
     out = {}
     for name, value in table.items():
-        if not _UNIX_NAME.match(name):
-            raise _fail(source, f"{key}.{name}", "not a valid Unix user or group name")
+        if not valid.match(name):
+            raise _fail(source, f"{key}.{name!r}", f"not a valid {what}")
         names = _str_list(value, source, f"{key}.{name}")
         for role in names:
             if role not in roles:
                 raise _fail(source, f"{key}.{name}",
-                            f"unknown role {role!r} (defined: {sorted(roles)})")
-        out[name] = tuple(names)
-    return out
-
-
-def _parse_idp_groups(doc: dict[str, Any], roles: Mapping[str, Role], source: str
-                      ) -> dict[str, tuple[str, ...]]:
-    """[idp_groups]: identity-provider group name (any printable text) -> roles."""
-    table = doc.get("idp_groups", {})
-    if not isinstance(table, dict):
-        raise _fail(source, "idp_groups", "expected a table of \"group\" = [roles]")
-    out = {}
-    for name, value in table.items():
-        if not _IDP_GROUP.match(name):
-            raise _fail(source, f"idp_groups.{name!r}", "not a valid group name")
-        names = _str_list(value, source, f"idp_groups.{name}")
-        for role in names:
-            if role not in roles:
-                raise _fail(source, f"idp_groups.{name}",
                             f"unknown role {role!r} (defined: {sorted(roles)})")
         out[name] = tuple(names)
     return out
@@ -300,5 +283,7 @@ def _parse(doc: dict[str, Any], source: str) -> Policy:
         users=MappingProxyType(_parse_bindings(doc, "users", roles, source)),
         groups=MappingProxyType(_parse_bindings(doc, "groups", roles, source)),
         source=source,
-        idp_groups=MappingProxyType(_parse_idp_groups(doc, roles, source)),
+        # identity-provider group names: any printable text
+        idp_groups=MappingProxyType(_parse_bindings(doc, "idp_groups", roles, source,
+                                                    _IDP_GROUP, "group name")),
     )
