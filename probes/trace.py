@@ -44,7 +44,7 @@ _COMM_LEN = 16
 class ProbeOptions:
     max_payload: int = 256       # compile-time data[] size (bytes; power of two)
     ringbuf_pages: int = 1024    # 4 KiB pages
-    poll_interval: float = 0.01  # seconds between ring-buffer drains (no wakeups)
+    poll_interval: float = 0.025  # seconds between ring-buffer drains (no wakeups)
     cache_dir: Path | None = None  # compiled objects, root-only (None: compile every time)
 
 
