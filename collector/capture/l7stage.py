@@ -74,7 +74,9 @@ class L7Stage:
         if kind == "syscall":
             direction = ev.get("direction")
             if direction is not None:
-                self._io(ev, direction, data, missing)
+                files = self._files.get(ev["pid"])
+                if files is None or ev["fd"] not in files:  # a file, pipe, tty: no L7 here
+                    self._io(ev, direction, data, missing)
                 return
             sc = ev["syscall"]
             if sc == "connect":

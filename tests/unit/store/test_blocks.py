@@ -1,0 +1,114 @@
+"""BlockBuilder's column-wise aggregates equal a plain per-event loop over the same batches."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.capture.events import Batch
+from collector.proc.facts import ProcFacts
+from collector.store.blocks import KIND_BITS, OTHER_KIND, BlockBuilder, Stat, bucket, buckets
+
+PROCS = [ProcFacts(10, "web", "/usr/bin/web", 0, "root", "/a", "web.service"),
+         ProcFacts(11, "db", "/usr/bin/db", 0, "root", "/b", None),
+         ProcFacts(12, "job", None, None, None, None, None), None]
+SYSCALLS = ["read", "write", "openat", "connect", "sendto", "recvfrom", "close"]
+
+
+@st.composite
+def events(draw: Any) -> tuple[dict[str, Any], ProcFacts | None]:
+    proc = draw(st.sampled_from(PROCS))
+    pid = proc.pid if proc is not None else draw(st.sampled_from([20, 21]))
+    kind = draw(st.sampled_from(["syscall", "syscall", "syscall", "tls", "exec", "exit",
+                                 "conn"]))
+    ev: dict[str, Any] = {"ts": draw(st.floats(1e9, 1e9 + 100)), "kind": kind, "pid": pid}
+    if proc is None and draw(st.booleans()):
+        ev["comm"] = "x"
+    if kind in ("syscall", "tls"):
+        ev["syscall"] = draw(st.sampled_from(SYSCALLS))
+        ret = draw(st.integers(-4095, 4096))
+        ev["ret"] = ret
+        if draw(st.booleans()):
+            ev["latency_us"] = draw(st.floats(0, 1e6))
+        if ret < 0 and draw(st.booleans()):
+            ev["errno"] = draw(st.sampled_from(["ENOENT", "EAGAIN"]))
+            if draw(st.booleans()):
+                ev["path"] = draw(st.sampled_from(["/etc/x", "/tmp/y"]))
+        if draw(st.booleans()):
+            ev["direction"] = draw(st.sampled_from(["in", "out"]))
+        if draw(st.booleans()):
+            ev["payload"] = "abc"
+    return ev, proc
+
+
+def reference(batches: list[list[tuple[dict[str, Any], ProcFacts | None]]]) -> dict[str, Any]:
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    stats: dict[tuple[int, str], Stat] = {}
+    lat: dict[tuple[int, str, int], int] = {}
+    errors: dict[tuple[int, str, str, str], list[Any]] = {}
+    idx: list[int] = []
+    def row_of(key: tuple[Any, ...]) -> dict[str, Any]:
+        return rows.setdefault(key, {"idx": len(rows), "n": 0, "lo": math.inf,
+                                     "hi": -math.inf, "kinds": 0, "payload": 0})
+
+    for batch in batches:
+        for _ev, p in batch:  # a batch's processes with facts first (their rows' order)
+            if p is not None:
+                row_of((p.pid, p.comm, p.unit, p.exe, p.cgroup))
+        for ev, p in batch:
+            key = ((p.pid, p.comm, p.unit, p.exe, p.cgroup) if p is not None
+                   else (ev["pid"], ev.get("comm"), ev.get("unit"), None, None))
+            row = row_of(key)
+            i = row["idx"]
+            idx.append(i)
+            row["n"] += 1
+            row["lo"], row["hi"] = min(row["lo"], ev["ts"]), max(row["hi"], ev["ts"])
+            row["kinds"] |= KIND_BITS.get(ev["kind"], OTHER_KIND)
+            row["payload"] += "payload" in ev
+            if "syscall" not in ev:
+                continue
+            k = (i, ev["syscall"])
+            s = stats.setdefault(k, Stat())
+            s.count += 1
+            ms = ev.get("latency_us", 0.0)
+            s.lat_sum += ms
+            b = (i, ev["syscall"], bucket(ms))
+            lat[b] = lat.get(b, 0) + 1
+            if ev.get("errno") is not None:
+                s.errors += 1
+                ek = (i, ev["syscall"], ev["errno"], ev.get("path") or ev.get("peer") or "")
+                got = errors.setdefault(ek, [0, ev["ts"]])
+                got[0] += 1
+                got[1] = max(got[1], ev["ts"])
+            elif "direction" in ev and ev.get("ret", 0) > 0:
+                s.bytes += ev["ret"]
+    return {"rows": {k: (r["idx"], r["n"], r["lo"], r["hi"], r["kinds"], r["payload"])
+                     for k, r in rows.items()},
+            "stats": stats, "lat": lat, "errors": errors, "idx": idx}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(events(), min_size=1, max_size=40), min_size=1, max_size=4))
+def test_aggregates_equal_a_per_event_loop(batches: list[list[Any]]) -> None:
+    b = BlockBuilder()
+    for batch in batches:
+        b.add(Batch([ev for ev, _p in batch], [p for _ev, p in batch]))
+    want = reference(batches)
+    assert list(b.idx) == want["idx"]
+    assert {k: (r.idx, r.n, r.ts_min, r.ts_max, r.kinds, r.payload)
+            for k, r in b.rows.items()} == want["rows"]
+    assert b.lat == want["lat"]
+    assert b.errors == want["errors"]
+    assert b.stats.keys() == want["stats"].keys()
+    for k, s in b.stats.items():
+        w = want["stats"][k]
+        assert (s.count, s.errors, s.bytes) == (w.count, w.errors, w.bytes), k
+        assert math.isclose(s.lat_sum, w.lat_sum, rel_tol=1e-9, abs_tol=1e-6), k
+
+
+@given(st.lists(st.one_of(st.floats(0, 1e9), st.sampled_from([0.0, 0.001, 0.0005, 1.0]))))
+def test_buckets_equal_bucket_of_each(lats: list[float]) -> None:
+    assert buckets(lats) == [bucket(x) for x in lats]
