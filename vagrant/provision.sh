@@ -145,6 +145,9 @@ mount_fs() {
         || note "could not mount debugfs at /sys/kernel/debug"
 }
 
+# Prints which hot-path pieces run as C and which as their Python twins (setup.py).
+NATIVE_CHECK='from collector.capture.native import native; print(" ".join(f"{k}={v}" for k, v in native().items()))'
+
 # make_venv [runtime]: the repository's venv, editable. With "runtime" (the demo) only
 # the daemon's dependencies, without the dev tools (linters, test runner, plotting).
 # The stamp is the pyproject hash, plus " runtime" when only those are installed.
@@ -156,7 +159,10 @@ make_venv() {
         "$PY" -m venv --system-site-packages --without-pip "$VENV"
     fi
     local stamp="$VENV/.periscope-deps" want have
-    want=$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)
+    # What the editable install builds from: the metadata and the C twins (setup.py), so a
+    # change to either rebuilds them in place.
+    want=$(cat "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO"/probes/_*.c \
+        "$REPO"/collector/capture/_*.c | sha256sum | cut -d' ' -f1)
     have=$(cat "$stamp" 2>/dev/null || true)
     # With build isolation (unlike `install`): an editable install needs setuptools >= 64,
     # newer than Ubuntu 22.04's.
@@ -173,6 +179,12 @@ make_venv() {
         echo "$want" >"$stamp"
     fi
     "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "venv cannot import bcc (python3-bpfcc)"
+    # The test setup has gcc and python3-dev (TEST_PACKAGES): its C twins must have built,
+    # or the suite would test only the Python ones.
+    if [ "${1:-}" != runtime ]; then
+        "$VENV/bin/python" -c "$NATIVE_CHECK" | grep -qv python \
+            || die "the C twins did not build (see the pip output above)"
+    fi
 }
 
 # promtool, which the root tier runs on a live /metrics scrape (`promtool check metrics`),
@@ -296,6 +308,13 @@ install_app() {
     "$APP_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir \
         --no-build-isolation --upgrade "$REPO"
     "$APP_VENV/bin/python" -c 'import bcc' 2>/dev/null || die "$APP_VENV cannot import bcc (python3-bpfcc)"
+    local hot
+    hot=$("$APP_VENV/bin/python" -c "$NATIVE_CHECK")
+    case "$hot" in
+        *python*) say "hot path: $hot (the C twins did not build: no gcc or python3-dev" \
+            "here; the daemon works, at more CPU per event)" ;;
+        *) say "hot path: $hot" ;;
+    esac
     [ -x "$APP_VENV/bin/periscoped" ] || die "$APP_VENV/bin/periscoped missing after pip install"
     link_client
     if ! "$APP_VENV/bin/periscoped" --check >/dev/null 2>&1; then

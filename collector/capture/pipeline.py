@@ -10,15 +10,14 @@ received + dropped_overload stays equal to what the reader handed us.
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
 from collections import Counter, deque
 from typing import Protocol
 
+from collector.capture import iobuild
 from collector.capture.events import (
-    IO_SYSCALLS,
     Batch,
     Clock,
     Event,
@@ -33,18 +32,13 @@ from collector.capture.events import (
 from collector.capture.streams import Closed, StreamKey, StreamTable
 from collector.proc.facts import Enricher, ProcFacts
 from probes.layout import (
-    F_CIPHERTEXT,
-    F_DATA_OUT,
     F_PAYLOAD,
     F_TRUNCATED,
-    LAYOUT_VERSION,
     SYS_HDR_SIZE,
-    SYS_HOT,
     DecodeError,
     ExecRecord,
     ExitRecord,
     ForkRecord,
-    Op,
     Sc,
     decode,
     kernel_cgroup_id,
@@ -81,10 +75,6 @@ class RecordObserver(Protocol):
         a "pid"; the pipeline emits them to the sinks after the batch's events."""
 
 
-_OP_SYSCALL = int(Op.SYSCALL)
-_OP_TLS = int(Op.TLS)
-
-
 class Pipeline:
     def __init__(self, redactor: RedactorLike, sinks: list[Sink], enricher: Enricher,
                  queue_max: int = 65536, max_streams: int = 4096,
@@ -101,6 +91,7 @@ class Pipeline:
         self.queue_max = queue_max
         self.max_streams = max_streams
         self.clock = Clock()
+        self._build = iobuild.build  # tests set iobuild.io_event to run the Python twin
         self.counters: Counter[str] = Counter()  # read by metrics at scrape time
         self._queue: deque[list[bytes]] = deque()
         self._queued = 0
@@ -212,9 +203,9 @@ class Pipeline:
                 procs: list[ProcFacts | None] | None = None) -> list[Event]:
         """Pure-ish core (no threads): decode and redact one batch of records.
 
-        I/O syscall records (the bulk) take an inline path: one unpack of header and
-        sys_event together, the event built as a literal, the process facts looked up once
-        per process and batch. It builds exactly what decode() + syscall_event() +
+        I/O syscall records (the bulk) take an inline path: the event built in one call
+        (iobuild.build, in C where it was built), the process facts looked up once per
+        process and batch. It builds exactly what decode() + syscall_event() +
         _capture() would (tests/unit/test_pipeline_golden.py); every other record, and
         every malformed one, goes through _record(). `procs`, if given, receives the facts
         of each event's process, in step with the events.
@@ -222,43 +213,18 @@ class Pipeline:
         out: list[Event] = []
         append = out.append
         add_proc = (procs if procs is not None else []).append
-        unpack = SYS_HOT.unpack_from  # the fields named in layout.SYS_HOT_FIELDS, in order
-        io = IO_SYSCALLS
-        errnames = errno.errorcode
+        build = self._build  # iobuild.build: the C twin where it was built
         offset_us = self.clock.offset_us
         capture = self._capture
         observers = self.observers  # empty: the hot path pays one truth test per record
         known: dict[int, Known] = {}  # tgid -> its enrichment, for this batch
         self.streams.tick()
         for raw in batch:
-            if len(raw) < SYS_HDR_SIZE:
+            built = build(raw, offset_us)
+            if built is None:  # not an I/O record (or a malformed one): the typed decode
                 self._record(raw, out, procs, known, shed_payload)
                 continue
-            op, version, cookie, ktime, tgid, tid, nr, flags, fd, ret, latency_ns, arg, \
-                data_len = unpack(raw)
-            if nr not in io or version != LAYOUT_VERSION \
-                    or (op != _OP_SYSCALL and op != _OP_TLS) or len(raw) < SYS_HDR_SIZE + data_len:
-                self._record(raw, out, procs, known, shed_payload)
-                continue
-            name, kind, sized = io[nr]
-            # == Clock.wall(ktime), inline
-            ev: Event = {"ts": ((ktime + 500) // 1000 + offset_us) / 1e6, "kind": kind, "pid": tgid,
-                         "tid": tid, "target": cookie, "syscall": name, "ret": ret}
-            if -4096 < ret < 0 and kind == "syscall":  # SSL_read's -1 is not an errno
-                ev["errno"] = errnames.get(-ret) or f"E{-ret}"
-            # == round(lat / 1000, 3): an integer count of ns has at most 3 decimals in µs
-            ev["latency_us"] = latency_ns / 1000
-            if kind == "tls":
-                ev["conn"] = where = f"ssl:{arg:x}"  # the SSL* identifies the connection
-                if fd >= 0:  # its socket, when the kernel learned it
-                    ev["fd"] = fd
-            else:
-                ev["fd"] = where = fd
-                if sized:
-                    ev["size"] = arg
-            ev["direction"] = direction = "out" if flags & F_DATA_OUT else "in"
-            if flags & F_CIPHERTEXT:  # inside SSL_read/SSL_write: see the "tls" event
-                ev["ciphertext"] = True
+            ev, tgid, cookie, where, direction, flags, data_len, ret = built
             data: bytes | None = None
             missing = 0
             if flags & F_PAYLOAD:

@@ -27,6 +27,7 @@ from collector.access.grants import GrantStore
 from collector.access.policy import Policy
 from collector.access.requests import RequestStore
 from collector.capture.l7stage import L7Stage, StageOptions
+from collector.capture.native import native
 from collector.capture.pipeline import Pipeline, Sink
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs
@@ -194,6 +195,11 @@ async def serve(cfg: config.Config, started: float) -> None:
                                                             svc.gate.reload_policy()))
     ready_s = time.monotonic() - started
     log.info("ready in %.2fs: socket %s, state %s", ready_s, cfg.paths.socket, cfg.paths.state_dir)
+    if "python" in native().values():
+        log.warning("hot path in pure Python (%s): the C twins were not built at install "
+                    "(no gcc or python3-dev there); every event costs more CPU. Install both "
+                    "and run `make install` again.",
+                    ", ".join(f"{k}={v}" for k, v in native().items()))
     notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
     svc.counters["ready_ms"] = int(ready_s * 1000)
     svc.metrics.ready_seconds.set(ready_s)

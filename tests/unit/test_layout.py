@@ -110,10 +110,10 @@ def test_the_hot_view_names_each_field_of_a_record() -> None:
 
 
 def test_the_pipeline_unpacks_the_hot_view_by_its_names() -> None:
-    """The pipeline's inline path assigns SYS_HOT's values to variables named as in
+    """The I/O fast path (capture/iobuild.py) assigns SYS_HOT's values to variables named as in
     layout.SYS_HOT_FIELDS, in that order: a new field or a reorder fails here, not in a
     golden file."""
-    source = (Path(__file__).parents[2] / "collector/capture/pipeline.py").read_text()
+    source = (Path(__file__).parents[2] / "collector/capture/iobuild.py").read_text()
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \

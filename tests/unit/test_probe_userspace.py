@@ -16,10 +16,15 @@ from typing import Any
 
 import pytest
 
-from probes import bpfsys, tls, trace
+from probes import bpfsys, ringbuf, tls, trace
 from probes.elfsym import ElfError, file_symbol_offsets, open_elf, symbol_offsets, vaddr_to_offset
 from probes.loader import USER_MAPS, parse_manifest, prog_kind
-from probes.ringbuf import BUSY_BIT, DISCARD_BIT, RingReader, walk
+from probes.ringbuf import BUSY_BIT, DISCARD_BIT, RingReader
+
+# Both walks: the Python one, and its C twin where it was built (provision.sh builds it).
+WALKS = [pytest.param(ringbuf.walk, id="python"),
+         pytest.param(ringbuf._walk_c, id="c", marks=pytest.mark.skipif(
+             ringbuf._walk_c is None, reason="C walk not built (no compiler or headers)"))]
 
 
 class FakeRing:
@@ -42,7 +47,8 @@ class FakeRing:
         return memoryview(bytes(self.buf) * 2)
 
 
-def test_walk_copies_records_and_pads_to_8() -> None:
+@pytest.mark.parametrize("walk", WALKS)
+def test_walk_copies_records_and_pads_to_8(walk: Any) -> None:
     r = FakeRing(128)
     r.put(b"abc")
     r.put(b"12345678")
@@ -53,7 +59,8 @@ def test_walk_copies_records_and_pads_to_8() -> None:
     assert cons == r.prod == 16 + 16 + 8
 
 
-def test_walk_skips_discarded_and_stops_at_busy() -> None:
+@pytest.mark.parametrize("walk", WALKS)
+def test_walk_skips_discarded_and_stops_at_busy(walk: Any) -> None:
     r = FakeRing(128)
     r.put(b"keep1")
     r.put(b"gone!", DISCARD_BIT)
@@ -67,7 +74,8 @@ def test_walk_skips_discarded_and_stops_at_busy() -> None:
     assert cons == busy_at  # the BUSY record is retried at the next drain
 
 
-def test_walk_wraps_around_the_end_contiguously() -> None:
+@pytest.mark.parametrize("walk", WALKS)
+def test_walk_wraps_around_the_end_contiguously(walk: Any) -> None:
     r = FakeRing(64)
     r.put(b"x" * 40)          # 48 bytes at 0
     out: list[bytes] = []
@@ -79,7 +87,8 @@ def test_walk_wraps_around_the_end_contiguously() -> None:
     assert cons == r.prod
 
 
-def test_walk_respects_the_batch_limit() -> None:
+@pytest.mark.parametrize("walk", WALKS)
+def test_walk_respects_the_batch_limit(walk: Any) -> None:
     r = FakeRing(256)
     for i in range(10):
         r.put(bytes([i]))
@@ -89,6 +98,37 @@ def test_walk_respects_the_batch_limit() -> None:
     out.clear()
     walk(r.view(), 255, cons, r.prod, 1024, out)
     assert out == [bytes([i]) for i in range(4, 10)]
+
+
+@pytest.mark.parametrize("walk", WALKS)
+def test_walk_rejects_what_is_not_a_ring(walk: Any) -> None:
+    """A record header whose length runs past the data area is an error, not a read of
+    whatever lies beyond (the C walk checks; the Python slice would just stop short)."""
+    r = FakeRing(64)
+    r.put(b"ok")
+    view = bytearray(r.view())
+    struct.pack_into("<I", view, 16, 4000)  # the next header claims 4000 bytes
+    out: list[bytes] = []
+    if walk is ringbuf._walk_c:
+        with pytest.raises(ValueError, match="past the data area"):
+            walk(memoryview(view), 63, 0, 16 + 4008, 1024, out)
+        with pytest.raises(ValueError, match="mapped twice"):
+            walk(memoryview(bytes(64)), 63, 0, 8, 1024, out)
+    assert walk(memoryview(view), 63, 0, 16, 1024, out) == 16 and out[-1] == b"ok"
+
+
+def test_the_walks_agree_on_a_long_wrapping_ring() -> None:
+    if ringbuf._walk_c is None:
+        pytest.skip("C walk not built")
+    r = FakeRing(1 << 12)
+    got: dict[str, list[bytes]] = {"python": [], "c": []}
+    cons = {"python": 0, "c": 0}
+    for i in range(600):
+        r.put(bytes([i % 251]) * (i % 90), DISCARD_BIT if i % 13 == 0 else 0)
+        if i % 7 == 6:
+            for name, walk in (("python", ringbuf.walk), ("c", ringbuf._walk_c)):
+                cons[name] = walk(r.view(), r.size - 1, cons[name], r.prod, 1024, got[name])
+    assert cons["python"] == cons["c"] and got["python"] == got["c"] and len(got["c"]) > 300
 
 
 def _manifest(nprogs: int = 2) -> dict[str, object]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from collector.access.auth import Principal
 from collector.access.gate import Scope
+from collector.capture.native import native
 from collector.serve.services import Services
 
 
@@ -44,6 +45,7 @@ def status(svc: Services, who: Principal, scope: Scope) -> dict[str, Any]:
         "uptime_s": round(time.time() - svc.started, 1),
         "probes_attached": svc.tracer.attached,
         "probe_load_s": round(svc.tracer.last_load_seconds, 3),
+        "native": native(),
         "targets": svc.tracer.targets(),
         "sessions": [{"id": s.id, "user": s.user, "events": s.events,
                       "deadline": s.deadline} for s in list(svc.router.sessions.values())],

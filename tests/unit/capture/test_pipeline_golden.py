@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 
 import orjson
+import pytest
 
+from collector.capture import iobuild
 from collector.capture.events import Clock, syscall_event
 from collector.capture.pipeline import Pipeline
 from collector.proc.facts import Enricher
@@ -19,8 +21,15 @@ DATA = Path(__file__).parents[2] / "data"
 GOLDEN = DATA / "pipeline" / "events.json"
 
 
-def run() -> dict[str, object]:
+# The I/O fast path's builds: the Python definition, and the C twin where it was built.
+BUILDS = [pytest.param(iobuild.io_event, id="python"),
+          pytest.param(iobuild.build, id="c", marks=pytest.mark.skipif(
+              iobuild.IMPL != "c", reason="C build not compiled (no compiler)"))]
+
+
+def run(build: object = iobuild.build) -> dict[str, object]:
     p = Pipeline(FakeRedactor(), [], Enricher(procfs=DATA / "proc"), max_streams=8)
+    p._build = build  # type: ignore[assignment]
     p.clock.offset = 1_700_000_000.123456
     res = [p.process(recs, shed_payload=shed) for recs, shed in batches()]
     tail: list[dict[str, object]] = []
@@ -28,8 +37,9 @@ def run() -> dict[str, object]:
     return {"batches": res, "closed": tail, "counters": dict(sorted(p.counters.items()))}
 
 
-def test_events_match_golden_exactly() -> None:
-    got = run()
+@pytest.mark.parametrize("build", BUILDS)
+def test_events_match_golden_exactly(build: object) -> None:
+    got = run(build)
     want = orjson.loads(GOLDEN.read_bytes())
     for i, (g, w) in enumerate(zip(got["batches"], want["batches"], strict=True)):  # type: ignore[call-overload]
         assert [list(e.items()) for e in g] == [list(e.items()) for e in w], f"batch {i}"
@@ -39,7 +49,8 @@ def test_events_match_golden_exactly() -> None:
     assert orjson.dumps(got) == orjson.dumps(want)
 
 
-def test_fast_path_meta_equals_syscall_event() -> None:
+@pytest.mark.parametrize("build", BUILDS)
+def test_fast_path_meta_equals_syscall_event(build: object) -> None:
     """The pipeline's inline event build for I/O syscalls == events.syscall_event."""
     clock = Clock()
     red = FakeRedactor()
@@ -50,6 +61,7 @@ def test_fast_path_meta_equals_syscall_event() -> None:
                     raw = sys_rec(nr, 5, ret, b"", flags, arg=0x7F00, lat=lat, pid=99999)
                     p = Pipeline(red, [], Enricher(procfs=DATA / "proc"))
                     p.clock = clock
+                    p._build = build  # type: ignore[assignment]
                     (ev,) = p.process([raw])
                     rec = decode(raw)
                     assert isinstance(rec, SyscallRecord)
