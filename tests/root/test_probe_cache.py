@@ -1,9 +1,10 @@
 """The compiled-probe cache on a real kernel: a restart loads the probes without bcc, a
-corrupt cache is dropped and rebuilt, and a program the verifier refuses is never
-loaded (the daemon compiles instead)."""
+corrupt cache is dropped and rebuilt, a program the verifier refuses is never loaded (the
+daemon compiles instead), and every compile says why in the log."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -51,7 +52,9 @@ def _traced_events(d: Daemon, workload: Any) -> list[dict[str, Any]]:
 def test_a_restart_loads_the_probes_from_the_cache(base: Path, workload: Any) -> None:
     d = start_daemon(base, share_cache=False)
     try:
-        assert "compiled and loaded ahead" in _preloaded(d)
+        log = _preloaded(d)
+        assert "compiling the trace probe with bcc (cold cache: nothing compiled" in log
+        assert "compiled and loaded ahead" in log
         path = _cache_file(d)
         assert path.stat().st_mode & 0o777 == 0o600
         assert (d.state / "probe-cache").stat().st_mode & 0o777 == 0o700
@@ -59,7 +62,8 @@ def test_a_restart_loads_the_probes_from_the_cache(base: Path, workload: Any) ->
         assert stop_daemon(d) == 0
     d = start_daemon(base, share_cache=False)
     try:
-        assert "loaded from the cache ahead" in _preloaded(d)
+        log = _preloaded(d)
+        assert "loaded from the cache ahead" in log and "compiling" not in log
         assert len(_traced_events(d, workload)) == 100  # the cached programs trace for real
     finally:
         assert stop_daemon(d) == 0
@@ -79,10 +83,11 @@ def test_a_corrupt_cache_is_dropped_and_rebuilt(base: Path, workload: Any) -> No
     try:
         log = _preloaded(d)
         assert "probe cache unusable" in log and "checksum" in log
+        assert "compiling the trace probe with bcc (the cached build was unusable)" in log
         assert "compiled and loaded ahead" in log
         assert len(_traced_events(d, workload)) == 100
         key = path.read_bytes().split(b"\n", 1)[0]
-        assert objcache.read(path, __import__("json").loads(key)["key"]) is not None
+        assert objcache.read(path, json.loads(key)["key"]) is not None
     finally:
         assert stop_daemon(d) == 0
 
@@ -96,7 +101,7 @@ def test_the_verifier_still_checks_a_cached_program(base: Path, workload: Any) -
         path = _cache_file(d)
     finally:
         assert stop_daemon(d) == 0
-    digest = __import__("json").loads(path.read_bytes().split(b"\n", 1)[0])["key"]
+    digest = json.loads(path.read_bytes().split(b"\n", 1)[0])["key"]
     obj = objcache.read(path, digest)
     assert obj is not None
     # r0 = *(u64 *)(r1 + 4096): a read far outside the tracepoint's context, then exit
