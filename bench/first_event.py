@@ -1,9 +1,13 @@
 """python -m bench.first_event: time to READY and from `trace` to the first event, for the
 first session after a daemon start, with the probe cache cold (a fresh state dir: the
-probes compile) and warm (the cache an earlier start wrote), this tree against another.
+probes compile), warm (the cache an earlier start wrote) and installed (a fresh state dir
+that `periscoped --warm-cache` filled first, as make install does; the warm-up is timed
+too), this tree against another (a tree without --warm-cache runs cold and warm only).
 
 The session is opened the moment the daemon is READY, on a process already writing
 1,000 times a second, so it meets the preload wherever it is. Trees and modes alternate.
+Each run also says whether the daemon's preload loaded from the cache ("cache") or
+compiled ("compile"), from its log.
 
   .venv/bin/python -m bench.first_event --base /tmp/perf-base --rounds 3
 """
@@ -22,6 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness as h
+
+CONFIG = '[metrics]\nlisten = ""\n'  # what h.Daemon runs with: the warm-up must use the same
+
+
+def warm_up(repo: Path) -> tuple[Path, float]:
+    """`periscoped --warm-cache` into a fresh state dir, as make install runs it; returns
+    (its probe cache, seconds)."""
+    base = Path(tempfile.mkdtemp(prefix="periscope-warm-"))
+    (base / "p.toml").write_text(CONFIG)
+    started = time.monotonic()
+    r = subprocess.run([h.PY, "-m", "collector.daemon", "--warm-cache", "--config",
+                        str(base / "p.toml"), "--state-dir", str(base / "state")],
+                       capture_output=True, text=True, cwd=repo,
+                       env={**os.environ, "PYTHONPATH": str(repo)})
+    took = time.monotonic() - started
+    if r.returncode != 0:
+        raise RuntimeError(f"--warm-cache exited {r.returncode}:\n{r.stderr[-2000:]}")
+    return base / "state" / "probe-cache", took
 
 
 def run_once(repo: Path, bins: dict[str, Path], cache: Path | None) -> dict[str, Any]:
@@ -44,7 +66,10 @@ def run_once(repo: Path, bins: dict[str, Path], cache: Path | None) -> dict[str,
         if saved.is_dir():
             kept = Path(tempfile.mkdtemp(prefix="periscope-cache-")) / "c"
             shutil.copytree(saved, kept)
-        return {"ready_s": d.ready_s, "first_event_s": first, "cache": kept}
+        log = d.log.read_text(errors="replace")
+        loaded = "cache" if "loaded from the cache ahead" in log else (
+            "compile" if "compiled and loaded ahead" in log else "?")
+        return {"ready_s": d.ready_s, "first_event_s": first, "cache": kept, "loaded": loaded}
     finally:
         d.stop()
         p.kill()
@@ -67,18 +92,35 @@ def main(argv: list[str] | None = None) -> int:
     for name, repo in trees.items():  # one cold start each leaves the cache the warm ones use
         got = run_once(repo, bins, None)
         caches[name] = got["cache"]
+    warmups: dict[str, list[float]] = {}
     for r in range(a.rounds):
-        order = [(n, m) for n in trees for m in ("cold", "warm")]
+        order = [(n, m) for n in trees for m in ("cold", "warm", "installed")
+                 if m != "installed" or (trees[n] / "collector/daemon/probecache.py").exists()]
         random.shuffle(order)
         for name, mode in order:
-            got = run_once(trees[name], bins, caches[name] if mode == "warm" else None)
+            cache, extra = caches[name] if mode == "warm" else None, ""
+            if mode == "installed":
+                cache, took = warm_up(trees[name])
+                warmups.setdefault(name, []).append(took)
+                extra = f" (warm-up {took:.2f} s)"
+            try:
+                got = run_once(trees[name], bins, cache)
+            finally:
+                if mode == "installed" and cache is not None:
+                    shutil.rmtree(cache.parent.parent, ignore_errors=True)
             res.setdefault((name, mode), []).append(got)
             print(f"round {r + 1} {name:>5} {mode}: READY {got['ready_s']:.2f} s, first event "
-                  f"{got['first_event_s']:.2f} s after trace", flush=True)
+                  f"{got['first_event_s']:.2f} s after trace, preload from "
+                  f"{got['loaded']}{extra}", flush=True)
+            if got["cache"] is not None:  # only the first runs' copies serve later ones
+                shutil.rmtree(got["cache"].parent, ignore_errors=True)
     print("\nfirst session after start: READY, and trace -> first event (s):")
     for (name, mode), runs in sorted(res.items()):
-        print(f"  {name:>5} {mode:<5} READY {h.spread_f([x['ready_s'] for x in runs])}   "
-              f"first event {h.spread_f([x['first_event_s'] for x in runs])}")
+        print(f"  {name:>5} {mode:<9} READY {h.spread_f([x['ready_s'] for x in runs])}   "
+              f"first event {h.spread_f([x['first_event_s'] for x in runs])}   preload from "
+              f"{','.join(sorted({x['loaded'] for x in runs}))}")
+    for name, times in warmups.items():
+        print(f"  {name:>5} warm-up (periscoped --warm-cache) {h.spread_f(times)} s")
     for c in caches.values():
         if c is not None:
             shutil.rmtree(c.parent, ignore_errors=True)

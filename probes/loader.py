@@ -213,7 +213,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--stack-storage", type=int, default=8192)
     ap.add_argument("--cache", type=Path, help="write the compiled object here")
     ap.add_argument("--cache-key", default="", help="the key it is written under")
+    ap.add_argument("--cache-build", type=_build_facts, default=None,
+                    help="what the key covers (JSON object), kept in the file's header")
     return ap
+
+
+def _build_facts(text: str) -> dict[str, str]:
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        raise ValueError("--cache-build: not a JSON object of strings")
+    return {str(k): v for k, v in doc.items()}
 
 
 def probe_flags(probe: str, args: list[str]) -> list[str]:
@@ -304,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.cache:
         try:  # the probe works without it: a failure only costs the next start a compile
-            objcache.write(args.cache, _cache_object(bpf, man["progs"]), args.cache_key)
+            objcache.write(args.cache, _cache_object(bpf, man["progs"]), args.cache_key,
+                           args.cache_build)
             man["cache"] = "written"
         except (OSError, ValueError) as err:
             man["cache"] = f"not written: {err}"

@@ -8,7 +8,8 @@ key we computed and matches the SHA-256 it carries; anything else is ignored (an
 replaced by the next compile), never trusted half-way. What it cannot hide from the
 kernel: every program goes through the verifier again at each load.
 
-File: one JSON line {"format", "key", "sha256", "size"}, then the body (JSON, sha256 and
+File: one JSON line {"format", "key", "sha256", "size", "build" (build(): what the key
+covers, by name; only to say why a rebuild happens)}, then the body (JSON, sha256 and
 size over exactly these bytes): {"license", "kern_version", "maps": [{"name", "type",
 "key_size", "value_size", "max_entries", "flags"}], "progs": [{"name", "kind", "tp",
 "type", "insns" (base64, map fds zeroed), "relocs": [[insn index, map name]...]}]}.
@@ -87,19 +88,31 @@ def bcc_version() -> str:
         return "none"
 
 
+def build(probe: str, sources: Iterable[Path], headers: Iterable[Path], cflags: list[str]
+          ) -> dict[str, str]:
+    """What a compile depends on, by name: the probe, the kernel (release and build: bcc
+    reads the tracepoints' formats and the kernel headers of the running kernel), the bcc
+    version, the cflags (the config that shapes the programs) and a digest of the sources
+    and headers (text). Kept in the file's header, so a rebuild can say what changed."""
+    u = os.uname()
+    src = hashlib.sha256()
+    for path in (*sources, *sorted(headers)):
+        src.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"probe": probe, "kernel": u.release, "kernel_build": u.version,
+            "machine": u.machine, "bcc": bcc_version(), "cflags": " ".join(cflags),
+            "sources": src.hexdigest()}
+
+
+def key_of(facts: dict[str, str]) -> str:
+    """The cache key: a hex digest over build() (and the file format)."""
+    return hashlib.sha256(json.dumps({"format": FORMAT, **facts}, sort_keys=True)
+                          .encode()).hexdigest()
+
+
 def key(probe: str, sources: Iterable[Path], headers: Iterable[Path], cflags: list[str]
         ) -> str:
-    """Hex digest over what a compile depends on: the probe, its sources and headers (text),
-    the cflags, the bcc version, and the kernel (release and build: bcc reads the
-    tracepoints' formats and the kernel headers of the running kernel)."""
-    h = hashlib.sha256()
-    u = os.uname()
-    for part in (f"format {FORMAT}", probe, u.release, u.version, u.machine, bcc_version(),
-                 *cflags):
-        h.update(part.encode() + b"\0")
-    for path in (*sources, *sorted(headers)):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
+    """Hex digest over everything a compile depends on (build())."""
+    return key_of(build(probe, sources, headers, cflags))
 
 
 def path_for(cache_dir: Path, probe: str, digest: str) -> Path:
@@ -126,7 +139,7 @@ def relocate(insns: bytes, fd_names: dict[int, str]) -> tuple[bytes, tuple[tuple
     return bytes(code), tuple(relocs)
 
 
-def encode(obj: ProbeObject, digest: str) -> bytes:
+def encode(obj: ProbeObject, digest: str, facts: dict[str, str] | None = None) -> bytes:
     body = json.dumps({
         "license": obj.license, "kern_version": obj.kern_version,
         "maps": [m.__dict__ for m in obj.maps],
@@ -135,15 +148,16 @@ def encode(obj: ProbeObject, digest: str) -> bytes:
                    "relocs": [list(r) for r in p.relocs]} for p in obj.progs],
     }, separators=(",", ":")).encode()
     head = json.dumps({"format": FORMAT, "key": digest, "sha256": hashlib.sha256(body).hexdigest(),
-                       "size": len(body)}).encode()
+                       "size": len(body), **({"build": facts} if facts else {})}).encode()
     return head + b"\n" + body
 
 
-def write(path: Path, obj: ProbeObject, digest: str) -> None:
+def write(path: Path, obj: ProbeObject, digest: str, facts: dict[str, str] | None = None
+          ) -> None:
     """Atomically (a 0600 temp file renamed over) in a 0700 directory; other versions of
     the same probe's cache go (a kernel upgrade or new source leaves them stale)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = encode(obj, digest)
+    data = encode(obj, digest, facts)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)  # 0600
     try:
         with os.fdopen(fd, "wb") as f:
@@ -201,6 +215,34 @@ def read(path: Path, digest: str) -> ProbeObject | None:
         return _parse(json.loads(body))
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise CacheError(f"{path}: {err}") from err
+
+
+# What a rebuild reports as changed, in the words of an operator who upgraded something.
+_CHANGES = (("kernel", "kernel"), ("kernel_build", "kernel build"), ("machine", "machine"),
+            ("bcc", "bcc"), ("cflags", "capture config (cflags)"), ("sources", "probe sources"))
+
+
+def why_compile(cache_dir: Path, probe: str, facts: dict[str, str]) -> str:
+    """Why there is no cached build for facts, for the log: a cold cache, or the key
+    changed and what changed (read from the header of the stale file the compile is
+    about to replace). Never raises: a file it cannot read is just "another build"."""
+    stale = sorted(cache_dir.glob(f"{probe}-*{SUFFIX}"), key=lambda p: p.name)
+    if not stale:
+        return "cold cache: nothing compiled for this host yet"
+    try:
+        with stale[0].open("rb") as f:
+            old = json.loads(f.readline(4096)).get("build")
+    except (OSError, ValueError, AttributeError):
+        old = None
+    if not isinstance(old, dict):
+        return f"key changed: {stale[0].name} is another build (an older periscope's)"
+    changed = []
+    for name, words in _CHANGES:
+        was, now = str(old.get(name, "?"))[:80], facts.get(name, "?")
+        if was != now:
+            changed.append(f"{words} {was} -> {now}" if name in ("kernel", "kernel_build", "bcc")
+                           else words)
+    return "key changed: " + (", ".join(changed) or "another build") + " since the last compile"
 
 
 def _int(v: Any, hi: int = 1 << 32) -> int:

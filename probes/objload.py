@@ -10,6 +10,7 @@ manifest has the same shape, so a probe cannot tell where its fds came from.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import struct
@@ -74,6 +75,26 @@ def _private_dir(path: Path) -> bool:
     return True
 
 
+def cache_build(probe: str, args: list[str], root: Path = PROBE_DIR.parent
+                ) -> tuple[dict[str, str], str]:
+    """(objcache.build() facts, key) of a probe compiled with these loader options: what
+    the daemon looks up and the helper writes under."""
+    src = root / "probes"
+    facts = objcache.build(probe, [src / p.name for p in PROBES[probe].sources],
+                           src.glob("*.h"), probe_flags(probe, args))
+    return facts, objcache.key_of(facts)
+
+
+def cached(probe: str, args: list[str], root: Path, cache_dir: Path) -> Path | None:
+    """The cache file that holds this exact build and passes every check, else None."""
+    _facts, digest = cache_build(probe, args, root)
+    path = objcache.path_for(cache_dir, probe, digest)
+    try:
+        return path if objcache.read(path, digest) is not None else None
+    except objcache.CacheError:
+        return None
+
+
 def load_probe(probe: str, args: list[str], root: Path = PROBE_DIR.parent,
                cache_dir: Path | None = None) -> dict[str, Any]:
     """The manifest of a loaded probe (an "fd" in every entry, "cached": bool): from the
@@ -82,19 +103,23 @@ def load_probe(probe: str, args: list[str], root: Path = PROBE_DIR.parent,
     rebuilt. Raises ProbeError."""
     if cache_dir is None or not _private_dir(cache_dir):
         return {**spawn_loader(probe, args, root), "cached": False}
-    src = root / "probes"
-    digest = objcache.key(probe, [src / p.name for p in PROBES[probe].sources],
-                          src.glob("*.h"), probe_flags(probe, args))
+    facts, digest = cache_build(probe, args, root)
     path = objcache.path_for(cache_dir, probe, digest)
     try:
         obj = objcache.read(path, digest)
         if obj is not None:
             return {**instantiate(obj, PROBES[probe].user_maps), "cached": True}
+        why = objcache.why_compile(cache_dir, probe, facts)
     except (objcache.CacheError, BpfError) as err:
         log.warning("probe cache unusable, compiling again: %s", err)
+        why = "the cached build was unusable"
         with contextlib.suppress(OSError):
             path.unlink()
-    man = spawn_loader(probe, [*args, "--cache", str(path), "--cache-key", digest], root)
+    # Say why before the wait: a compile takes seconds (tens under emulation), and the
+    # first session after a kernel or bcc upgrade waits for it.
+    log.info("compiling the %s probe with bcc (%s): seconds, tens under emulation", probe, why)
+    man = spawn_loader(probe, [*args, "--cache", str(path), "--cache-key", digest,
+                               "--cache-build", json.dumps(facts)], root)
     if man.get("cache") != "written":
         log.warning("probe cache %s: %s", path, man.get("cache", "not written"))
     return {**man, "cached": False}

@@ -24,7 +24,7 @@ from typing import Any
 from probes import bpfsys
 from probes.layout import TARGET, Stat
 from probes.loader import PROBE_DIR, SOURCE, TLS_SOURCE, ProbeError
-from probes.objload import load_probe
+from probes.objload import cached, load_probe
 from probes.ringbuf import RingReader
 from probes.tls import TlsHooks, system_libssl_paths
 
@@ -56,13 +56,24 @@ class TargetSpec:
     rate_limit: int = 0    # 0: none; N: at most ~N syscalls/s for the target (kernel-side)
 
 
+def loader_args(options: ProbeOptions) -> list[str]:
+    """The loader helper's options for trace.bpf.c: what the cache key covers of them."""
+    return ["--max-payload", str(options.max_payload),
+            "--ringbuf-pages", str(options.ringbuf_pages)]
+
+
 def run_loader(options: ProbeOptions, root: Path = PROBE_DIR.parent) -> dict[str, Any]:
     """Load trace.bpf.c from the cache or the loader helper (probes/loader.py under root);
     returns the manifest (with an "fd" in every entry). Raises ProbeError with the
     compiler's message."""
-    return load_probe("trace", ["--max-payload", str(options.max_payload),
-                                "--ringbuf-pages", str(options.ringbuf_pages)], root=root,
-                      cache_dir=options.cache_dir)
+    return load_probe("trace", loader_args(options), root=root, cache_dir=options.cache_dir)
+
+
+def cached_file(options: ProbeOptions, root: Path = PROBE_DIR.parent) -> Path | None:
+    """The cache file prepare() would load trace.bpf.c from, or None (it would compile)."""
+    if options.cache_dir is None:
+        return None
+    return cached("trace", loader_args(options), root, options.cache_dir)
 
 
 class TraceProbe:

@@ -30,7 +30,7 @@ from collector.capture.l7stage import L7Stage, StageOptions
 from collector.capture.native import native
 from collector.capture.pipeline import Pipeline, Sink
 from collector.capture.tracer import Tracer
-from collector.daemon import check, logs
+from collector.daemon import check, logs, probecache
 from collector.daemon.notify import notify, watchdog_interval
 from collector.errors import ConfigError, PeriscopeError
 from collector.export.route import open_exporters
@@ -48,10 +48,12 @@ from collector.store.store import EventStore
 
 log = logging.getLogger("periscope.daemon")
 ANCHOR_EVERY_S = 60.0
-PROBE_CACHE = "probe-cache"  # under the state dir: compiled probes (probes/objcache.py)
 
 EPILOG = """examples:
   periscoped --check                      report kernel features and a verdict
+  periscoped --warm-cache                 compile the probes into the state dir's cache
+                                          and exit (make install does), so the first
+                                          start loads them without a compile
   periscoped                              run with /etc/periscope/periscope.toml or defaults
   periscoped --config ./p.toml --state-dir /tmp/ps --socket /tmp/ps/ps.sock
 """
@@ -63,7 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="config file (default: /etc/periscope/periscope.toml "
                    "if present, else embedded defaults)")
-    p.add_argument("--check", action="store_true", help="report kernel features and exit")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--check", action="store_true", help="report kernel features and exit")
+    what.add_argument("--warm-cache", action="store_true",
+                      help="compile the probes into STATE_DIR/probe-cache (attaching nothing) "
+                      "and exit: 0 warm, 1 not (the daemon then compiles at start)")
     p.add_argument("--foreground", action="store_true",
                    help="stay in the foreground (always true; systemd supervises us)")
     p.add_argument("--socket", help="override paths.socket")
@@ -77,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
           ) -> tuple[Services, Pipeline]:
     """Every part of the daemon, wired; nothing is started. Raises PeriscopeError."""
-    from probes.trace import ProbeOptions, TargetSpec, TraceProbe
+    from probes.trace import TargetSpec, TraceProbe
     from redact import Redactor
     from redact.rules import RuleError
 
@@ -120,12 +126,9 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     pipeline = Pipeline(redactor, sinks, enricher,
                         capture.queue_max, observers=[stage],
                         event_cap=capture.max_payload_bytes)
-    # data[] is sized for the larger of the two caps; targets start at max_payload_bytes.
     # Compiled probes are cached under the state dir (root-only): a start with the same
-    # kernel, sources and bcc loads them with bpf(2) instead of compiling (~2-25 s).
-    kernel_max = max(capture.max_payload_bytes, capture.l7_payload_bytes if capture.l7 else 0)
-    options = ProbeOptions(kernel_max, capture.ringbuf_pages, capture.poll_interval_ms / 1000,
-                           cache_dir=state / PROBE_CACHE)
+    # kernel, sources, bcc and config loads them with bpf(2) instead of compiling (~2-25 s).
+    options = probecache.trace_options(cfg)
     tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
                     lambda cookie, cap: TargetSpec(cookie, cap, capture.sample_every,
                                                    capture.rate_limit), resolver)
@@ -140,7 +143,7 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
                    grants=grants, audit_path=str(paths.audit_log),
                    anchors_path=str(paths.anchors), max_payload=cfg.capture.max_payload_bytes,
                    redactor=redactor, profiles=Profiles(cfg.server.max_profiles,
-                                                     probe_cache=state / PROBE_CACHE),
+                                                     probe_cache=probecache.cache_dir(cfg)),
                    session_queue=cfg.server.send_buffer_events,
                    max_reply_bytes=cfg.server.max_reply_bytes, counters=counters, desk=desk,
                    idp=idp.build(cfg.idp, str(state / "idp-jwks.json")),
@@ -283,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                                        ("policy", args.policy),
                                        ("socket_group", args.socket_group)) if v is not None}
         cfg = config.with_paths(cfg, **overrides)
+        if args.warm_cache:
+            return probecache.warm(cfg)
         asyncio.run(serve(cfg, started))
     except PeriscopeError as err:
         # Bad policy, grants or audit state at start: one clear line, not a traceback.

@@ -1,11 +1,15 @@
-"""The compiled-probe cache on a real kernel: a restart loads the probes without bcc, a
-corrupt cache is dropped and rebuilt, and a program the verifier refuses is never
-loaded (the daemon compiles instead)."""
+"""The compiled-probe cache on a real kernel: a restart loads the probes without bcc, so
+does the first start after `periscoped --warm-cache` (what make install runs), a corrupt
+cache is dropped and rebuilt, a program the verifier refuses is never loaded (the daemon
+compiles instead), and every compile says why in the log."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,7 +19,7 @@ from typing import Any
 import pytest
 
 from probes import objcache
-from tests.root.conftest import Daemon, TraceStream, start_daemon, stop_daemon, wait_for
+from tests.root.conftest import REPO, Daemon, TraceStream, start_daemon, stop_daemon, wait_for
 
 WRITER = "import os\nfor _ in range(100):\n    os.write(1, b'x')\n"
 
@@ -51,7 +55,9 @@ def _traced_events(d: Daemon, workload: Any) -> list[dict[str, Any]]:
 def test_a_restart_loads_the_probes_from_the_cache(base: Path, workload: Any) -> None:
     d = start_daemon(base, share_cache=False)
     try:
-        assert "compiled and loaded ahead" in _preloaded(d)
+        log = _preloaded(d)
+        assert "compiling the trace probe with bcc (cold cache: nothing compiled" in log
+        assert "compiled and loaded ahead" in log
         path = _cache_file(d)
         assert path.stat().st_mode & 0o777 == 0o600
         assert (d.state / "probe-cache").stat().st_mode & 0o777 == 0o700
@@ -59,10 +65,50 @@ def test_a_restart_loads_the_probes_from_the_cache(base: Path, workload: Any) ->
         assert stop_daemon(d) == 0
     d = start_daemon(base, share_cache=False)
     try:
-        assert "loaded from the cache ahead" in _preloaded(d)
+        log = _preloaded(d)
+        assert "loaded from the cache ahead" in log and "compiling" not in log
         assert len(_traced_events(d, workload)) == 100  # the cached programs trace for real
     finally:
         assert stop_daemon(d) == 0
+
+
+def test_the_warm_up_makes_the_first_start_warm(base: Path, workload: Any) -> None:
+    """`periscoped --warm-cache` on a state dir and config (not the defaults: the config is
+    part of the key), then a daemon on them: its preload and first session load the
+    warm-up's file, and no compile ever runs (the loader would have logged why and
+    replaced the file). A stale build left by an older kernel is named in the log."""
+    config_text = "[capture]\nmax_payload_bytes = 512\nl7 = false\n"
+    cfg = base / "periscope.toml"
+    cfg.write_text('[metrics]\nlisten = ""\n' + config_text)  # what start_daemon writes
+    cache = base / "state" / "probe-cache"
+    cache.mkdir(mode=0o700, parents=True)
+    stale = cache / f"trace-{'0' * 32}{objcache.SUFFIX}"
+    stale.write_bytes(json.dumps({"format": 1, "key": "0" * 64,
+                                  "build": {"kernel": "5.10.0-old"}}).encode() + b"\n{}")
+    stale.chmod(0o600)
+    warm = subprocess.run(
+        [sys.executable, "-m", "collector.daemon", "--warm-cache", "--config", str(cfg),
+         "--state-dir", str(base / "state")], capture_output=True, text=True, timeout=300,
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert warm.returncode == 0, warm.stderr
+    assert f"(key changed: kernel 5.10.0-old -> {os.uname().release}" in warm.stderr
+    assert "probe cache warm in" in warm.stderr and not stale.exists()
+    files = list(cache.glob("trace-*.bpfobj"))
+    assert len(files) == 1
+    before = files[0].stat()
+    again = subprocess.run(warm.args, capture_output=True, text=True, timeout=300, cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert again.returncode == 0 and "already warm" in again.stderr, again.stderr
+    d = start_daemon(base, config_text, share_cache=False)
+    try:
+        log = _preloaded(d)
+        assert "loaded from the cache ahead" in log and "compiling" not in log, log[-2000:]
+        assert len(_traced_events(d, workload)) == 100
+    finally:
+        assert stop_daemon(d) == 0
+    assert "compiling" not in d.log_text()
+    after = _cache_file(d).stat()  # the same file: nothing rewrote it
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
 def test_a_corrupt_cache_is_dropped_and_rebuilt(base: Path, workload: Any) -> None:
@@ -79,10 +125,11 @@ def test_a_corrupt_cache_is_dropped_and_rebuilt(base: Path, workload: Any) -> No
     try:
         log = _preloaded(d)
         assert "probe cache unusable" in log and "checksum" in log
+        assert "compiling the trace probe with bcc (the cached build was unusable)" in log
         assert "compiled and loaded ahead" in log
         assert len(_traced_events(d, workload)) == 100
         key = path.read_bytes().split(b"\n", 1)[0]
-        assert objcache.read(path, __import__("json").loads(key)["key"]) is not None
+        assert objcache.read(path, json.loads(key)["key"]) is not None
     finally:
         assert stop_daemon(d) == 0
 
@@ -96,7 +143,7 @@ def test_the_verifier_still_checks_a_cached_program(base: Path, workload: Any) -
         path = _cache_file(d)
     finally:
         assert stop_daemon(d) == 0
-    digest = __import__("json").loads(path.read_bytes().split(b"\n", 1)[0])["key"]
+    digest = json.loads(path.read_bytes().split(b"\n", 1)[0])["key"]
     obj = objcache.read(path, digest)
     assert obj is not None
     # r0 = *(u64 *)(r1 + 4096): a read far outside the tracepoint's context, then exit

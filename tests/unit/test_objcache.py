@@ -1,6 +1,6 @@
 """The compiled-probe cache: what goes in comes out, and anything it cannot vouch for (torn,
 corrupt, another key, loose permissions, a forbidden helper, an unrelocated map load) is
-refused, not loaded."""
+refused, not loaded; a rebuild can say why (cold, or what changed since the last build)."""
 
 from __future__ import annotations
 
@@ -165,3 +165,49 @@ def test_the_key_follows_sources_flags_and_headers(tmp_path: Path) -> None:
     assert base != objcache.key("profile", [src], [hdr], ["-DMAX_DATA=256"])
     hdr.write_text("#define A 2")
     assert base != objcache.key("trace", [src], [hdr], ["-DMAX_DATA=256"])
+
+
+def _facts(tmp_path: Path, **changed: str) -> dict[str, str]:
+    src = tmp_path / "t.bpf.c"
+    src.write_text("int x;")
+    return {**objcache.build("trace", [src], [], ["-DMAX_DATA=256"]), **changed}
+
+
+def test_the_header_names_what_the_key_covers(tmp_path: Path) -> None:
+    facts = _facts(tmp_path)
+    assert objcache.key_of(facts) == objcache.key("trace", [tmp_path / "t.bpf.c"], [],
+                                                  ["-DMAX_DATA=256"])
+    assert facts["kernel"] == os.uname().release and facts["cflags"] == "-DMAX_DATA=256"
+    path = objcache.path_for(tmp_path / "c", "trace", objcache.key_of(facts))
+    objcache.write(path, build(program()), objcache.key_of(facts), facts)
+    assert json.loads(path.read_bytes().split(b"\n", 1)[0])["build"] == facts
+    assert objcache.read(path, objcache.key_of(facts)) == build(program())
+
+
+def test_why_compile_a_cold_cache(tmp_path: Path) -> None:
+    other = objcache.path_for(tmp_path, "profile", "cc" * 32)  # another probe's file
+    objcache.write(other, build(program()), "cc" * 32)
+    assert objcache.why_compile(tmp_path, "trace", _facts(tmp_path)).startswith("cold cache")
+
+
+def test_why_compile_names_what_changed(tmp_path: Path) -> None:
+    """A kernel and bcc upgrade: both named with their versions, the rest unchanged."""
+    old = _facts(tmp_path, kernel="6.1.0-25-amd64", bcc="0.25.0")
+    objcache.write(objcache.path_for(tmp_path, "trace", objcache.key_of(old)),
+                   build(program()), objcache.key_of(old), old)
+    why = objcache.why_compile(tmp_path, "trace", _facts(tmp_path))
+    assert why == (f"key changed: kernel 6.1.0-25-amd64 -> {os.uname().release}, "
+                   f"bcc 0.25.0 -> {objcache.bcc_version()} since the last compile")
+    old = _facts(tmp_path, cflags="-DMAX_DATA=512", sources="0" * 64)
+    objcache.write(objcache.path_for(tmp_path, "trace", objcache.key_of(old)),
+                   build(program()), objcache.key_of(old), old)
+    assert objcache.why_compile(tmp_path, "trace", _facts(tmp_path)) == \
+        "key changed: capture config (cflags), probe sources since the last compile"
+
+
+@pytest.mark.parametrize("head", [b'{"format": 1, "key": "aa"}', b"not json", b"[1]"])
+def test_why_compile_without_a_readable_build(tmp_path: Path, head: bytes) -> None:
+    """A file from before the header named its build, or garbage: still "key changed"."""
+    (tmp_path / f"trace-{'aa' * 16}{objcache.SUFFIX}").write_bytes(head + b"\n{}")
+    why = objcache.why_compile(tmp_path, "trace", _facts(tmp_path))
+    assert why.startswith("key changed: trace-") and "another build" in why

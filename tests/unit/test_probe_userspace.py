@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from probes import bpfsys, ringbuf, tls, trace
+from probes import bpfsys, objcache, objload, ringbuf, tls, trace
 from probes.elfsym import ElfError, file_symbol_offsets, open_elf, symbol_offsets, vaddr_to_offset
-from probes.loader import USER_MAPS, parse_manifest, prog_kind
+from probes.loader import USER_MAPS, _parser, parse_manifest, prog_kind
 from probes.ringbuf import BUSY_BIT, DISCARD_BIT, RingReader
 
 # Both walks: the Python one, and its C twin where it was built (provision.sh builds it).
@@ -159,6 +159,32 @@ def test_manifest_rejects_fd_count_mismatch_and_missing_maps() -> None:
 def test_manifest_passes_errors_through() -> None:
     man = parse_manifest(b'{"error": "loading trace.bpf.c failed: boom"}', [])
     assert man["error"].endswith("boom")
+
+
+def test_the_helper_takes_the_build_it_writes_under() -> None:
+    facts = {"kernel": "6.1.0-25-amd64", "bcc": "0.26.0"}
+    args = _parser().parse_args(["--fd", "3", "--cache-build", json.dumps(facts)])
+    assert args.cache_build == facts
+    assert _parser().parse_args(["--fd", "3"]).cache_build is None
+    for bad in ("[1]", '{"kernel": 6}', "{"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["--fd", "3", "--cache-build", bad])
+
+
+def test_cached_file_is_the_key_load_probe_looks_up(tmp_path: Path) -> None:
+    """What the warm-up reports as warm is the file the daemon's prepare() would load: the
+    same options give the same key; other options, or a file it cannot trust, do not."""
+    opts = trace.ProbeOptions(1024, 1024, cache_dir=tmp_path / "c")
+    facts, digest = objload.cache_build("trace", trace.loader_args(opts))
+    assert facts["cflags"].split()[1:3] == ["-DMAX_DATA=1024", "-DRINGBUF_PAGES=1024"]
+    assert trace.cached_file(opts) is None
+    path = objcache.path_for(tmp_path / "c", "trace", digest)
+    objcache.write(path, objcache.ProbeObject("GPL", 0, (), ()), digest, facts)
+    assert trace.cached_file(opts) == path
+    assert trace.cached_file(trace.ProbeOptions(2048, 1024, cache_dir=tmp_path / "c")) is None
+    assert trace.cached_file(trace.ProbeOptions(1024, 1024)) is None  # no cache at all
+    path.chmod(0o644)
+    assert trace.cached_file(opts) is None
 
 
 def test_prog_kind_from_bcc_names() -> None:

@@ -1,4 +1,5 @@
-"""vagrant/provision.sh pieces that run without root: package lists and the client link."""
+"""vagrant/provision.sh pieces that run without root: package lists, the client link and the
+probe cache warm-up."""
 
 from __future__ import annotations
 
@@ -109,3 +110,30 @@ def test_promtool_is_for_test_setups_only(tmp_path: Path) -> None:
     for which, wanted in (("demo", False), ("test", False), ("host", True)):
         r = shell(tmp_path, f"{stubs}; provision {which}")
         assert ("install_promtool" in r.stdout) is wanted, (which, r.stdout)
+
+
+# -- the probe cache warm-up at install (warm_cache, with a stand-in periscoped) -----------
+def _daemon(tmp: Path, rc: int) -> Path:
+    """A periscoped that records its arguments and exits rc."""
+    daemon = tmp / "venv" / "bin" / "periscoped"
+    daemon.parent.mkdir(parents=True, exist_ok=True)
+    daemon.write_text(f'#!/bin/sh\necho "$@" >"{tmp}/args"\nexit {rc}\n')
+    daemon.chmod(0o755)
+    return daemon
+
+
+def test_the_install_warms_the_cache_with_the_installed_daemon(tmp_path: Path) -> None:
+    _daemon(tmp_path, 0)
+    r = shell(tmp_path, "warm_cache")
+    # No path flags: it reads /etc/periscope/periscope.toml and its state dir like the unit.
+    assert (tmp_path / "args").read_text().split() == ["--warm-cache"]
+    assert "probe cache warm" in r.stdout and "NOTICE" not in r.stderr
+
+
+def test_a_failed_warm_up_still_installs(tmp_path: Path) -> None:
+    """A host where the compile fails: a notice, and the install goes on (set -e holds)."""
+    _daemon(tmp_path, 1)
+    r = shell(tmp_path, "set -euo pipefail; warm_cache; echo after")
+    assert r.stdout.rstrip().endswith("after")
+    assert "NOTICE: could not warm the probe cache" in r.stderr
+    assert "probe cache warm (" not in r.stdout
