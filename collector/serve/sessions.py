@@ -17,6 +17,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import methodcaller
 from typing import Any
 
 import orjson
@@ -147,19 +148,23 @@ class Router:
         events = batch.events
         per: dict[Session, list[Event]] = {}
         with self._lock:
-            if not self._by_cookie:
+            if not self._by_cookie or not events:
                 return
             subs_of = self._by_cookie.get
-            for ev in events:
-                for s in subs_of(ev.get("target", 0), ()):
-                    got = per.get(s)
-                    if got is None:
-                        per[s] = [ev]
-                    else:
-                        got.append(ev)
+            targets = list(map(_TARGET, events))
+            if targets.count(targets[0]) == len(targets):  # one target (C-level check)
+                per = dict.fromkeys(subs_of(targets[0], ()), events)
+            else:
+                for ev, target in zip(events, targets, strict=True):
+                    for s in subs_of(target, ()):
+                        got = per.get(s)
+                        if got is None:
+                            per[s] = [ev]
+                        else:
+                            got.append(ev)
         for s, evs in per.items():
             if s.payload:
-                nbytes = sum([len(ev.get("payload") or ()) for ev in evs])
+                nbytes = sum(map(len, filter(None, map(_PAYLOAD, evs))))
                 body = batch.json() if len(evs) == len(events) and s.batched else None
                 data = wire(evs, s.batched, body)
             else:  # meta level: what narrow() leaves of each event
@@ -185,6 +190,10 @@ class Router:
         for s in hit:
             s.loop.call_soon_threadsafe(s.end, reason)
         return len(hit)
+
+
+_TARGET = methodcaller("get", "target", 0)
+_PAYLOAD = methodcaller("get", "payload")
 
 
 def _meta(ev: Event) -> Event | None:
