@@ -1,4 +1,4 @@
-"""The optional C accelerators (the metadata is in pyproject.toml).
+"""The optional C twins of the hot path (the metadata is in pyproject.toml).
 
 Each one has a pure-Python twin that is used where the compiler or the Python headers
 are missing: `optional=True` turns a failed build into a warning, not a failed install.
@@ -10,5 +10,6 @@ from setuptools import Extension, setup
 setup(ext_modules=[
     Extension(name, [src], optional=True, extra_compile_args=["-O2", "-Wall", "-Werror"])
     for name, src in (("probes._ringwalk", "probes/_ringwalk.c"),
-                      ("collector.capture._iobuild", "collector/capture/_iobuild.c"))
+                      ("collector.capture._iobuild", "collector/capture/_iobuild.c"),
+                      ("collector.store._tally", "collector/store/_tally.c"))
 ])

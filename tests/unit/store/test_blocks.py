@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.capture.events import Batch
 from collector.proc.facts import ProcFacts
+from collector.store import blocks
 from collector.store.blocks import KIND_BITS, OTHER_KIND, BlockBuilder, Stat, bucket, buckets
 
+C_TALLY = blocks._tally
 PROCS = [ProcFacts(10, "web", "/usr/bin/web", 0, "root", "/a", "web.service"),
          ProcFacts(11, "db", "/usr/bin/db", 0, "root", "/b", None),
          ProcFacts(12, "job", None, None, None, None, None), None]
@@ -90,9 +93,38 @@ def reference(batches: list[list[tuple[dict[str, Any], ProcFacts | None]]]) -> d
             "stats": stats, "lat": lat, "errors": errors, "idx": idx}
 
 
+# BlockBuilder's two ways to count a batch: the C pass where it was built, and Python's.
+PATHS = [pytest.param(None, id="python"),
+         pytest.param(blocks._tally, id="c", marks=pytest.mark.skipif(
+             blocks._tally is None, reason="C tally not built (no compiler)"))]
+
+
+@pytest.mark.parametrize("tally", PATHS)
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(events(), min_size=1, max_size=40), min_size=1, max_size=4))
-def test_aggregates_equal_a_per_event_loop(batches: list[list[Any]]) -> None:
+def test_aggregates_equal_a_per_event_loop(tally: Any, batches: list[list[Any]]) -> None:
+    blocks._tally = tally
+    try:
+        check_against_reference(batches)
+    finally:
+        blocks._tally = C_TALLY
+
+
+def test_the_c_tally_gives_way_on_values_it_does_not_take() -> None:
+    """An int timestamp or latency, a ret past 64 bits: None, and the Python path counts."""
+    if C_TALLY is None:
+        pytest.skip("C tally not built")
+    ok = {"ts": 1.0, "kind": "syscall", "pid": 1, "syscall": "read", "ret": 3,
+          "latency_us": 2.0, "direction": "in"}
+    assert C_TALLY.tally([ok], [0], KIND_BITS, OTHER_KIND) is not None
+    for bad in ({"ts": 1}, {"latency_us": 2}, {"ret": 2**70}, {"latency_us": math.nan}):
+        assert C_TALLY.tally([ok | bad], [0], KIND_BITS, OTHER_KIND) is None, bad
+    assert C_TALLY.tally([{"kind": "exit"}], [0], KIND_BITS, OTHER_KIND) is None  # no ts
+    for bad_batch in ([ok | {"ts": 1}], [ok | {"latency_us": 2}]):
+        check_against_reference([[(ev, None) for ev in bad_batch]])
+
+
+def check_against_reference(batches: list[list[Any]]) -> None:
     b = BlockBuilder()
     for batch in batches:
         b.add(Batch([ev for ev, _p in batch], [p for _ev, p in batch]))
