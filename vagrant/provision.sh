@@ -147,7 +147,7 @@ mount_fs() {
 }
 
 # Prints which hot-path pieces run as C and which as their Python twins (setup.py).
-NATIVE_CHECK='from collector.capture.native import native; print(" ".join(f"{k}={v}" for k, v in native().items()))'
+NATIVE_CHECK='from collector.serve.native import native; print(" ".join(f"{k}={v}" for k, v in native().items()))'
 
 # make_venv [runtime]: the repository's venv, editable. With "runtime" (the demo) only
 # the daemon's dependencies, without the dev tools (linters, test runner, plotting).

@@ -27,7 +27,6 @@ from collector.access.grants import GrantStore
 from collector.access.policy import Policy
 from collector.access.requests import RequestStore
 from collector.capture.l7stage import L7Stage, StageOptions
-from collector.capture.native import native
 from collector.capture.pipeline import Pipeline, Sink
 from collector.capture.tracer import Tracer
 from collector.daemon import check, logs, probecache
@@ -37,6 +36,7 @@ from collector.export.route import open_exporters
 from collector.proc.facts import Enricher
 from collector.proc.resolve import Resolver, cgroup2_root
 from collector.serve.listen import listen_unix
+from collector.serve.native import native
 from collector.serve.profiles import Profiles
 from collector.serve.red import TargetRed
 from collector.serve.server import Server

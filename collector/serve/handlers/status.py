@@ -8,7 +8,7 @@ from typing import Any
 
 from collector.access.auth import Principal
 from collector.access.gate import Scope
-from collector.capture.native import native
+from collector.serve.native import native
 from collector.serve.services import Services
 
 

@@ -1,0 +1,14 @@
+"""Which hot-path pieces run as C (built at install) and which as their Python twins."""
+
+from __future__ import annotations
+
+from collector.capture import iobuild
+from collector.store import blocks
+from probes import ringbuf
+
+
+def native() -> dict[str, str]:
+    """{"ring_walk", "io_build", "block_tally"} -> "c" | "python", for status and the start
+    log."""
+    return {"ring_walk": ringbuf.WALK_IMPL, "io_build": iobuild.IMPL,
+            "block_tally": "python" if blocks._tally is None else "c"}
