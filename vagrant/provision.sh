@@ -15,6 +15,7 @@
 #                           remove that again; state and audit log stay unless --purge
 #   provision.sh packages [runtime|demo|test|host]
 #                           print a package list (default: test, the VM image's); no root
+#   provision.sh deps-stamp what the dev venv's install is stamped with; no root
 #
 # Idempotent: every step checks before it acts. Needs root. Offline works when
 # the packages are already installed (and pip has a local index or wheelhouse).
@@ -72,9 +73,20 @@ packages() {
     esac
 }
 
-# `packages` needs no root: the VM tier bakes the test list into its guest image.
+# deps_stamp: what the dev venv's editable install was made from (its dependencies and
+# build config: pyproject.toml, setup.py); the VM image stamps its baked venv with it.
+deps_stamp() {
+    cat "$REPO/pyproject.toml" "$REPO/setup.py" | sha256sum | cut -d' ' -f1
+}
+
+# `packages` and `deps-stamp` need no root: the VM tier bakes the test list and a venv
+# stamped this way into its guest image.
 if [ "${1:-}" = packages ]; then
     packages "${2:-test}"
+    exit 0
+fi
+if [ "${1:-}" = deps-stamp ]; then
+    deps_stamp
     exit 0
 fi
 
@@ -151,7 +163,7 @@ NATIVE_CHECK='from collector.serve.native import native; print(" ".join(f"{k}={v
 
 # make_venv [runtime]: the repository's venv, editable. With "runtime" (the demo) only
 # the daemon's dependencies, without the dev tools (linters, test runner, plotting).
-# The stamp is the pyproject hash, plus " runtime" when only those are installed.
+# The stamp is deps_stamp, plus " runtime" when only those are installed.
 make_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating venv $VENV (sees the distro's bcc, pip and setuptools)"
@@ -160,10 +172,7 @@ make_venv() {
         "$PY" -m venv --system-site-packages --without-pip "$VENV"
     fi
     local stamp="$VENV/.periscope-deps" want have
-    # What the editable install builds from: the metadata and the C twins (setup.py), so a
-    # change to either rebuilds them in place.
-    want=$(cat "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO"/probes/_*.c \
-        "$REPO"/collector/capture/_*.c | sha256sum | cut -d' ' -f1)
+    want=$(deps_stamp)
     have=$(cat "$stamp" 2>/dev/null || true)
     # With build isolation (unlike `install`): an editable install needs setuptools >= 64,
     # newer than Ubuntu 22.04's.
@@ -180,6 +189,10 @@ make_venv() {
         echo "$want" >"$stamp"
     fi
     "$VENV/bin/python" -c 'import bcc' 2>/dev/null || die "venv cannot import bcc (python3-bpfcc)"
+    # The C twins in place, rebuilt only where a source is newer than its built module (a
+    # C change needs no reinstall; optional: no compiler is a warning, not a failure).
+    (cd "$REPO" && "$VENV/bin/python" setup.py -q build_ext --inplace >/dev/null 2>&1) \
+        || note "the C twins did not build here: the Python ones will run"
     # The test setup has gcc and python3-dev (TEST_PACKAGES): its C twins must have built,
     # or the suite would test only the Python ones.
     if [ "${1:-}" != runtime ]; then
@@ -426,7 +439,7 @@ uninstall_app() {
 main() {
     local cmd=${1:-}
     case "$cmd" in
-        -h|--help) sed -n '2,20p' "$0"; return 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; return 0 ;;
         ""|install-deps|demo|test|install|uninstall) ;;
         *) die "unknown command '$cmd' (try --help)" ;;
     esac

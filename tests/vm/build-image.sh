@@ -114,7 +114,7 @@ cp -a "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/collector" "$REPO/probes" 
 in_root /usr/bin/python3 -m venv --system-site-packages /srv/periscope/.venv
 in_root /srv/periscope/.venv/bin/pip install -q -e '/srv/periscope[dev]' >>"$WORK/pip.log" 2>&1 \
     || { tail -n 30 "$WORK/pip.log" >&2; fail "dev venv install failed"; }
-sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1 >"$SRV/.venv/.periscope-deps"
+bash "$REPO/vagrant/provision.sh" deps-stamp >"$SRV/.venv/.periscope-deps"
 in_root /srv/periscope/.venv/bin/python -c 'import bcc' || fail "the guest venv cannot import bcc"
 log "python done in $(( $(date +%s) - t2 ))s"
 

@@ -61,7 +61,7 @@ recipe_hash() {
     {
         cat "$RVM/build-image.sh" "$RVM/lib.sh" "$RVM"/guest/*
         bash "$REPO/vagrant/provision.sh" packages
-        cat "$REPO/pyproject.toml"
+        bash "$REPO/vagrant/provision.sh" deps-stamp
         host_mirror "$SUITE"; host_mirror "$SUITE-updates"; host_mirror "$SUITE-security"
     } 2>/dev/null | sha256sum | cut -c1-16
 }
