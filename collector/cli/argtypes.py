@@ -81,15 +81,21 @@ def millis(text: str) -> float:
     return v
 
 
-def limit(text: str) -> int:
+def whole(text: str, most: int, unit: str = "") -> int:
+    """A whole number from 1 to `most` (of `unit`), else a usage error that says so."""
     try:
         n = int(text)
     except ValueError:
         n = 0
-    if not 1 <= n <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, "
+    if not 1 <= n <= most:
+        of = f" of {unit}" if unit else ""
+        raise argparse.ArgumentTypeError(f"must be a whole number{of} from 1 to {most}, "
                                          f"got {text!r}")
     return n
+
+
+def limit(text: str) -> int:
+    return whole(text, MAX_LIMIT)
 
 
 def kinds(text: str) -> list[str]:

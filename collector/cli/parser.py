@@ -22,6 +22,7 @@ from collector.cli.argtypes import (
     since,
     target,
     until,
+    whole,
 )
 
 DEFAULT_SOCKET = "/run/periscope/periscope.sock"
@@ -96,14 +97,7 @@ def profile_duration(text: str) -> int:
 
 
 def frequency(text: str) -> int:
-    try:
-        hz = int(text)
-    except ValueError:
-        hz = 0
-    if not 1 <= hz <= MAX_FREQ:
-        raise argparse.ArgumentTypeError(f"must be a whole number of Hz from 1 to {MAX_FREQ}, "
-                                         f"got {text!r}")
-    return hz
+    return whole(text, MAX_FREQ, "Hz")
 
 
 def _snapshot(add: Adder) -> None:
