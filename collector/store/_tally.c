@@ -29,8 +29,8 @@ static PyObject *k_ts, *k_kind, *k_payload, *k_syscall, *k_latency, *k_errno, *k
     *k_ret;
 
 /* The slot of `key` in `index` (a dict key -> int), appending a new one to the array. */
-static Py_ssize_t slot(PyObject *index, PyObject *key, void **arr, Py_ssize_t *len,
-                       Py_ssize_t *cap, size_t size)
+static Py_ssize_t slot_of(PyObject *index, PyObject *key, void **arr, Py_ssize_t *len,
+                          Py_ssize_t *cap, size_t size)
 {
     PyObject *at = PyDict_GetItemWithError(index, key);
     if (at != NULL)
@@ -57,6 +57,18 @@ static Py_ssize_t slot(PyObject *index, PyObject *key, void **arr, Py_ssize_t *l
     Py_INCREF(key);
     *(PyObject **)((char *)*arr + (size_t)*len * size) = key; /* key is the first member */
     return (*len)++;
+}
+
+/* The slot of `key` (a new reference, released here; NULL: an error is set) in `index`
+ * (a dict key -> int), appending a new one to the array. -1 on error. */
+static Py_ssize_t slot(PyObject *index, PyObject *key, void **arr, Py_ssize_t *len,
+                       Py_ssize_t *cap, size_t size)
+{
+    if (key == NULL)
+        return -1;
+    Py_ssize_t got = slot_of(index, key, arr, len, cap, size);
+    Py_DECREF(key);
+    return got;
 }
 
 static PyObject *tally(PyObject *self, PyObject *args)
@@ -148,11 +160,8 @@ static PyObject *tally(PyObject *self, PyObject *args)
             goto fallback;
         /* (row, syscall): the same as the previous event's, most of the time */
         if (last_key < 0 || i != last_i || sc != last_sc) {
-            PyObject *k = Py_BuildValue("(lO)", i, sc);
-            if (k == NULL)
-                goto done;
-            last_key = slot(key_index, k, (void **)&keys, &nkeys, &capkeys, sizeof(Key));
-            Py_DECREF(k);
+            last_key = slot(key_index, Py_BuildValue("(lO)", i, sc), (void **)&keys, &nkeys,
+                            &capkeys, sizeof(Key));
             if (last_key < 0)
                 goto done;
             last_i = i;
@@ -164,11 +173,8 @@ static PyObject *tally(PyObject *self, PyObject *args)
         kk->lat_sum += ms;
         long b = (long)floor(SUB * log2(ms > 0.001 ? ms : 0.001));
         if (last_lat < 0 || b != last_b) {
-            PyObject *k = Py_BuildValue("(lOl)", i, sc, b);
-            if (k == NULL)
-                goto done;
-            last_lat = slot(lat_index, k, (void **)&lats, &nlats, &caplats, sizeof(Lat));
-            Py_DECREF(k);
+            last_lat = slot(lat_index, Py_BuildValue("(lOl)", i, sc, b), (void **)&lats, &nlats,
+                            &caplats, sizeof(Lat));
             if (last_lat < 0)
                 goto done;
             last_b = b;

@@ -25,12 +25,12 @@ from typing import Any
 import orjson
 import zstandard
 
+from collector.capture.events import Batch, Event
+
 try:  # the per-event counting in C (collector/store/_tally.c, optional at install)
     import collector.store._tally as _tally
 except ImportError:  # no compiler or Python headers where it was installed
     _tally = None  # type: ignore[assignment]
-
-from collector.capture.events import Batch, Event
 
 BLOCK_EVENTS = 4096   # events per block: zstd level 1 then costs ~0.2 µs per event
 BLOCK_SECONDS = 5.0   # a block older than this is written even if not full

@@ -1,4 +1,5 @@
-"""BlockBuilder's column-wise aggregates equal a plain per-event loop over the same batches."""
+"""BlockBuilder's aggregates (the C tally, and the Python column passes) equal a plain
+per-event loop over the same batches."""
 
 from __future__ import annotations
 
