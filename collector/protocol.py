@@ -165,7 +165,7 @@ LOSSES: tuple[tuple[str, str, str], ...] = (
     ("skipped_rate", "kernel", "syscalls skipped by the rate limit (capture.rate_limit)"),
     ("skipped_sample", "kernel", "syscalls skipped by sampling (capture.sample_every)"),
     ("drop_ringbuf", "kernel", "records lost to a full ring buffer"),
-    ("drop_inflight", "kernel", "syscalls not tracked (in-flight table full)"),
+    ("drop_inflight", "kernel", "syscalls not tracked (in-flight slot taken by another thread)"),
     ("target_full", "kernel", "processes not traced (target table full)"),
     ("payload_shed", "pipeline", "payloads shed under load (metadata kept)"),
     ("dropped_overload", "pipeline", "records dropped under load"),

@@ -18,6 +18,9 @@
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 1024    /* 4 MiB */
 #endif
+#ifndef INFLIGHT_SLOTS
+#define INFLIGHT_SLOTS 65536  /* in-flight syscalls: a slot per tid mod this (power of two): 3.5 MiB */
+#endif
 #define ARGV_MAX 16
 #define ARG_LEN 64
 #define COMM_LEN 16
@@ -51,7 +54,7 @@ enum sc {
 enum stat {
 	ST_EMITTED = 0,       /* records written to the ring buffer */
 	ST_DROP_RINGBUF,      /* ring buffer full: record lost */
-	ST_DROP_INFLIGHT,     /* enter not recorded (in-flight map full) */
+	ST_DROP_INFLIGHT,     /* an unfinished syscall's slot taken by another thread (tid collision) */
 	ST_MISSING_ENTER,     /* exit without enter (attached mid-syscall) */
 	ST_TARGET_FULL,       /* fork/exec inheritance failed: targets map full */
 	ST_SKIPPED_SAMPLE,    /* skipped by per-target sampling */
@@ -119,8 +122,10 @@ struct comm_key {
 	char comm[COMM_LEN];
 };
 
-/* Enter-side state, keyed by tid, consumed at exit. */
+/* Enter-side state of a thread's syscall, in slot tid % INFLIGHT_SLOTS, consumed at exit.
+ * `id` (pid_tgid) says whose it is: 0 while free or being written. */
 struct inflight {
+	u64 id;
 	u64 ts;
 	u64 a0, a1, a2;
 	u32 cookie;

@@ -20,7 +20,8 @@ COUNTER_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
         "(capture.rate_limit) or sample (capture.sample_every)", ("reason",)),
     "periscope_events_dropped": (
         "Records or events lost, by reason: ringbuf (ring buffer full), inflight (in-flight "
-        "table full), overload (pipeline queue full), decode_* (malformed records)",
+        "slot taken by another thread), overload (pipeline queue full), decode_* "
+        "(malformed records)",
         ("reason",)),
     "periscope_kernel_target_full": (
         "Processes not traced because the kernel's target table was full", ()),
