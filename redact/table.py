@@ -146,12 +146,15 @@ class Table:
                     nl, nul = text.find(b"\n", pos), text.find(b"\0", pos)
                     end = min(nl if nl >= 0 else n, nul if nul >= 0 else n)
                     m = rule.pattern.match(text, pos, end + 1)
-                    at = e0 if e0 > s0 else s0 + 1
-                    if m is not None:
-                        _collect(text, rule, m, spans)
-                        # Anchors inside a match are not new starts (but the line end still
-                        # is: some anchors begin with the terminator before a line).
-                        at = max(at, min(m.end(), end))
+                    if m is None:
+                        # The pattern may still start inside this anchor's text
+                        # ("=1mongodb+srv://": not at "mongodb", at "srv").
+                        at = pos + 1
+                        continue
+                    _collect(text, rule, m, spans)
+                    # Anchors inside a match are not new starts (but the line end still is:
+                    # some anchors begin with the terminator before a line).
+                    at = max(e0 if e0 > s0 else s0 + 1, min(m.end(), end))
                 continue
             for m in rule.pattern.finditer(text):
                 if local and _crosses(text, m.start(), m.end()):

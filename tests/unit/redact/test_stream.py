@@ -38,6 +38,8 @@ CARRIERS = [
     b"key AKIAIOSFODNN7EXAMPLE\n",
     b"stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc\n",
     b"mail alice@example.com\n",
+    # a URL glued to a word: the pattern starts inside the anchor's match ("srv://")
+    b"next=1mongodb+srv://app:Zq9hunter2Xv@db.example.net/x\n",
 ]
 FILLER = [
     b"Host: api.example.com\r\n",
