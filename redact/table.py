@@ -24,6 +24,13 @@ _LINE = re.compile(rb"[^\n\x00]*[\n\x00]|[^\n\x00]+")
 # Counter ids for what the engine masks itself (not regex rules).
 ENGINE_COUNTERS = ("redis_resp_credential", "gap", "oversize", "engine_error", "secret_name")
 
+# Redacted lines a Table remembers, by hash: keep-alive traffic repeats its header lines
+# (Host, Cookie, Authorization...) request after request. Cleared when either bound is hit;
+# a longer line (a body, mostly unique) is not remembered.
+LINE_MEMO = 4096
+LINE_MEMO_BYTES = 1 << 20
+LINE_MEMO_LONGEST = 2048
+
 Span = tuple[int, int, int, str, str]  # start, end, priority, rule id, placeholder type
 Hits = list[int] | tuple[int, ...]  # indices into Table.rules (and Table.trigger) that hit
 
@@ -71,7 +78,8 @@ class RuleSet:
 class Table:
     """The rules enabled for one protocol behind one RE2 Set (last index: the TRIGGER)."""
 
-    __slots__ = ("_anchors", "_counts", "_placeholder", "match", "protocol", "rules", "trigger")
+    __slots__ = ("_anchors", "_counts", "_lines", "_lines_bytes", "_placeholder", "match",
+                 "protocol", "rules", "trigger")
 
     def __init__(
         self, protocol: str | None, rules: tuple[Rule, ...], *, counts: dict[str, int],
@@ -87,6 +95,10 @@ class Table:
                               for r in rules)
         self._placeholder = placeholder
         self._counts = counts  # the RuleSet's: one dict for every table
+        # hash(line) -> (the line redacted, the rule ids of its placeholders). Keyed by hash,
+        # so no raw line is kept: a value holds only what redaction already let out.
+        self._lines: dict[int, tuple[bytes, tuple[str, ...]]] = {}
+        self._lines_bytes = 0
 
     def count(self, name: str, n: int = 1) -> None:
         """Add n to a counter (a rule id or one of ENGINE_COUNTERS)."""
@@ -94,14 +106,43 @@ class Table:
 
     def lines(self, text: bytes, hits: Hits | None = None) -> bytes:
         """Redact a run of whole lines, each one an independent segment. `hits`: match() of
-        text or of a text that starts with it (a superset), None to scan here."""
+        text or of a text that starts with it (a superset), None to scan here.
+
+        A line redacts the same way wherever it appears, so each is redacted once and then
+        remembered (counters still count every placeholder emitted)."""
         if hits is not None and len(hits) == (self.trigger in hits):
             return text
-        spans = self._scan(text, hits, local=True)
-        if spans is not None:
-            return self._apply(text, spans)
-        return b"".join(self._apply(ln, self._scan(ln, None, False) or [])
-                        for ln in _LINE.findall(text))
+        memo = self._lines
+        counts = self._counts
+        out = []
+        for ln in split_lines(text):
+            if len(ln) > LINE_MEMO_LONGEST:
+                out.append(self._line(ln)[0])
+                continue
+            key = hash(ln)
+            got = memo.get(key)
+            if got is None:
+                got = self._line(ln)
+                if len(memo) >= LINE_MEMO or self._lines_bytes >= LINE_MEMO_BYTES:
+                    memo.clear()
+                    self._lines_bytes = 0
+                memo[key] = got
+                self._lines_bytes += len(got[0])
+            else:
+                for rid in got[1]:
+                    counts[rid] = counts.get(rid, 0) + 1
+            out.append(got[0])
+        return b"".join(out)
+
+    def _line(self, line: bytes) -> tuple[bytes, tuple[str, ...]]:
+        """One line redacted, and the rule id of each placeholder it got (counted here)."""
+        hits = self.match(line)
+        if len(hits) == (self.trigger in hits):
+            return line, ()
+        counted: list[str] = []
+        # local: the RE2 anchors, so a long line costs per hit, not per byte (one line: no
+        # match can cross a line end, so the scan always answers)
+        return self._apply(line, self._scan(line, hits, True) or [], counted), tuple(counted)
 
     def piece(self, piece: Piece) -> bytes:
         """Redact one Segmenter piece."""
@@ -162,8 +203,9 @@ class Table:
                 _collect(text, rule, m, spans)
         return spans
 
-    def _apply(self, text: bytes, spans: list[Span]) -> bytes:
-        """Replace merged spans with placeholders; one counter hit per placeholder."""
+    def _apply(self, text: bytes, spans: list[Span], counted: list[str] | None = None) -> bytes:
+        """Replace merged spans with placeholders; one counter hit per placeholder (its rule
+        id also appended to `counted`, if given)."""
         if not spans:
             return text
         if b"[REDACTED:" in text:
@@ -179,6 +221,8 @@ class Table:
                 cur[1] = max(int(cur[1]), end)
                 continue
             counts[rid] = counts.get(rid, 0) + 1  # one hit per emitted placeholder
+            if counted is not None:
+                counted.append(rid)
             if cur is not None:
                 out += placeholder(str(cur[2]), text[int(cur[0]) : int(cur[1])])
                 last = int(cur[1])
@@ -189,6 +233,22 @@ class Table:
             last = int(cur[1])
         out += text[last:]
         return bytes(out)
+
+
+def split_lines(text: bytes) -> list[bytes]:
+    """text cut after each line end (LF or NUL): _LINE.findall, by bytes.split where it can
+    (the regex walks ~10 ns per byte)."""
+    end = len(text) - 1
+    if text.find(b"\n", 0, end) < 0 and text.find(b"\0", 0, end) < 0:
+        return [text] if text else []  # one line (a long body, say): no copy
+    if b"\0" in text:
+        return _LINE.findall(text)
+    cut = text.split(b"\n")
+    last = cut.pop()
+    lines = [ln + b"\n" for ln in cut]
+    if last:
+        lines.append(last)
+    return lines
 
 
 def _collect(text: bytes, rule: Rule, m: re.Match[bytes], spans: list[Span]) -> None:

@@ -1,0 +1,79 @@
+"""Table.lines remembers redacted lines: same output and counters as a first sight, no raw
+line kept, bounded."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redact import Redactor, table
+from tests.unit.redact.test_stream import CARRIERS, SECRETS
+
+FILLER = [b"Host: shop.example.com\r\n", b"Accept: */*\r\n", b"\r\n", b"plain words here\n",
+          b"x=1&y=2\x00", b"GET /orders/7?page=2 HTTP/1.1\r\n"]
+LINES = st.lists(st.sampled_from(CARRIERS + FILLER), min_size=1, max_size=12)
+
+
+def lines_of(r: Redactor, text: bytes) -> bytes:
+    return r._set.table(None).lines(text)
+
+
+def test_a_remembered_line_is_counted_every_time() -> None:
+    r = Redactor.default()
+    text = b"Host: a\r\nCookie: sid=Zq9hunter2Xv\r\n"
+    first = lines_of(r, text)
+    assert b"Zq9hunter2Xv" not in first
+    assert lines_of(r, text) == lines_of(r, text) == first
+    assert r.counters()["http_cookie"] == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(warm=LINES, text=LINES)
+def test_remembered_equals_first_sight(warm: list[bytes], text: list[bytes]) -> None:
+    """A table that has seen other (or the same) lines redacts and counts like a new one."""
+    seasoned, fresh = Redactor.default(), Redactor.default()
+    lines_of(seasoned, b"".join(warm + text))
+    before = seasoned.counters()
+    got = lines_of(seasoned, b"".join(text))
+    assert got == lines_of(fresh, b"".join(text))
+    after = seasoned.counters()
+    assert {k: after[k] - before[k] for k in after} == fresh.counters()
+
+
+def test_no_raw_line_is_kept() -> None:
+    """What the memo holds is what redaction let out. (Carriers whose secret is only one in
+    the context of other lines, RESP or PEM, never reach lines(): the Segmenter joins them.)"""
+    r = Redactor.default()
+    one_line = [c for c in CARRIERS if not any(s in lines_of(Redactor.default(), c)
+                                               for s in SECRETS)]
+    assert len(one_line) >= 10
+    lines_of(r, b"".join(one_line))
+    memo = r._set.table(None)._lines
+    assert memo and all(isinstance(k, int) for k in memo)
+    for out, _ in memo.values():
+        assert not any(s in out for s in SECRETS), out
+
+
+def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In entries, in bytes, and a long line is never remembered."""
+    monkeypatch.setattr(table, "LINE_MEMO", 8)
+    r = Redactor.default()
+    memo = r._set.table(None)._lines
+    for i in range(100):
+        lines_of(r, b"X-Request-Id: %d\r\n" % i)
+        assert len(memo) <= 8
+    monkeypatch.setattr(table, "LINE_MEMO_BYTES", 100)
+    for i in range(100):
+        lines_of(r, b"X-Request-Id: %040d\r\n" % i)
+        assert sum(len(out) for out, _ in memo.values()) < 100 + 60
+    memo.clear()
+    long = b"token=Zq9hunter2Xv " + b"x" * table.LINE_MEMO_LONGEST + b"\n"
+    assert b"Zq9hunter2Xv" not in lines_of(r, long)
+    assert not memo
+
+
+@given(st.binary(max_size=64) | st.lists(st.sampled_from([b"a", b"\n", b"\x00", b"\r", b"bc"]),
+                                         max_size=20).map(b"".join))
+def test_split_lines_is_the_line_regex(text: bytes) -> None:
+    assert table.split_lines(text) == table._LINE.findall(text)
