@@ -19,7 +19,7 @@
 #define RINGBUF_PAGES 1024    /* 4 MiB */
 #endif
 #ifndef INFLIGHT_SLOTS
-#define INFLIGHT_SLOTS 65536  /* in-flight syscalls: a slot per tid mod this (power of two): 3.5 MiB */
+#define INFLIGHT_SLOTS 65536  /* in-flight syscalls: slot tid % this (power of two); 3.5 MiB */
 #endif
 #define ARGV_MAX 16
 #define ARG_LEN 64

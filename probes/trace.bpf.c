@@ -2,7 +2,8 @@
  *
  * Tracepoints only (no kprobes on our kernels). Every handler starts with
  * trace_allowed() or an in-flight slot check, so untargeted processes pay one
- * hash lookup (enter) or one array load (exit). Records go to a ring buffer without wakeups; the daemon polls.
+ * hash lookup (enter) or one array load (exit). Records go to a ring buffer
+ * without wakeups; the daemon polls.
  * Read-only: no helper here writes to user memory or signals a task.
  */
 #include "common.h"
