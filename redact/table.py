@@ -9,8 +9,10 @@ piece) and `count` (an engine counter).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
+import itertools
 import re
 from collections.abc import Callable, Sequence
 
@@ -25,11 +27,12 @@ _LINE = re.compile(rb"[^\n\x00]*[\n\x00]|[^\n\x00]+")
 ENGINE_COUNTERS = ("redis_resp_credential", "gap", "oversize", "engine_error", "secret_name")
 
 # Redacted lines a Table remembers, by hash: keep-alive traffic repeats its header lines
-# (Host, Cookie, Authorization...) request after request. Cleared when either bound is hit;
-# a longer line (a body, mostly unique) is not remembered.
+# (Host, Cookie, Authorization...) request after request. Cleared when either bound is hit.
+# A run of lines longer than LINE_MEMO_RUN (a body, mostly unique) is scanned whole instead:
+# cutting it into lines to look them up costs more than the memo saves there.
 LINE_MEMO = 4096
 LINE_MEMO_BYTES = 1 << 20
-LINE_MEMO_LONGEST = 2048
+LINE_MEMO_RUN = 2048
 
 Span = tuple[int, int, int, str, str]  # start, end, priority, rule id, placeholder type
 Hits = list[int] | tuple[int, ...]  # indices into Table.rules (and Table.trigger) that hit
@@ -106,43 +109,70 @@ class Table:
 
     def lines(self, text: bytes, hits: Hits | None = None) -> bytes:
         """Redact a run of whole lines, each one an independent segment. `hits`: match() of
-        text or of a text that starts with it (a superset), None to scan here.
+        text or of a text that starts with it (a superset), None to match here.
 
-        A line redacts the same way wherever it appears, so each is redacted once and then
-        remembered (counters still count every placeholder emitted)."""
-        if hits is not None and len(hits) == (self.trigger in hits):
+        A line redacts the same way wherever it appears, so in a short run each line is
+        redacted once and then remembered (counters still count every placeholder emitted).
+        The lines not remembered are scanned together, with `hits`: one pass over them, not
+        one RE2 Set per line."""
+        if hits is None:
+            hits = self.match(text)
+        if len(hits) == (self.trigger in hits):
             return text
+        if len(text) > LINE_MEMO_RUN:
+            return b"".join(got[0] for got in self._redact_lines([text], hits))
         memo = self._lines
         counts = self._counts
-        out = []
-        for ln in split_lines(text):
-            if len(ln) > LINE_MEMO_LONGEST:
-                out.append(self._line(ln)[0])
-                continue
-            key = hash(ln)
-            got = memo.get(key)
+        out = split_lines(text)
+        todo: list[int] = []  # indices into out of the lines not remembered
+        for i, ln in enumerate(out):
+            got = memo.get(hash(ln))
             if got is None:
-                got = self._line(ln)
-                if len(memo) >= LINE_MEMO or self._lines_bytes >= LINE_MEMO_BYTES:
-                    memo.clear()
-                    self._lines_bytes = 0
-                memo[key] = got
-                self._lines_bytes += len(got[0])
-            else:
-                for rid in got[1]:
-                    counts[rid] = counts.get(rid, 0) + 1
-            out.append(got[0])
+                todo.append(i)
+                continue
+            for rid in got[1]:
+                counts[rid] = counts.get(rid, 0) + 1
+            out[i] = got[0]
+        if not todo:
+            return b"".join(out)
+        fresh = [out[i] for i in todo]
+        for i, ln, got in zip(todo, fresh, self._redact_lines(fresh, hits), strict=True):
+            if len(memo) >= LINE_MEMO or self._lines_bytes >= LINE_MEMO_BYTES:
+                memo.clear()
+                self._lines_bytes = 0
+            memo[hash(ln)] = got
+            self._lines_bytes += len(got[0])
+            out[i] = got[0]
         return b"".join(out)
 
-    def _line(self, line: bytes) -> tuple[bytes, tuple[str, ...]]:
-        """One line redacted, and the rule id of each placeholder it got (counted here)."""
-        hits = self.match(line)
-        if len(hits) == (self.trigger in hits):
-            return line, ()
+    def _redact_lines(
+        self, items: list[bytes], hits: Hits,
+    ) -> list[tuple[bytes, tuple[str, ...]]]:
+        """Each item (one or more whole lines) redacted, and the rule id of each placeholder
+        put in it (counted here). `hits`: a superset of match() of every item."""
+        text = items[0] if len(items) == 1 else b"".join(items)
+        # local: the RE2 anchors, so a long text costs per hit, not per byte
+        spans = self._scan(text, hits, True)
+        if spans is None:  # an unanchored match crossed a line end: each line on its own
+            return [self._line_by_line(item) for item in items]
+        spans_of: list[list[Span]] = [[] for _ in items]
+        starts = list(itertools.accumulate((len(it) for it in items[:-1]), initial=0))
+        for sp in spans:  # a span never crosses a line end here: shift it into its item
+            k = bisect.bisect_right(starts, sp[0]) - 1
+            s, e, prio, rid, kind = sp
+            spans_of[k].append((s - starts[k], e - starts[k], prio, rid, kind))
+        out = []
+        for item, sps in zip(items, spans_of, strict=True):
+            counted: list[str] = []
+            out.append((self._apply(item, sps, counted), tuple(counted)))
+        return out
+
+    def _line_by_line(self, item: bytes) -> tuple[bytes, tuple[str, ...]]:
+        """Each line of item matched and redacted alone."""
         counted: list[str] = []
-        # local: the RE2 anchors, so a long line costs per hit, not per byte (one line: no
-        # match can cross a line end, so the scan always answers)
-        return self._apply(line, self._scan(line, hits, True) or [], counted), tuple(counted)
+        out = b"".join(self._apply(ln, self._scan(ln, None, False) or [], counted)
+                       for ln in split_lines(item))
+        return out, tuple(counted)
 
     def piece(self, piece: Piece) -> bytes:
         """Redact one Segmenter piece."""

@@ -3,6 +3,8 @@ line kept, bounded."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +15,11 @@ from tests.unit.redact.test_stream import CARRIERS, SECRETS
 FILLER = [b"Host: shop.example.com\r\n", b"Accept: */*\r\n", b"\r\n", b"plain words here\n",
           b"x=1&y=2\x00", b"GET /orders/7?page=2 HTTP/1.1\r\n"]
 LINES = st.lists(st.sampled_from(CARRIERS + FILLER), min_size=1, max_size=12)
+
+
+@functools.cache
+def _shared() -> Redactor:
+    return Redactor.default()
 
 
 def lines_of(r: Redactor, text: bytes) -> bytes:
@@ -41,6 +48,16 @@ def test_remembered_equals_first_sight(warm: list[bytes], text: list[bytes]) -> 
     assert {k: after[k] - before[k] for k in after} == fresh.counters()
 
 
+@settings(max_examples=200, deadline=None)
+@given(text=st.lists(st.sampled_from(CARRIERS + FILLER + [b"q" * 900 + b"\n"]), min_size=1,
+                     max_size=16).map(b"".join))
+def test_a_run_redacts_as_its_lines_alone(text: bytes) -> None:
+    """Short run (remembered lines) or long (one scan): each line as if it came alone. (What
+    a table remembers does not change its output: test_remembered_equals_first_sight.)"""
+    r = _shared()
+    assert lines_of(r, text) == b"".join(lines_of(r, ln) for ln in table.split_lines(text))
+
+
 def test_no_raw_line_is_kept() -> None:
     """What the memo holds is what redaction let out. (Carriers whose secret is only one in
     the context of other lines, RESP or PEM, never reach lines(): the Segmenter joins them.)"""
@@ -48,7 +65,8 @@ def test_no_raw_line_is_kept() -> None:
     one_line = [c for c in CARRIERS if not any(s in lines_of(Redactor.default(), c)
                                                for s in SECRETS)]
     assert len(one_line) >= 10
-    lines_of(r, b"".join(one_line))
+    for c in one_line:
+        lines_of(r, c)
     memo = r._set.table(None)._lines
     assert memo and all(isinstance(k, int) for k in memo)
     for out, _ in memo.values():
@@ -56,7 +74,7 @@ def test_no_raw_line_is_kept() -> None:
 
 
 def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In entries, in bytes, and a long line is never remembered."""
+    """In entries, in bytes, and nothing in a long run is remembered."""
     monkeypatch.setattr(table, "LINE_MEMO", 8)
     r = Redactor.default()
     memo = r._set.table(None)._lines
@@ -68,8 +86,8 @@ def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         lines_of(r, b"X-Request-Id: %040d\r\n" % i)
         assert sum(len(out) for out, _ in memo.values()) < 100 + 60
     memo.clear()
-    long = b"token=Zq9hunter2Xv " + b"x" * table.LINE_MEMO_LONGEST + b"\n"
-    assert b"Zq9hunter2Xv" not in lines_of(r, long)
+    long = b"token=Zq9hunter2Xv\n" + b"x" * table.LINE_MEMO_RUN + b"\n"
+    assert lines_of(r, long) == b"token=[REDACTED:secret]\n" + long[19:]
     assert not memo
 
 
