@@ -164,8 +164,6 @@ static __always_inline u64 fd_key(u64 id, s32 fd)
 /* A target's cap, raised where the daemon asked for more on this fd (fd_caps). */
 static __always_inline u32 fd_cap(u64 id, s32 fd, u32 cap)
 {
-	if (!cap)
-		return 0;   /* meta level: never copy */
 	u64 key = fd_key(id, fd);
 	u32 *big = fd_caps.lookup(&key);
 	return big && *big > cap ? *big : cap;
@@ -175,6 +173,8 @@ static __always_inline u32 fd_cap(u64 id, s32 fd, u32 cap)
  * are ciphertext: marked, never copied, and the SSL learns that it lives on this fd. */
 static __always_inline u32 io_cap(struct sys_event *e, u64 id, s32 fd, u32 cap)
 {
+	if (!cap)
+		return 0;   /* meta level: never copies, and tls.bpf.c tracks no call of its */
 	struct tls_call *c = tls_calls.lookup(&id);
 	if (c) {
 		c->fd = fd;
