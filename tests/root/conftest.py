@@ -29,6 +29,12 @@ TEST_GROUP = "periscope-test"
 _SHARED_CACHE = Path(tempfile.mkdtemp(prefix="periscope-test-probe-cache-"))
 _UNSHARED: set[Path] = set()  # state dirs whose cache a test tampers with
 
+# A shell's background job (`pytest ... &`) starts with SIGINT ignored, and every process it
+# starts inherits that: the trace clients these tests stop with SIGINT (Ctrl-C) would then
+# run to their deadline. A handler, unlike SIG_IGN, is reset to the default at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def _seed_cache(state: Path) -> None:
     cache = state / "probe-cache"
