@@ -27,6 +27,7 @@ mkdir -p "$CACHE/debs"
 MOUNTS=()
 cleanup() {
     local i
+    [ -z "${WHEELS_PID:-}" ] || kill "$WHEELS_PID" 2>/dev/null || true
     for (( i=${#MOUNTS[@]}-1; i>=0; i-- )); do umount -l "${MOUNTS[$i]}" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
@@ -64,6 +65,18 @@ done
 mkdir -p "$ROOT/var/cache/apt/archives"
 mount --bind "$CACHE/debs" "$ROOT/var/cache/apt/archives"; MOUNTS+=("$ROOT/var/cache/apt/archives")
 
+# Python wheels for the guest, built on the host while apt works in the chroot (a minute
+# each): the host's CPython must be the suite's (checked once apt has installed it).
+WH=$ROOT/var/cache/periscope/wheels
+mkdir -p "$WH"
+HOST_PY=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)
+WHEELS_PID=""
+if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip wheel -q --disable-pip-version-check -w "$WH" "${REPO}[dev]" setuptools wheel \
+        >"$WORK/pip.log" 2>&1 &
+    WHEELS_PID=$!
+fi
+
 mapfile -t PKGS < <(bash "$REPO/vagrant/provision.sh" packages)
 # linux-image-amd64 and linux-headers-amd64 come from the same sources, so
 # they resolve to the same ABI: bcc compiles against the running kernel.
@@ -84,15 +97,13 @@ KREL=$(basename "$(find "$ROOT/lib/modules" -mindepth 1 -maxdepth 1 -type d | so
 # Python: a wheelhouse (built on the host with the host's pip config, same
 # CPython minor as the guest) and the dev venv provision.sh would create.
 GUEST_PY=$(in_root python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-HOST_PY=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)
-WH=$ROOT/var/cache/periscope/wheels
-mkdir -p "$WH"
 t2=$(date +%s)
-if [ "$GUEST_PY" = "$HOST_PY" ] && python3 -m pip --version >/dev/null 2>&1; then
-    log "pip wheel on the host (python $HOST_PY) into the guest's wheelhouse"
-    python3 -m pip wheel -q --disable-pip-version-check -w "$WH" "${REPO}[dev]" setuptools wheel \
-        >"$WORK/pip.log" 2>&1 || { tail -n 30 "$WORK/pip.log" >&2; fail "pip wheel failed"; }
+if [ "$GUEST_PY" = "$HOST_PY" ] && [ -n "$WHEELS_PID" ]; then
+    log "pip wheel on the host (python $HOST_PY) into the guest's wheelhouse, begun before apt"
+    wait "$WHEELS_PID" || { tail -n 30 "$WORK/pip.log" >&2; fail "pip wheel failed"; }
 else
+    [ -z "$WHEELS_PID" ] || { kill "$WHEELS_PID" 2>/dev/null; wait "$WHEELS_PID" || true; }
+    rm -rf "$WH"; mkdir -p "$WH"
     log "pip wheel inside the chroot (host python $HOST_PY != guest $GUEST_PY)"
     in_root apt-get install -y -q --no-install-recommends python3-pip >>"$WORK/apt.log" 2>&1
     mkdir -p "$ROOT/tmp/src"; cp -a "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/collector" \

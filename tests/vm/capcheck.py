@@ -73,7 +73,7 @@ def main() -> int:
     step(r, "proc_net_tcp", lambda: Path(f"/proc/{other}/net/tcp").read_text())
 
     def sock() -> None:
-        path = "/run/periscope/capcheck.sock"
+        path = f"/run/periscope/capcheck-{os.getpid()}.sock"  # rows run side by side
         if os.path.exists(path):
             os.unlink(path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -88,9 +88,10 @@ def main() -> int:
     step(r, "socket_chgrp_periscope", sock)
 
     def state() -> None:
-        with open("/var/lib/periscope/.capcheck", "w") as f:
+        path = f"/var/lib/periscope/.capcheck-{os.getpid()}"
+        with open(path, "w") as f:
             f.write("x")
-        os.unlink("/var/lib/periscope/.capcheck")
+        os.unlink(path)
 
     step(r, "state_dir_write", state)
 
