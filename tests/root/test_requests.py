@@ -5,6 +5,7 @@ trace --request --wait, break-glass (audit, metric, notify hook), and the audit 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -118,7 +119,8 @@ def test_request_reviewer_approves_wait_starts_at_once_and_ends_at_the_grant(
     assert "level=payload" in header and f"pid:{w.pid}" in header, header
     go(w)
     rc, events, err = t.finish(timeout=60)
-    warm.finish(timeout=90)
+    warm.proc.send_signal(signal.SIGINT)  # it only kept the probes attached: Ctrl-C it
+    warm.finish(timeout=30)
     assert rc == 0 and "session ended (deadline)" in err, err
     assert any("GET /orders?id=" in str(e.get("payload", "")) for e in events), events[:5]
     recs = audit_records(d)
