@@ -11,6 +11,8 @@
 #                           unit, /etc/periscope defaults (never overwriting edits), group
 #                           periscope, the client on PATH (/usr/local/bin/periscope), and
 #                           the probes compiled into the state dir's cache
+#                           (PERISCOPE_WHEEL=FILE: from a wheel of this checkout built on
+#                           another host of the same release, instead of building here)
 #   provision.sh uninstall [--purge]
 #                           remove that again; state and audit log stay unless --purge
 #   provision.sh packages [runtime|demo|test|host]
@@ -332,11 +334,20 @@ install_app() {
         # the whole install on a slow machine.
         "$PY" -m venv --system-site-packages --without-pip "$APP_VENV"
     fi
-    say "installing periscope from $REPO into $APP_VENV"
-    # --no-build-isolation: build with the distro's setuptools instead of
-    # downloading one: faster, and works offline.
-    "$APP_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir \
-        --no-build-isolation --upgrade "$REPO"
+    local pip=("$APP_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir)
+    if [ -n "${PERISCOPE_WHEEL:-}" ]; then
+        # A wheel of this checkout built elsewhere (same distro release: no compiler needed
+        # here). Forced in: its version is this checkout's, installed or not.
+        [ -f "$PERISCOPE_WHEEL" ] || die "PERISCOPE_WHEEL=$PERISCOPE_WHEEL: no such file"
+        say "installing periscope from $PERISCOPE_WHEEL into $APP_VENV"
+        "${pip[@]}" --no-deps --force-reinstall "$PERISCOPE_WHEEL"
+        "${pip[@]}" "$PERISCOPE_WHEEL"  # its dependencies
+    else
+        say "installing periscope from $REPO into $APP_VENV"
+        # --no-build-isolation: build with the distro's setuptools instead of
+        # downloading one: faster, and works offline.
+        "${pip[@]}" --no-build-isolation --upgrade "$REPO"
+    fi
     "$APP_VENV/bin/python" -c 'import bcc' 2>/dev/null || die "$APP_VENV cannot import bcc (python3-bpfcc)"
     local hot
     hot=$("$APP_VENV/bin/python" -c "$NATIVE_CHECK")

@@ -76,6 +76,10 @@ step "vagrant/provision.sh (must find everything baked in: offline, fast)"
 bash vagrant/provision.sh
 
 step "make install"
+# The host's build of this checkout, when it left one (run.sh): same release as this guest.
+for whl in /mnt/out/wheel/periscope-*.whl; do
+    [ -f "$whl" ] && export PERISCOPE_WHEEL=$whl
+done
 make install
 systemctl is-enabled periscoped.service
 ls -l /opt/periscope/venv/bin/periscoped /usr/local/lib/systemd/system/periscoped.service \
