@@ -31,7 +31,7 @@ TMP=$(mktemp -d)
 trap 'kill "$OTHER" 2>/dev/null || true; rm -rf "$TMP"' EXIT
 LABELS=() EXPECT=() PIDS=()
 # start EXPECT LABEL CAPS [extra -p ...]: start one row in the background (rows compile a
-# probe each, ~10 s under emulation: side by side they take a third of the time).
+# probe each, ~10 s under emulation: side by side, 96 s of rows took 56-74 s).
 # EXPECT: ok (every step passes) or FAILED.
 start() {
     local expect=$1 label=$2 caps=$3; shift 3
