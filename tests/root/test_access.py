@@ -676,8 +676,12 @@ def test_slow_reader_is_dropped_and_capture_continues(daemon_factory: Any,
     # while the client still has not read a byte.
     wait_for(lambda: sid not in [x["id"] for x in d.request("status")["result"]["sessions"]],
              10, what="the slow session to be removed")
-    ends = [r for r in audit_records(d) if r["op"] == "trace.end" and r["session"] == sid]
-    assert ends and ends[0]["reason"] == "slow_reader", ends
+    # The daemon removes a session, then tells its client and releases the probes, then
+    # audits the end: the record follows the removal by up to the 2 s it gives the client.
+    ends = wait_for(lambda: [r for r in audit_records(d)
+                             if r["op"] == "trace.end" and r["session"] == sid], 10,
+                    what="the slow session's end to be audited")
+    assert ends[0]["reason"] == "slow_reader", ends
     reader.join(30)
     fast.close()
     slow.close()
