@@ -4,6 +4,8 @@
 #   run.sh [e2e]      CI's tier (`make vm`, `make test-vm`; `make test` calls it last)
 #   run.sh readme     the README's `provision.sh demo` and `provision.sh test` on the fresh guest
 #   run.sh exec FILE  debugging aid: run the bash script FILE in the guest instead (from /srv/periscope)
+#   run.sh image      only build (or find cached) the guest image; `make test` runs this in
+#                     the background during the other tiers, so the tier itself boots at once
 #
 # Builds (and caches under tests/vm/.cache/, keyed by a hash of the recipe) a guest
 # image from the host's Debian mirror, boots it with -nic none and the repository
@@ -37,9 +39,9 @@ bg_wait() {  # bg_wait CMD...: run CMD in the background, wait for it, return it
 }
 
 case "$MODE" in
-    e2e|readme) ;;
+    e2e|readme|image) ;;
     exec) [ -f "${2:-}" ] || fail "usage: run.sh exec SCRIPT" ;;
-    *) fail "unknown mode '$MODE' (e2e|readme|exec SCRIPT)" ;;
+    *) fail "unknown mode '$MODE' (e2e|readme|image|exec SCRIPT)" ;;
 esac
 [ -z "${PERISCOPE_IN_VM:-}" ] || skip "already inside the VM-tier guest (no nested QEMU)"
 [ -z "${PERISCOPE_SKIP_VM:-}" ] || skip "PERISCOPE_SKIP_VM is set"
@@ -91,7 +93,7 @@ tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=./tests/vm/.cache --
 # (same CPython and libc): the guest's `make install` takes it instead of a minute of
 # building under emulation. The guest still builds the C twins itself, for the dev venv.
 HOST_SUITE=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
-if [ "$HOST_SUITE" = "$SUITE" ] && /usr/bin/python3 -m pip wheel -q --disable-pip-version-check --no-deps \
+if [ "$MODE" != image ] && [ "$HOST_SUITE" = "$SUITE" ] && /usr/bin/python3 -m pip wheel -q --disable-pip-version-check --no-deps \
     --no-build-isolation -w "$OUT/wheel" "$OUT/repo" >"$OUT/wheel.log" 2>&1; then
     log "built $(basename "$OUT"/wheel/periscope-*.whl) on the host for the guest's make install"
 else
@@ -120,6 +122,7 @@ if [ ! -f "$IMG/rootfs.img" ]; then
 fi
 KREL=$(cat "$IMG/kernel-release")
 log "image $KEY: kernel $KREL (build: $BUILD_S), accel $ACCEL_NAME"
+[ "$MODE" != image ] || exit 0
 
 # --- boot -----------------------------------------------------------------------------------
 GUEST_BUDGET=$(( $(remaining) - 60 ))
