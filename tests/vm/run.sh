@@ -85,9 +85,16 @@ cleanup() {
 trap cleanup EXIT
 # One consistent tree for the recipe hash, the image and the guest (see lib.sh).
 mkdir "$OUT/repo"
+# tar exits 1 when a file changed or went while it read it: `make test` snapshots while the
+# other tiers run (their caches are excluded, but the directories holding them change).
+set +e
 tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=./tests/vm/.cache --exclude=./build \
     --exclude='*.egg-info' --exclude=__pycache__ --exclude=.mypy_cache --exclude=.ruff_cache \
-    --exclude=.pytest_cache --exclude=.hypothesis -cf - . | tar -C "$OUT/repo" -xf -
+    --exclude=.pytest_cache --exclude=.hypothesis --warning=no-file-changed \
+    --warning=no-file-removed -cf - . | tar -C "$OUT/repo" -xf -
+snap=("${PIPESTATUS[@]}")
+set -e
+[ "${snap[0]}" -le 1 ] && [ "${snap[1]}" -eq 0 ] || fail "could not snapshot $REPO (tar: ${snap[*]})"
 [ "$MODE" != exec ] || cp "$2" "$OUT/repo/.vm-exec.sh"
 # This checkout's wheel, built here by Debian's python when the host runs the guest's release
 # (same CPython and libc): the guest's `make install` takes it instead of a minute of
