@@ -113,7 +113,7 @@ class Table:
 
         A line redacts the same way wherever it appears, so in a short run each line is
         redacted once and then remembered (counters still count every placeholder emitted).
-        The lines not remembered are scanned together, with `hits`: one pass over them, not
+        The lines not remembered are matched and scanned together: one pass over them, not
         one RE2 Set per line."""
         if hits is None:
             hits = self.match(text)
@@ -121,29 +121,46 @@ class Table:
             return text
         if len(text) > LINE_MEMO_RUN:
             return b"".join(got[0] for got in self._redact_lines([text], hits))
-        memo = self._lines
+        parts, keys, cut = _keyed_lines(text)
+        get = self._lines.get
         counts = self._counts
-        out = split_lines(text)
-        todo: list[int] = []  # indices into out of the lines not remembered
-        for i, ln in enumerate(out):
-            got = memo.get(hash(ln))
+        out: list[bytes] = []
+        todo: list[int] = []  # indices of the lines not remembered
+        for i, key in enumerate(keys):
+            got = get(key)
             if got is None:
                 todo.append(i)
+                out.append(b"")
                 continue
             for rid in got[1]:
                 counts[rid] = counts.get(rid, 0) + 1
-            out[i] = got[0]
-        if not todo:
-            return b"".join(out)
-        fresh = [out[i] for i in todo]
-        for i, ln, got in zip(todo, fresh, self._redact_lines(fresh, hits), strict=True):
+            out.append(got[0])
+        if todo:
+            self._remember(parts, keys, cut, todo, out, hits)
+        return b"".join(out)
+
+    def _remember(self, parts: list[bytes], keys: list[int], cut: int, todo: list[int],
+                  out: list[bytes], hits: Hits) -> None:
+        """Redact the lines parts[i] for i in todo into out[i], and remember them. parts[i]
+        for i < cut lost its LF to the split (see _keyed_lines)."""
+        fresh = [parts[i] + b"\n" if i < cut else parts[i] for i in todo]
+        if len(todo) < len(parts):
+            # The run's hits may be the remembered lines' (a cookie header, say) while the
+            # new ones (a request line, a request id) are clean: one Set match of the new
+            # lines (~1.5 µs) instead of an anchored scan per rule of the run (~1-3 µs each).
+            hits = self.match(b"".join(fresh))
+        if len(hits) == (self.trigger in hits):
+            done: list[tuple[bytes, tuple[str, ...]]] = [(ln, ()) for ln in fresh]
+        else:
+            done = self._redact_lines(fresh, hits)
+        memo = self._lines
+        for i, line in zip(todo, done, strict=True):
             if len(memo) >= LINE_MEMO or self._lines_bytes >= LINE_MEMO_BYTES:
                 memo.clear()
                 self._lines_bytes = 0
-            memo[hash(ln)] = got
-            self._lines_bytes += len(got[0])
-            out[i] = got[0]
-        return b"".join(out)
+            memo[keys[i]] = line
+            self._lines_bytes += len(line[0])
+            out[i] = line[0]
 
     def _redact_lines(
         self, items: list[bytes], hits: Hits,
@@ -263,6 +280,31 @@ class Table:
             last = int(cur[1])
         out += text[last:]
         return bytes(out)
+
+
+def _keyed_lines(text: bytes) -> tuple[list[bytes], list[int], int]:
+    """The lines of text, each one's memo key, and `cut`: parts[:cut] are lines that ended
+    in LF and lost it to bytes.split (put it back to redact one); the rest are whole.
+
+    A line's key is the hash of its bytes without that LF, or, for a line that ended in NUL
+    (split_lines keeps it), with its NUL. A last line with no end is keyed by the hash of
+    a 1-tuple of it, so it never shares a key with the same bytes followed by an LF.
+    """
+    if b"\0" in text:
+        parts = split_lines(text)
+        keys = list(map(hash, parts))
+        last = parts[-1]
+        if last[-1:] not in (b"\n", b"\0"):
+            keys[-1] = hash((last,))
+        return parts, keys, 0
+    parts = text.split(b"\n")
+    last = parts.pop()
+    keys = list(map(hash, parts))
+    cut = len(parts)
+    if last:
+        parts.append(last)
+        keys.append(hash((last,)))
+    return parts, keys, cut
 
 
 def split_lines(text: bytes) -> list[bytes]:

@@ -49,6 +49,38 @@ def test_remembered_equals_first_sight(warm: list[bytes], text: list[bytes]) -> 
 
 
 @settings(max_examples=200, deadline=None)
+@given(warm=LINES, text=LINES)
+def test_some_lines_remembered_redacts_as_first_sight(warm: list[bytes],
+                                                      text: list[bytes]) -> None:
+    """Warmed with other lines only: the run mixes remembered lines and new ones, which are
+    matched again on their own (the run's hits may be the remembered lines')."""
+    seasoned, fresh = Redactor.default(), Redactor.default()
+    lines_of(seasoned, b"".join(warm))
+    before = seasoned.counters()
+    got = lines_of(seasoned, b"".join(text))
+    assert got == lines_of(fresh, b"".join(text))
+    after = seasoned.counters()
+    assert {k: after[k] - before[k] for k in after} == fresh.counters()
+
+
+def test_new_clean_lines_beside_a_remembered_hit_are_not_scanned(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's hit (the cookie) is a remembered line's: the new lines are matched alone,
+    found clean, and not scanned rule by rule."""
+    r = Redactor.default()
+    cookie = b"Cookie: sid=Zq9hunter2Xv\r\n"
+    first = lines_of(r, cookie)
+
+    def scanned(*_a: object) -> None:
+        raise AssertionError("new clean lines were scanned")
+
+    monkeypatch.setattr(table.Table, "_redact_lines", scanned)
+    text = b"GET /orders/7 HTTP/1.1\r\n" + cookie + b"X-Request-Id: 4f2a\r\n"
+    assert lines_of(r, text) == b"GET /orders/7 HTTP/1.1\r\n" + first + b"X-Request-Id: 4f2a\r\n"
+    assert r.counters()["http_cookie"] == 2
+
+
+@settings(max_examples=200, deadline=None)
 @given(text=st.lists(st.sampled_from(CARRIERS + FILLER + [b"q" * 900 + b"\n"]), min_size=1,
                      max_size=16).map(b"".join))
 def test_a_run_redacts_as_its_lines_alone(text: bytes) -> None:
