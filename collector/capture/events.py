@@ -113,8 +113,9 @@ _ESCAPES.update({ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"
 _ESCAPES.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})
 
 
-# Control bytes other than tab, LF and CR: where printable() leaves its fast path.
+# Control bytes other than tab, LF and CR: printable() replaces each one present.
 _OTHER_CONTROLS = bytes(b for b in (*range(0x20), 0x7F) if b not in (0x09, 0x0A, 0x0D))
+_NOT_OTHER_CONTROLS = bytes(b for b in range(256) if b not in _OTHER_CONTROLS)
 
 
 def printable(data: bytes) -> str:
@@ -122,11 +123,13 @@ def printable(data: bytes) -> str:
 
     Always the text of printable_reference (a unit test holds them equal on random bytes).
     str.translate with multi-character replacements looks every character up in a dict
-    (~20 µs for a 256-byte HTTP head): valid UTF-8 whose only specials are backslash, CR,
-    LF and tab (nearly all text payload) takes C-level replaces instead (~2 µs); anything
+    (~20 µs for a 256-byte HTTP head): valid UTF-8 (nearly all text payload, and text
+    protocols with a few NUL or other control bytes in them: a C string, a postgres query)
+    takes C-level replaces instead, one per special character present (~2 µs); anything
     else (binary) takes the translate.
     """
-    if len(data.translate(None, _OTHER_CONTROLS)) != len(data):
+    controls = data.translate(None, _NOT_OTHER_CONTROLS)  # the other control bytes alone
+    if len(controls) > len(data) >> 4:  # binary, most likely: a failed decode costs more
         return printable_reference(data)
     try:
         text = data.decode("utf-8")
@@ -140,6 +143,8 @@ def printable(data: bytes) -> str:
         text = text.replace("\r", "\\r")
     if "\t" in text:
         text = text.replace("\t", "\\t")
+    for c in set(controls):  # after the backslashes: their escapes add one
+        text = text.replace(chr(c), _ESCAPES[c])
     return text
 
 
