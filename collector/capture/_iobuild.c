@@ -54,6 +54,16 @@ static int set_new(PyObject *d, PyObject *k, PyObject *v) /* steals v */
     return rc;
 }
 
+#define EVENT_KEYS 16
+static PyObject *new_event(void)
+{
+#if PY_VERSION_HEX < 0x030E0000 /* a CPython-private call: kept where it is known to exist */
+    return _PyDict_NewPresized(EVENT_KEYS);
+#else
+    return PyDict_New();
+#endif
+}
+
 static PyObject *key(const char *s)
 {
     PyObject *k = PyUnicode_InternFromString(s);
@@ -158,7 +168,9 @@ static PyObject *build(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         || us >= (int64_t)EXACT || us <= -(int64_t)EXACT)
         return PyObject_Vectorcall(fallback, args, 2, NULL);
 
-    PyObject *ev = PyDict_New(), *where = NULL, *direction, *out = NULL;
+    /* Sized for every key the pipeline adds later (comm, unit, captured, payload...): no
+     * resize on the way (~0.1 us per event). */
+    PyObject *ev = new_event(), *where = NULL, *direction, *out = NULL;
     if (ev == NULL)
         return NULL;
     if (set_new(ev, k_ts, PyFloat_FromDouble((double)us / 1e6)) < 0
