@@ -11,5 +11,6 @@ setup(ext_modules=[
     Extension(name, [src], optional=True, extra_compile_args=["-O2", "-Wall", "-Werror"])
     for name, src in (("probes._ringwalk", "probes/_ringwalk.c"),
                       ("collector.capture._iobuild", "collector/capture/_iobuild.c"),
+                      ("collector.capture._printable", "collector/capture/_printable.c"),
                       ("collector.store._tally", "collector/store/_tally.c"))
 ])

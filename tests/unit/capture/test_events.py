@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collector.capture import events
 from collector.capture.events import (
     errno_name,
     open_flags,
     printable,
+    printable_py,
     printable_reference,
     sockaddr,
 )
@@ -74,4 +76,18 @@ _PIECES = st.sampled_from([b"a", b"GET /x", b"\r\n", b"\t", b"\\", b"\x00", b"\x
 @settings(max_examples=2000, deadline=None)
 @given(st.lists(_PIECES, max_size=30).map(b"".join) | st.binary(max_size=300))
 def test_printable_equals_the_reference_translate(raw: bytes) -> None:
-    assert printable(raw) == printable_reference(raw)
+    """The C twin (where built), the Python twin and the reference: one text."""
+    assert printable(raw) == printable_py(raw) == printable_reference(raw)
+
+
+def test_the_c_printable_is_the_one_in_use() -> None:
+    assert events.PRINTABLE_IMPL == "c" and printable is not printable_py
+
+
+@pytest.mark.parametrize("raw", [b"", b"x" * 15 + b"\x00", b"x" * 15 + b"\x00\x01",
+                                 b"ok\x00" + "\u00e9".encode() + b"\xff",
+                                 b"\\x00 is not a NUL\n"])
+def test_printable_edges(raw: bytes) -> None:
+    """The binary cut (one control byte in 16), a failed decode after escaping, an escape
+    written out as text."""
+    assert printable(raw) == printable_py(raw) == printable_reference(raw)

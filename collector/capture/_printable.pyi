@@ -1,0 +1,6 @@
+"""Types of the C twin of collector/capture/events.printable (collector/capture/_printable.c)."""
+
+from collections.abc import Callable
+
+def configure(reference: Callable[[bytes], str], /) -> None: ...
+def printable(data: bytes, /) -> str: ...
