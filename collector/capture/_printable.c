@@ -11,46 +11,53 @@
 #include <Python.h>
 #include <string.h>
 
-static char esc[128][5];   /* the escape of each ASCII byte, "" where it is shown as is */
+static char esc[128][8];    /* the escape of each ASCII byte, "" where it is shown as is */
 static unsigned char esc_len[128];
+static char other[128];     /* control bytes other than tab, LF and CR (the binary count) */
 static PyObject *reference; /* events.printable_reference */
 
-static void set_escape(int c, const char *s)
-{
-    size_t n = strlen(s);
-    memcpy(esc[c], s, n);
-    esc_len[c] = (unsigned char)n;
-}
-
-/* configure(reference) */
-static PyObject *configure(PyObject *self, PyObject *arg)
+/* configure(reference, escapes: {byte: str} for ASCII bytes, other_controls: bytes): the
+ * tables are events.py's (_ESCAPES, _OTHER_CONTROLS), so the escapes have one definition. */
+static PyObject *configure(PyObject *self, PyObject *args)
 {
     (void)self;
-    if (!PyCallable_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "configure(reference: callable)");
+    PyObject *ref, *escapes, *key, *value;
+    const char *others;
+    Py_ssize_t n_others, pos = 0;
+    if (!PyArg_ParseTuple(args, "OO!y#", &ref, &PyDict_Type, &escapes, &others, &n_others))
+        return NULL;
+    if (!PyCallable_Check(ref)) {
+        PyErr_SetString(PyExc_TypeError, "configure: reference is not callable");
         return NULL;
     }
-    for (int c = 0; c < 128; c++) {
-        char hex[5];
-        if (c < 0x20 || c == 0x7F) {
-            snprintf(hex, sizeof hex, "\\x%02x", c);
-            set_escape(c, hex);
-        } else {
-            esc_len[c] = 0;
+    memset(esc_len, 0, sizeof esc_len);
+    memset(other, 0, sizeof other);
+    while (PyDict_Next(escapes, &pos, &key, &value)) {
+        long c = PyLong_AsLong(key);
+        Py_ssize_t n;
+        const char *text = PyUnicode_Check(value) ? PyUnicode_AsUTF8AndSize(value, &n) : NULL;
+        if (c == -1 && PyErr_Occurred())
+            return NULL;
+        if (c < 0 || c >= 128)
+            continue; /* undecodable bytes: the reference shows them */
+        if (text == NULL || n < 1 || n >= (Py_ssize_t)sizeof esc[0]) {
+            PyErr_SetString(PyExc_ValueError, "configure: bad escape");
+            return NULL;
         }
+        memcpy(esc[c], text, (size_t)n);
+        esc_len[c] = (unsigned char)n;
     }
-    set_escape('\\', "\\\\");
-    set_escape('\n', "\\n");
-    set_escape('\r', "\\r");
-    set_escape('\t', "\\t");
-    Py_INCREF(arg);
-    Py_XSETREF(reference, arg);
+    for (Py_ssize_t i = 0; i < n_others; i++) {
+        unsigned char c = (unsigned char)others[i];
+        if (c >= 128 || !esc_len[c]) {
+            PyErr_SetString(PyExc_ValueError, "configure: a control byte without an escape");
+            return NULL;
+        }
+        other[c] = 1;
+    }
+    Py_INCREF(ref);
+    Py_XSETREF(reference, ref);
     Py_RETURN_NONE;
-}
-
-static int other_control(unsigned char c)
-{
-    return (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F;
 }
 
 static PyObject *not_utf8(PyObject *data)
@@ -79,7 +86,7 @@ static PyObject *printable(PyObject *self, PyObject *data)
         unsigned char c = p[i];
         if (c < 128 && esc_len[c]) {
             extra += esc_len[c] - 1;
-            others += other_control(c);
+            others += other[c];
         }
     }
     if (others > n >> 4) /* binary, most likely: the reference's translate */
@@ -107,7 +114,8 @@ static PyObject *printable(PyObject *self, PyObject *data)
 }
 
 static PyMethodDef methods[] = {
-    {"configure", configure, METH_O, "Give the reference for what is not UTF-8."},
+    {"configure", configure, METH_VARARGS,
+     "Give the reference (what is not UTF-8) and the escape tables."},
     {"printable", printable, METH_O, "printable(data: bytes) -> str, strace-style escapes"},
     {NULL, NULL, 0, NULL},
 };

@@ -162,7 +162,7 @@ try:
 except ImportError:  # no compiler or Python headers where it was installed
     pass
 else:
-    _printable.configure(printable_reference)
+    _printable.configure(printable_reference, _ESCAPES, _OTHER_CONTROLS)
     printable = _printable.printable
     PRINTABLE_IMPL = "c"
 
