@@ -12,5 +12,6 @@ setup(ext_modules=[
     for name, src in (("probes._ringwalk", "probes/_ringwalk.c"),
                       ("collector.capture._iobuild", "collector/capture/_iobuild.c"),
                       ("collector.capture._printable", "collector/capture/_printable.c"),
-                      ("collector.store._tally", "collector/store/_tally.c"))
+                      ("collector.store._tally", "collector/store/_tally.c"),
+                      ("redact._linememo", "redact/_linememo.c"))
 ])

@@ -17,12 +17,12 @@ import re
 from collections.abc import Callable, Sequence
 
 from redact import re2compat
+from redact.lines import Memo, recall, remember, split_lines
 from redact.protocols import resp_redact
 from redact.rules import PROTOCOLS, Rule
 from redact.segment import EMIT, JOINED, LINES, MASK, RESP, TRIGGER_SRC, Piece
 
 _PLACEHOLDER = re.compile(rb"\[REDACTED:[a-z0-9_]+(?::[0-9a-f]{12})?\]")
-_LINE = re.compile(rb"[^\n\x00]*[\n\x00]|[^\n\x00]+")
 # Counter ids for what the engine masks itself (not regex rules).
 ENGINE_COUNTERS = ("redis_resp_credential", "gap", "oversize", "engine_error", "secret_name")
 
@@ -100,7 +100,7 @@ class Table:
         self._counts = counts  # the RuleSet's: one dict for every table
         # hash(line) -> (the line redacted, the rule ids of its placeholders). Keyed by hash,
         # so no raw line is kept: a value holds only what redaction already let out.
-        self._lines: dict[int, tuple[bytes, tuple[str, ...]]] = {}
+        self._lines: Memo = {}
         self._lines_bytes = 0
 
     def count(self, name: str, n: int = 1) -> None:
@@ -121,46 +121,28 @@ class Table:
             return text
         if len(text) > LINE_MEMO_RUN:
             return b"".join(got[0] for got in self._redact_lines([text], hits))
-        parts, keys, cut = _keyed_lines(text)
-        get = self._lines.get
-        counts = self._counts
-        out: list[bytes] = []
-        todo: list[int] = []  # indices of the lines not remembered
-        for i, key in enumerate(keys):
-            got = get(key)
-            if got is None:
-                todo.append(i)
-                out.append(b"")
-                continue
-            for rid in got[1]:
-                counts[rid] = counts.get(rid, 0) + 1
-            out.append(got[0])
-        if todo:
-            self._remember(parts, keys, cut, todo, out, hits)
-        return b"".join(out)
+        got = recall(text, self._lines, self._counts)
+        if isinstance(got, bytes):
+            return got  # every line remembered (and counted)
+        out, todo, fresh, keys = got
+        return self._remember(fresh, keys, todo, out, hits)
 
-    def _remember(self, parts: list[bytes], keys: list[int], cut: int, todo: list[int],
-                  out: list[bytes], hits: Hits) -> None:
-        """Redact the lines parts[i] for i in todo into out[i], and remember them. parts[i]
-        for i < cut lost its LF to the split (see _keyed_lines)."""
-        fresh = [parts[i] + b"\n" if i < cut else parts[i] for i in todo]
-        if len(todo) < len(parts):
+    def _remember(self, fresh: list[bytes], keys: list[int], todo: list[int],
+                  out: list[bytes], hits: Hits) -> bytes:
+        """Redact the lines not remembered (fresh, whole) into out[todo[j]], remember each
+        under keys[j], and return the run (out) joined."""
+        if len(todo) < len(out):
             # The run's hits may be the remembered lines' (a cookie header, say) while the
             # new ones (a request line, a request id) are clean: one Set match of the new
-            # lines (~1.5 µs) instead of an anchored scan per rule of the run (~1-3 µs each).
-            hits = self.match(b"".join(fresh))
+            # lines (~1 µs) instead of an anchored scan per rule of the run (~1-3 µs each).
+            hits = self.match(fresh[0] if len(fresh) == 1 else b"".join(fresh))
         if len(hits) == (self.trigger in hits):
             done: list[tuple[bytes, tuple[str, ...]]] = [(ln, ()) for ln in fresh]
         else:
             done = self._redact_lines(fresh, hits)
-        memo = self._lines
-        for i, line in zip(todo, done, strict=True):
-            if len(memo) >= LINE_MEMO or self._lines_bytes >= LINE_MEMO_BYTES:
-                memo.clear()
-                self._lines_bytes = 0
-            memo[keys[i]] = line
-            self._lines_bytes += len(line[0])
-            out[i] = line[0]
+        joined, self._lines_bytes = remember(self._lines, out, todo, keys, done, LINE_MEMO,
+                                             LINE_MEMO_BYTES, self._lines_bytes)
+        return joined
 
     def _redact_lines(
         self, items: list[bytes], hits: Hits,
@@ -280,47 +262,6 @@ class Table:
             last = int(cur[1])
         out += text[last:]
         return bytes(out)
-
-
-def _keyed_lines(text: bytes) -> tuple[list[bytes], list[int], int]:
-    """The lines of text, each one's memo key, and `cut`: parts[:cut] are lines that ended
-    in LF and lost it to bytes.split (put it back to redact one); the rest are whole.
-
-    A line's key is the hash of its bytes without that LF, or, for a line that ended in NUL
-    (split_lines keeps it), with its NUL. A last line with no end is keyed by the hash of
-    a 1-tuple of it, so it never shares a key with the same bytes followed by an LF.
-    """
-    if b"\0" in text:
-        parts = split_lines(text)
-        keys = list(map(hash, parts))
-        last = parts[-1]
-        if last[-1:] not in (b"\n", b"\0"):
-            keys[-1] = hash((last,))
-        return parts, keys, 0
-    parts = text.split(b"\n")
-    last = parts.pop()
-    keys = list(map(hash, parts))
-    cut = len(parts)
-    if last:
-        parts.append(last)
-        keys.append(hash((last,)))
-    return parts, keys, cut
-
-
-def split_lines(text: bytes) -> list[bytes]:
-    """text cut after each line end (LF or NUL): _LINE.findall, by bytes.split where it can
-    (the regex walks ~10 ns per byte)."""
-    end = len(text) - 1
-    if text.find(b"\n", 0, end) < 0 and text.find(b"\0", 0, end) < 0:
-        return [text] if text else []  # one line (a long body, say): no copy
-    if b"\0" in text:
-        return _LINE.findall(text)
-    cut = text.split(b"\n")
-    last = cut.pop()
-    lines = [ln + b"\n" for ln in cut]
-    if last:
-        lines.append(last)
-    return lines
 
 
 def _collect(text: bytes, rule: Rule, m: re.Match[bytes], spans: list[Span]) -> None:

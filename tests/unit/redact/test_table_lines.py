@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from redact import Redactor, table
+from redact import Redactor, lines, table
 from tests.unit.redact.test_stream import CARRIERS, SECRETS
 
 FILLER = [b"Host: shop.example.com\r\n", b"Accept: */*\r\n", b"\r\n", b"plain words here\n",
@@ -87,7 +87,7 @@ def test_a_run_redacts_as_its_lines_alone(text: bytes) -> None:
     """Short run (remembered lines) or long (one scan): each line as if it came alone. (What
     a table remembers does not change its output: test_remembered_equals_first_sight.)"""
     r = _shared()
-    assert lines_of(r, text) == b"".join(lines_of(r, ln) for ln in table.split_lines(text))
+    assert lines_of(r, text) == b"".join(lines_of(r, ln) for ln in lines.split_lines(text))
 
 
 def test_no_raw_line_is_kept() -> None:
@@ -126,4 +126,60 @@ def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 @given(st.binary(max_size=64) | st.lists(st.sampled_from([b"a", b"\n", b"\x00", b"\r", b"bc"]),
                                          max_size=20).map(b"".join))
 def test_split_lines_is_the_line_regex(text: bytes) -> None:
-    assert table.split_lines(text) == table._LINE.findall(text)
+    assert lines.split_lines(text) == lines._LINE.findall(text)
+
+
+RUN = st.lists(st.sampled_from([b"a", b"\n", b"\r\n", b"\x00", b"Host: x", b"", b"\xff"]),
+               max_size=12).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(warm=st.lists(RUN, max_size=6), text=RUN)
+def test_recall_twins_are_equal(warm: list[bytes], text: bytes) -> None:
+    """The C twin (where built) and the Python one: same answer, same counts, same keys."""
+    memo: lines.Memo = {}
+    for i, w in enumerate(warm):
+        _, keys, _ = lines.keyed_lines(w)
+        for j, key in enumerate(keys):
+            memo[key] = (b"<%d.%d>" % (i, j), (f"r{j % 3}",) * (j % 3))
+    counts_c: dict[str, int] = {"r1": 5}
+    counts_py = dict(counts_c)
+    assert lines.recall(text, dict(memo), counts_c) == lines.recall_py(text, memo, counts_py)
+    assert counts_c == counts_py
+    got = lines.recall(text, {}, {})
+    if not text:
+        assert got == b""
+    else:  # nothing remembered: every line is fresh, whole, keyed as keyed_lines keys it
+        assert not isinstance(got, bytes)
+        out, todo, fresh, keys = got
+        assert out == [b""] * len(todo) and todo == list(range(len(out)))
+        assert b"".join(fresh) == text
+        assert keys == lines.keyed_lines(text)[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines_=st.lists(st.binary(max_size=6), min_size=1, max_size=8), data=st.data())
+def test_remember_twins_are_equal(lines_: list[bytes], data: st.DataObject) -> None:
+    """Same run out, same memo, same bytes held, the bounds included."""
+    todo = sorted(data.draw(st.sets(st.integers(0, len(lines_) - 1))))
+    done = [(b"<%s>" % lines_[i], ("r",) * (i % 2)) for i in todo]
+    keys = [hash(lines_[i]) for i in todo]
+    max_entries, max_bytes = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 24))
+    old = {k: (b"old", ()) for k in data.draw(st.lists(st.integers(), max_size=4))}
+    held = data.draw(st.integers(0, 30))
+    answers = []
+    for remember in (lines.remember, lines.remember_py):
+        memo, out = dict(old), [b"" if i in todo else ln for i, ln in enumerate(lines_)]
+        answers.append((remember(memo, out, list(todo), list(keys), list(done), max_entries,
+                                 max_bytes, held), memo, out))
+    assert answers[0] == answers[1]
+    (joined, _), memo, out = answers[0]
+    assert joined == b"".join(out) and len(memo) <= max(max_entries, len(old))
+
+
+def test_the_memo_runs_in_c_where_built() -> None:
+    import importlib.util
+    if importlib.util.find_spec("redact._linememo") is None:
+        pytest.skip("the C twin was not built here")
+    assert lines.MEMO_IMPL == "c"
+    assert lines.recall is not lines.recall_py and lines.remember is not lines.remember_py
