@@ -52,10 +52,19 @@ check_internals()
 _UNANCHORED = re2._Anchor.UNANCHORED
 
 
+def _options() -> Any:
+    """Latin-1: one byte is one character, as for Python's bytes patterns. In RE2's default
+    UTF-8 mode `.` and negated classes do not match a byte that is not UTF-8, so a prefilter
+    would miss a secret with one beside it (`password:\xff hunter2`) that `re` finds."""
+    opts = re2.Options()
+    opts.encoding = re2.Options.Encoding.LATIN1
+    return opts
+
+
 def compile(src: bytes) -> Regexp:
     """A compiled RE2 pattern; ValueError (with RE2's message) if RE2 rejects it."""
     try:
-        return re2.compile(src)
+        return re2.compile(src, _options())
     except Exception as err:  # re2.error does not derive from ValueError
         raise ValueError(str(err)) from err
 
@@ -74,7 +83,7 @@ def searcher(regexp: Regexp) -> Search:
 def set_matcher(patterns: Iterable[bytes], max_mem: int = SET_MEM) -> SetMatch:
     """One RE2 Set (unanchored) over patterns: match(text) -> indices of those that hit.
     The raw Set.Match: the wrapper only re-checks the argument type on every call."""
-    opts = re2.Options()
+    opts = _options()
     opts.max_mem = max_mem
     patterns_set = re2.Set.SearchSet(opts)
     for p in patterns:
