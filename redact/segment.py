@@ -60,9 +60,22 @@ _RESP_PART = re.compile(rb"(?i)(?:\*\d{1,4}|\$\d{1,6}|auth|hello|acl|config|migr
 _RESP_HEAD = re.compile(rb"\*\d{1,4}\r\n")
 
 
+# The two line tests below run on every line dropped after a gap (a request line cut by
+# the capture cap, say): in `re` they cost ~0.5 and ~4 µs on a 60 B line, so each first
+# checks what it cannot match without (~50 ns and ~1 µs).
+
 def _pem_opens(line: bytes) -> bool:
+    if b"-----BEGIN" not in line:  # _PEM_BEGIN starts with it
+        return False
     ends = [m.end() for m in _PEM_BEGIN.finditer(line)]
     return bool(ends) and b"-----END" not in line[ends[-1] :]
+
+
+def _continues(line: bytes) -> bool:
+    """Does the line end in a keyword whose value follows on the next lines (_CONT)? The
+    RE2 TRIGGER is a superset of _CONT (TRIGGER_SRC), and linear: Python's search tries the
+    keywords at every byte."""
+    return triggered(line) and _CONT.search(line) is not None
 
 
 @dataclass
@@ -241,14 +254,15 @@ class Segmenter:
             self._dropped += len(line)
             if not (self._end_seen or b"-----END" in line) and self._dropped <= CAP:
                 return i + 1, False
-        elif _pem_opens(line) or (_DAMAGED_BEGIN.search(line) and b"END" not in line):
+        elif _pem_opens(line) or ((b"-----" in line or b"PRIVATE KEY" in line)
+                                  and _DAMAGED_BEGIN.search(line) and b"END" not in line):
             self._skip, self._dropped = 2, 0  # a (maybe cut) BEGIN line: drop the key body
             return i + 1, False
         elif _RESP_PART.fullmatch(line):
             self._skip = 3  # we lost the head of a RESP array: drop to the next command
             self.resp = True
             return i + 1, False
-        elif _CONT.search(line) is not None:
+        elif _continues(line):
             self._skip, self._extra = 4, 3
             return i + 1, False
         elif self._skip == 4:
@@ -323,7 +337,7 @@ class Segmenter:
                 out.append((LINES, line[:star]))
                 return pos + star, False
         pem = _pem_opens(line)
-        if not pem and line != _PG_PASSWORD and _CONT.search(line) is None:
+        if not pem and line != _PG_PASSWORD and not _continues(line):
             out.append((LINES, line))
             return i + 1, False
         self._join = _Join(pem=pem, extra=3, scan=i + 1)
@@ -357,7 +371,7 @@ class Segmenter:
             done = b"-----END" in line
         else:
             join.pem = _pem_opens(line)
-            join.extra = 3 if _CONT.search(line) else join.extra - 1
+            join.extra = 3 if _continues(line) else join.extra - 1
             done = not join.pem and join.extra <= 0
         if done:
             out.append((JOINED, bytes(buf[pos : i + 1])))

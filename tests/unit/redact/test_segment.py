@@ -1,9 +1,13 @@
-"""Segmenter's public state API (what a Stream uses): adopt, idle, clean, resp, push_dropped."""
+"""Segmenter's public state API (what a Stream uses): adopt, idle, clean, resp, push_dropped;
+and its line tests' prefilters."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from redact import segment
 from redact.segment import EMIT, LINES, MASK, SKIP_TAIL, Segmenter
 
 
@@ -59,3 +63,22 @@ def test_adopt_keeps_resp_once_seen() -> None:
     seg = Segmenter(resp=True)
     seg.adopt(bytearray(), clean=False, resp=False)
     assert seg.resp
+
+
+_PIECES = [b"password", b"PassWD", b"pwd", b"secret", b"TOKEN", b"api_key", b"api-key",
+           b"authorization", b"credentials", b"identified by", b"IDENTIFIED\twith x as",
+           b"requirepass", b"masterauth", b"form-data; name=\"f\"", b"form-data;\xff name=\"\"",
+           b"\\\"", b"'", b"\"", b":", b"=", b" ", b"\t", b"\r", b"\xff", b"\xc3\xa9", b"x",
+           b"-----BEGIN RSA PRIVATE KEY-----", b"-----END", b"PRIVATE KEY", b"-----"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=8).map(b"".join),
+       st.sampled_from([b"\n", b"\x00", b""]))
+def test_the_line_tests_prefilters_miss_nothing(body: bytes, end: bytes) -> None:
+    """_continues and _pem_opens skip `re` where their prefilter says no match can be:
+    never where `re` alone finds one."""
+    line = body + end
+    assert segment._continues(line) == (segment._CONT.search(line) is not None)
+    ends = [m.end() for m in segment._PEM_BEGIN.finditer(line)]
+    assert segment._pem_opens(line) == (bool(ends) and b"-----END" not in line[ends[-1]:])
