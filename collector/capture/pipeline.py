@@ -82,8 +82,8 @@ class Pipeline:
                  event_cap: int | None = None) -> None:
         self.redactor = redactor
         # Payload bytes an event shows at most (the targets' cap). The kernel may copy more
-        # on a connection where the L7 stage asked for it; the observers get all of it, the
-        # event its first event_cap bytes and a gap, as if the kernel had copied only those.
+        # on a connection where the L7 stage asked for it; the observers and the stream get
+        # all of it, the event the first event_cap bytes of what the stream released.
         self.event_cap = event_cap
         self.sinks = sinks
         self.observers = list(observers or [])
@@ -271,12 +271,12 @@ class Pipeline:
 
         `missing` bytes moved but were not captured: the stream is told of the gap, so it
         stays fail-closed across it (a secret cut short is not released half-masked).
+        Bytes captured past event_cap (a connection whose cap the L7 stage raised) are fed
+        too, not turned into a gap: a gap makes the stream drop the line it cuts, which
+        would be the next request's first line, and sends it down its slow path. The event
+        shows the first event_cap bytes of what was released, already redacted.
         """
         stream = self.streams.get(key, cookie).stream
-        cap = self.event_cap
-        if cap is not None and len(data) > cap:
-            missing += len(data) - cap
-            data = data[:cap]
         if shed:
             self.counters["payload_shed"] += 1
             ev["payload_shed"] = True
@@ -286,7 +286,13 @@ class Pipeline:
         if missing:
             released += stream.gap(missing) or b""
             ev["truncated"] = True
-        ev["captured"] = len(data)
+        cap = self.event_cap
+        if cap is not None and len(data) > cap:
+            ev["truncated"] = True
+            ev["captured"] = cap
+            released = released[:cap]
+        else:
+            ev["captured"] = len(data)
         if released:
             ev["payload"] = printable(released)
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collector.capture.events import Event
+from collector.capture.events import Event, printable
 from collector.capture.pipeline import Pipeline
 from collector.proc.facts import Enricher
 from probes.layout import F_DATA_OUT, F_PAYLOAD, F_TRUNCATED, Sc
@@ -79,3 +79,18 @@ def test_events_show_the_targets_cap_observers_get_all_the_kernel_copied() -> No
     (ev, *_rest) = p.process([rec(Sc.READ, 6, 60, data, F_PAYLOAD | F_TRUNCATED)])
     assert ev["captured"] == 16 and ev["truncated"] is True
     assert o.seen[0][1] == data and len(data) == 38 and o.seen[0][2] == 60 - 38
+
+
+def test_bytes_past_the_event_cap_are_redacted_not_a_gap() -> None:
+    """Heads longer than the targets' cap on a connection the kernel copies whole: each
+    event shows the first event_cap bytes of the redacted head. Fed as a gap, the next
+    head's first line would be dropped (the stream cannot know where the gap ended)."""
+    p = Pipeline(Redactor.default(), [], Enricher(procfs=FAKE_PROC), event_cap=48)
+    head = b"GET /a HTTP/1.1\r\nCookie: sid=Zq9hunter2Xv\r\nHost: example.org\r\n\r\n"
+    evs = p.process([rec(Sc.READ, 6, len(head), head, F_PAYLOAD) for _ in range(3)])
+    assert len(head) > 48 and len(evs) == 3
+    shown = printable(Redactor.default().redact(head)[:48])
+    assert shown.startswith("GET /a HTTP/1.1\\r\\nCookie: [REDACTED:cookie]")
+    for ev in evs:
+        assert ev["payload"] == shown
+        assert ev["captured"] == 48 and ev["truncated"] is True
