@@ -1,4 +1,4 @@
-"""The lines of a run, and the line memo's lookup (Table.lines).
+"""The lines of a run, and the line memo behind Table.lines (its lookup and its store).
 
     split_lines(text)           -> each line, its end (LF or NUL) kept
     recall(text, memo, counts)  -> bytes, if every line is remembered (and counted)
