@@ -54,8 +54,8 @@ _UNANCHORED = re2._Anchor.UNANCHORED
 
 def _options() -> Any:
     """Latin-1: one byte is one character, as for Python's bytes patterns. In RE2's default
-    UTF-8 mode `.` and negated classes do not match a byte that is not UTF-8, so a prefilter
-    would miss a secret with one beside it (`password:\xff hunter2`) that `re` finds."""
+    UTF-8 mode `.` and negated classes do not match a byte that is not UTF-8, so a hint
+    missed secrets its `re` pattern finds (`curl -u depl<0xff>oy:<password>`)."""
     opts = re2.Options()
     opts.encoding = re2.Options.Encoding.LATIN1
     return opts
