@@ -156,6 +156,56 @@ static __always_inline void copy_payload(struct sys_event *e, u64 ptr, s64 avail
 		e->flags |= F_TRUNCATED;
 }
 
+#define IOV_COPY 4   /* iovecs of one call copied at most: nginx writes a head and a body */
+
+/* The bytes an iovec array moved (writev, readv, sendmsg, recvmsg), up to cap: the first
+ * iovec as copy_payload copies it, then the next ones while the cap has room, each only
+ * if the ones before were copied whole, so the copy stays the call's first bytes. */
+static __always_inline void copy_iovecs(struct sys_event *e, u64 iovp, u64 iovcnt, u32 cap,
+					s64 ret)
+{
+	struct p_iovec iov = {};
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iovp))
+		return;
+	s64 whole = iov.len < (u64)ret ? (s64)iov.len : ret;   /* bytes of the iovecs so far */
+	copy_payload(e, iov.base, whole, cap, ret);
+	u32 lim = cap < MAX_DATA ? cap : MAX_DATA;
+#pragma unroll
+	for (int i = 1; i < IOV_COPY; i++) {
+		u32 n = e->data_len;   /* 0 with an empty first iovec: its next one starts the copy */
+		if ((s64)n != whole || n >= lim || whole >= ret || (u64)i >= iovcnt)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovp + i * sizeof(iov))))
+			break;
+		u64 left = (u64)(ret - whole);
+		u64 want = iov.len < left ? iov.len : left;
+		whole += want;
+		if (want == 0)
+			continue;
+		u32 m = lim - n;
+		if (want < m)
+			m = want;
+		/* Both masked below MAX_DATA, so that n + m provably fits e->data on older
+		 * verifiers too (6.1 lost a min() that clang kept on the stack before the mask):
+		 * at most one byte less when the first iovec was empty and the next fills the cap. */
+		if (m > MAX_DATA - 1)
+			m = MAX_DATA - 1;
+		n = bounded(n, MAX_DATA - 1, MAX_DATA - 1);
+		m = bounded(m, MAX_DATA - 1, MAX_DATA - 1);
+		if (m == 0 || !iov.base ||
+		    bpf_probe_read_user(e->data + n, m, (void *)iov.base))
+			break;
+		e->data_len = n + m;
+		e->flags |= F_PAYLOAD;
+	}
+	if (e->flags & F_PAYLOAD) {   /* truncated: the call moved more than was copied */
+		if ((s64)e->data_len < ret)
+			e->flags |= F_TRUNCATED;
+		else
+			e->flags &= ~F_TRUNCATED;
+	}
+}
+
 static __always_inline u64 fd_key(u64 id, s32 fd)
 {
 	return (id & 0xffffffff00000000ULL) | (u32)fd;
@@ -237,18 +287,15 @@ static __always_inline int on_exit(long ret)
 		cap = io_cap(e, id, e->fd, cap);
 		if (ret <= 0 || !cap)
 			break;
-		u64 iovp = a1;
+		u64 iovp = a1, iovcnt = a2;
 		if (nr == SC_SENDMSG || nr == SC_RECVMSG) {
 			struct p_msghdr m = {};
 			if (bpf_probe_read_user(&m, sizeof(m), (void *)a1))
 				break;
 			iovp = m.iov;
+			iovcnt = m.iovlen;
 		}
-		struct p_iovec iov = {};
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iovp))
-			break;
-		s64 avail = iov.len < (u64)ret ? (s64)iov.len : ret;
-		copy_payload(e, iov.base, avail, cap, ret);
+		copy_iovecs(e, iovp, iovcnt, cap, ret);
 		break;
 	}
 	case SC_SENDFILE:   /* a response body from a file: its bytes are an L7 gap */

@@ -237,6 +237,37 @@ def test_payload_is_redacted_and_meta_has_none(daemon: Daemon, workload: Any,
         .decode("latin-1")
 
 
+VECTORED = r"""
+import os, socket
+pairs = [socket.socketpair() for _ in range(4)]
+os.writev(pairs[0][0].fileno(), [b"HTTP/1.1 200 OK\r\n", b"Content-Length: 5\r\n\r\n", b"body\n"])
+os.writev(pairs[1][0].fileno(), [b"x" * 200, b"y" * 100])
+os.writev(pairs[2][0].fileno(), [b"", b"z" * 9 + b"\n"])
+pairs[3][0].sendmsg([b"msg-one ", b"msg-two\n"])
+got = os.readv(pairs[0][1].fileno(), [bytearray(5), bytearray(100)])
+assert got == 43, got
+os._exit(0)
+"""
+
+
+def test_vectored_io_copies_the_iovecs_up_to_the_cap(daemon: Daemon, workload: Any) -> None:
+    """writev/readv/sendmsg: the payload is the call's first bytes across iovecs (nginx
+    writes a response head and its body as two), up to the 256 B cap."""
+    w, events = trace_workload(daemon, workload, VECTORED,
+                               extra=("--level", "payload", "--reason", "test"))
+    io = [e for e in syscalls(events, w.pid)
+          if e["syscall"] in ("writev", "readv", "sendmsg")]
+    got = [(e["syscall"], e["ret"], e.get("captured"), bool(e.get("truncated")),
+            e.get("payload")) for e in io]
+    assert got == [
+        ("writev", 43, 43, False, "HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nbody\\n"),
+        ("writev", 300, 256, True, "[REDACTED:gap]"),  # no line end: the gap masks it
+        ("writev", 10, 10, False, "zzzzzzzzz\\n"),
+        ("sendmsg", 16, 16, False, "msg-one msg-two\\n"),
+        ("readv", 43, 43, False, "HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nbody\\n"),
+    ], got
+
+
 def our_prog_ids(pid: int) -> set[int]:
     """BPF program ids held by a process (fdinfo of its prog fds)."""
     ids = set()
