@@ -13,5 +13,6 @@ setup(ext_modules=[
                       ("collector.capture._iobuild", "collector/capture/_iobuild.c"),
                       ("collector.capture._printable", "collector/capture/_printable.c"),
                       ("collector.store._tally", "collector/store/_tally.c"),
-                      ("redact._linememo", "redact/_linememo.c"))
+                      ("redact._linememo", "redact/_linememo.c"),
+                      ("collector.l7._httphead", "collector/l7/_httphead.c"))
 ])
