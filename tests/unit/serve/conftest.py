@@ -223,6 +223,9 @@ def host(tmp_path: Path) -> Iterator[Host]:
                     fd_cap=lambda pid, fd, cap: tracer.set_fd_cap(pid, fd, cap))
     pipeline = Pipeline(FakeRedactor(), [SplitSink(store, l7store), router],
                         Enricher(proc), observers=[stage])
+    # The corpus's records carry ktime ~1 s: make that now, not this host's boot, or a host
+    # up longer than the store's retention prunes them at the first write.
+    pipeline.clock.offset = time.time() - 1.0
     tracer = Tracer(new_probe, lambda cookie, cap: (cookie, cap), resolver)
     grants = GrantStore(str(tmp_path / "grants.json"))
     gate = Gate(Policy.from_toml(POLICY), None, grants, AuditLog(str(tmp_path / "audit.log")),
