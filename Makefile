@@ -22,8 +22,11 @@ lint:
 	$(PY) -m ruff check collector probes redact tests bench
 	$(PY) -m mypy
 
+## unit: the suite, then the L7 parts again on the sources of what mypyc compiled
 unit:
 	$(PYTEST) tests/unit -q
+	PERISCOPE_PURE=1 $(PYTEST) tests/unit/l7 tests/unit/capture tests/unit/serve \
+		tests/unit/test_native.py -q
 
 root:
 	$(PYTEST) tests/root -q --durations=12

@@ -345,8 +345,17 @@ install_app() {
     else
         say "installing periscope from $REPO into $APP_VENV"
         # --no-build-isolation: build with the distro's setuptools instead of
-        # downloading one: faster, and works offline.
-        "${pip[@]}" --no-build-isolation --upgrade "$REPO"
+        # downloading one: faster, and works offline. mypy (its mypyc compiles the L7
+        # parsers, setup.py) is fetched for the build only, outside the venv; without
+        # it the parsers run from their sources.
+        local build_deps
+        build_deps=$(mktemp -d)
+        if ! "$APP_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir \
+                --target "$build_deps" "mypy>=1.8" >/dev/null 2>&1; then
+            note "mypy could not be fetched: the L7 parsers will run from their sources"
+        fi
+        PYTHONPATH="$build_deps" "${pip[@]}" --no-build-isolation --upgrade "$REPO"
+        rm -rf "$build_deps"
     fi
     "$APP_VENV/bin/python" -c 'import bcc' 2>/dev/null || die "$APP_VENV cannot import bcc (python3-bpfcc)"
     local hot

@@ -199,9 +199,10 @@ async def serve(cfg: config.Config, started: float) -> None:
     ready_s = time.monotonic() - started
     log.info("ready in %.2fs: socket %s, state %s", ready_s, cfg.paths.socket, cfg.paths.state_dir)
     if "python" in native().values():
-        log.warning("hot path in pure Python (%s): the C twins were not built at install "
-                    "(no gcc or python3-dev there); every event costs more CPU. Install both "
-                    "and run `make install` again.",
+        log.warning("hot path partly in pure Python (%s): the C twins or the compiled L7 "
+                    "parsers were not built at install (no gcc or python3-dev there, or mypy "
+                    "could not be fetched); every event costs more CPU. Install them and run "
+                    "`make install` again.",
                     ", ".join(f"{k}={v}" for k, v in native().items()))
     notify(f"READY=1\nSTATUS=serving on {cfg.paths.socket}")
     svc.counters["ready_ms"] = int(ready_s * 1000)

@@ -100,8 +100,11 @@ set -e
 # (same CPython and libc): the guest's `make install` takes it instead of a minute of
 # building under emulation. The guest still builds the C twins itself, for the dev venv.
 HOST_SUITE=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
-if [ "$MODE" != image ] && [ "$HOST_SUITE" = "$SUITE" ] && /usr/bin/python3 -m pip wheel -q --disable-pip-version-check --no-deps \
-    --no-build-isolation -w "$OUT/wheel" "$OUT/repo" >"$OUT/wheel.log" 2>&1; then
+# The dev venv's mypy compiles the L7 parsers into it, as `make install` does (setup.py).
+if [ "$MODE" != image ] && [ "$HOST_SUITE" = "$SUITE" ] \
+    && PYTHONPATH=$(echo "$REPO"/.venv/lib/python3*/site-packages) /usr/bin/python3 -m pip wheel \
+        -q --disable-pip-version-check --no-deps --no-build-isolation -w "$OUT/wheel" \
+        "$OUT/repo" >"$OUT/wheel.log" 2>&1; then
     log "built $(basename "$OUT"/wheel/periscope-*.whl) on the host for the guest's make install"
 else
     rm -rf "$OUT/wheel" "$OUT/repo/build" "$OUT"/repo/*.egg-info
