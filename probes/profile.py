@@ -183,7 +183,10 @@ class Profiler:
                 tgid, comm.split(b"\0", 1)[0].decode("utf-8", "replace"), user, kernel,
                 ustack if ustack < 0 else (0 if user else -errno.ENOENT),
                 kstack if kstack < 0 else (0 if kernel else -errno.ENOENT), count))
-        return RawProfile(samples, self.stats(), len(bpfsys.online_cpus()),
+        # Distinct stacks stored: how full the stack map got, which is what makes a
+        # collision (-EEXIST, a lost stack) likely.
+        stats = self.stats() | {"stack_ids": len(cache)}
+        return RawProfile(samples, stats, len(bpfsys.online_cpus()),
                           self._seconds or (time.monotonic() - self._started
                                             if self._started else 0.0))
 
