@@ -33,8 +33,11 @@ def mypyc_modules() -> list[str]:
     """The sources pyproject.toml names for mypyc; none without a TOML reader."""
     try:
         import tomllib
-    except ImportError:  # Python 3.10 (Ubuntu 22.04): the parsers stay interpreted
-        return []
+    except ImportError:  # Python 3.10 (Ubuntu 22.04): tomli, a dependency there
+        try:
+            import tomli as tomllib
+        except ImportError:  # not installed where this builds: the parsers stay interpreted
+            return []
     with open(HERE / "pyproject.toml", "rb") as f:
         return list(tomllib.load(f)["tool"]["periscope"]["mypyc"])
 
@@ -45,8 +48,7 @@ def built_in_place(modules: list[str]) -> bool:
     guest's checkout comes with the host's, mtimes kept."""
     if "--inplace" not in sys.argv and "-i" not in sys.argv:
         return False
-    pkg = HERE / "collector" / "l7"
-    libs = list(pkg.glob(GROUP.rpartition(".")[2] + "__mypyc.*.so"))
+    libs = list(HERE.glob(GROUP.replace(".", "/") + "__mypyc.*.so"))
     if not modules or not libs:
         return False
     newest = max((HERE / m).stat().st_mtime for m in modules)

@@ -9,7 +9,7 @@ from importlib.machinery import ModuleSpec
 from importlib.util import spec_from_file_location
 from pathlib import Path
 
-import tomllib
+from collector.config import tomllib  # tomli on Python 3.10
 
 REPO = Path(__file__).resolve().parents[1]
 
