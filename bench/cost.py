@@ -77,7 +77,8 @@ def run_once(repo: Path, bins: dict[str, Path], rate: int, secs: float, size: in
         disk = sum(f.stat().st_size for f in state.glob("events.db*"))
         stored = d.status()["stored_events"]
         received = st["pipeline"].get("received", 0)
-        drops = (st["kernel"].get("drop_ringbuf", 0) + st["pipeline"].get("dropped_overload", 0))
+        drops = (st["kernel"].get("drop_ringbuf", 0) + st["kernel"].get("shed_overload", 0)
+                 + st["pipeline"].get("dropped_overload", 0))
         return {"us_per_event": (cpu1 - cpu0) / max(1, received) * 1e6, "received": received,
                 "kernel_ns_per_event": (k1 - k0) / max(1, received),
                 "exported": got, "drops": drops, "shed": st["pipeline"].get("payload_shed", 0),

@@ -32,7 +32,7 @@ class Step:
         sampling are off in the sweep, so their skip counts must stay 0 too)."""
         return (self.kernel.get("drop_ringbuf", 0) + self.pipeline.get("dropped_overload", 0)
                 + self.kernel.get("drop_inflight", 0) + self.kernel.get("skipped_rate", 0)
-                + self.kernel.get("skipped_sample", 0))
+                + self.kernel.get("skipped_sample", 0) + self.kernel.get("shed_overload", 0))
 
     @property
     def clean(self) -> bool:
@@ -41,13 +41,16 @@ class Step:
 
     @property
     def identity(self) -> str:
-        """kernel attempted = emitted + drop_ringbuf; emitted = received + dropped_overload."""
+        """kernel attempted = emitted + drop_ringbuf + shed_overload; emitted = received +
+        dropped_overload."""
         k, p = self.kernel, self.pipeline
-        attempted = k["emitted"] + k["drop_ringbuf"]
+        shed = k.get("shed_overload", 0)
+        attempted = k["emitted"] + k["drop_ringbuf"] + shed
         got = p.get("received", 0) + p.get("dropped_overload", 0)
         ok = got == k["emitted"]
         return (f"attempted {attempted:,} = emitted {k['emitted']:,} + drop_ringbuf "
-                f"{k['drop_ringbuf']:,}; emitted {k['emitted']:,} {'==' if ok else '!='} "
+                f"{k['drop_ringbuf']:,} + shed_overload {shed:,}; "
+                f"emitted {k['emitted']:,} {'==' if ok else '!='} "
                 f"received {p.get('received', 0):,} + dropped_overload "
                 f"{p.get('dropped_overload', 0):,} (payload_shed {p.get('payload_shed', 0):,})")
 
@@ -134,7 +137,8 @@ def per_call(bins: dict[str, Any], rate: int, secs: float, rounds: int) -> dict[
             done, _w, _ns = h.run(cmd, armed.arm)
         out["targeted meta"].append(h.LAST_CPU_S[0] / done * 1e9)
         info = armed.info
-        drops = info["kernel"]["drop_ringbuf"] + info["pipeline"].get("dropped_overload", 0)
+        drops = (info["kernel"]["drop_ringbuf"] + info["kernel"].get("shed_overload", 0)
+                 + info["pipeline"].get("dropped_overload", 0))
         complete.append(info["exported"] >= done and not drops and not info["ended"])
     added = h.med(out["targeted meta"]) - h.med(out["untraced"])
     print(f"\nper traced syscall at {rate:,}/s (producer CPU time / writes, {rounds} rounds):")

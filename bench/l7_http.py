@@ -132,7 +132,8 @@ def measure(name: str, config: str, port: int, pids: list[int], rounds: int, sec
               f"{us:.1f} µs CPU per request, {rec_us:.1f} per record")
     kernel = st.get("kernel", {})
     print(f"{'':18} kernel: skipped_rate {kernel.get('skipped_rate', 0):,}, drop_ringbuf "
-          f"{kernel.get('drop_ringbuf', 0):,}; pipeline shed "
+          f"{kernel.get('drop_ringbuf', 0):,}, shed_overload "
+          f"{kernel.get('shed_overload', 0):,}; pipeline shed "
           f"{st.get('pipeline', {}).get('payload_shed', 0):,}", flush=True)
     return {"untraced": base, "traced": traced, "ratio": ratio, "recorded": recorded,
             "cpu_us_per_request": cpu_per_req, "kernel": kernel}

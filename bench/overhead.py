@@ -102,7 +102,8 @@ def writes(plan: Plan, bins: dict[str, Any]) -> dict[str, Any]:
         for info in infos.get(name, []):
             k, p = info["kernel"], info["pipeline"]
             print(f"  {name}: kernel emitted {k['emitted']:,} drop_ringbuf "
-                  f"{k['drop_ringbuf']:,}; pipeline received {p.get('received', 0):,} "
+                  f"{k['drop_ringbuf']:,} shed_overload {k.get('shed_overload', 0):,}; "
+                  f"pipeline received {p.get('received', 0):,} "
                   f"dropped_overload {p.get('dropped_overload', 0):,} payload_shed "
                   f"{p.get('payload_shed', 0):,}; exported to client {info['exported']:,}"
                   f"{' ENDED ' + str(info['ended']) if info['ended'] else ''}")
@@ -135,6 +136,7 @@ def tcp(plan: Plan, bins: dict[str, Any], pin: bool = False) -> dict[str, Any]:
         for info in infos.get(name, []):
             k, p = info["kernel"], info["pipeline"]
             print(f"  {name}: emitted {k['emitted']:,} drop_ringbuf {k['drop_ringbuf']:,} "
+                  f"shed_overload {k.get('shed_overload', 0):,} "
                   f"skipped_rate {k.get('skipped_rate', 0):,} "
                   f"received {p.get('received', 0):,} dropped_overload "
                   f"{p.get('dropped_overload', 0):,} payload_shed {p.get('payload_shed', 0):,}"

@@ -166,6 +166,8 @@ LOSSES: tuple[tuple[str, str, str], ...] = (
     ("skipped_sample", "kernel", "syscalls skipped by sampling (capture.sample_every)"),
     ("drop_ringbuf", "kernel", "records lost to a full ring buffer"),
     ("drop_inflight", "kernel", "syscalls not tracked (in-flight slot taken by another thread)"),
+    ("shed_overload", "kernel",
+     "I/O syscalls not recorded while the daemon was overloaded (shed at the source)"),
     ("target_full", "kernel", "processes not traced (target table full)"),
     ("payload_shed", "pipeline", "payloads shed under load (metadata kept)"),
     ("dropped_overload", "pipeline", "records dropped under load"),

@@ -59,6 +59,7 @@ enum stat {
 	ST_TARGET_FULL,       /* fork/exec inheritance failed: targets map full */
 	ST_SKIPPED_SAMPLE,    /* skipped by per-target sampling */
 	ST_SKIPPED_RATE,      /* skipped: the process was over its rate limit */
+	ST_SHED_OVERLOAD,     /* I/O syscall not recorded: the daemon was overloaded (shedding) */
 	ST_MAX,
 };
 

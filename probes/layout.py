@@ -62,6 +62,7 @@ class Stat(IntEnum):
     TARGET_FULL = 4
     SKIPPED_SAMPLE = 5
     SKIPPED_RATE = 6
+    SHED_OVERLOAD = 7
 
 
 F_TRUNCATED = 0x1

@@ -44,8 +44,10 @@ SOURCE = PROBE_DIR / "trace.bpf.c"
 TLS_SOURCE = PROBE_DIR / "tls.bpf.c"
 # Maps user space touches; the others (inflight, scratch, exit_codes, tls_calls, ssl_fds)
 # are only referenced by the programs, which keep them alive. fd_caps: the L7 stage raises
-# the payload cap of fds where it detected a protocol.
-USER_MAPS = ("events", "targets", "comm_targets", "cgroup_targets", "stats", "fd_caps")
+# the payload cap of fds where it detected a protocol; shedding and tls_hooked are flags
+# (the pipeline overloaded; SSL uprobes attached).
+USER_MAPS = ("events", "targets", "comm_targets", "cgroup_targets", "stats", "fd_caps",
+             "shedding", "tls_hooked")
 PROFILE_SOURCE = PROBE_DIR / "profile.bpf.c"
 PROFILE_MAPS = ("profile_targets", "counts", "stacks", "profile_stats")
 TP_PREFIX = "tracepoint__"

@@ -71,7 +71,8 @@ static __always_inline int tls_exit(struct pt_regs *ctx, u16 nr)
 	e->flags = nr == SC_SSL_WRITE ? F_DATA_OUT : 0;
 	e->fd = fd;
 	e->ret = ret;
-	e->latency_ns = bpf_ktime_get_ns() - call.ts;
+	u64 now = bpf_ktime_get_ns();
+	e->latency_ns = now - call.ts;
 	e->arg = call.ssl;
 	e->data_len = 0;
 	e->aux = 0;
@@ -79,7 +80,7 @@ static __always_inline int tls_exit(struct pt_regs *ctx, u16 nr)
 	if (ret > 0)
 		copy_payload(e, call.buf, ret, fd >= 0 ? fd_cap(id, fd, call.payload_cap)
 							  : call.payload_cap, ret);
-	submit_sys(e, OP_TLS, call.cookie, id);
+	submit_sys(e, OP_TLS, call.cookie, id, now);
 	return 0;
 }
 

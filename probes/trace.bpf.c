@@ -21,10 +21,17 @@ BPF_HASH(exit_codes, u32, s32, MAX_TARGETS);
 BPF_TABLE("lru_hash", u32, struct rate, rates, 1024);   /* by target cookie */
 BPF_PERCPU_ARRAY(stats, u64, ST_MAX);
 BPF_PERCPU_ARRAY(scratch, struct sys_event, 1);
+/* Non-zero while the daemon's pipeline is overloaded (set by its ring reader): the I/O
+ * syscalls of targets are then skipped at their enter, counted (ST_SHED_OVERLOAD), where
+ * a skip costs the target least, rather than recorded, read and dropped by the daemon. */
+BPF_ARRAY(shedding, u32, 1);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 /* TLS correlation: tls.bpf.c (appended to this text) keeps a thread's SSL_* call here, and
  * a socket syscall made inside it learns the SSL's fd (ssl_fds) and copies nothing. */
 BPF_HASH(tls_calls, u64, struct tls_call, 16384);
+/* Non-zero once the daemon attached any SSL uprobe: until then tls_calls is empty and an
+ * I/O exit does not look it up. */
+BPF_ARRAY(tls_hooked, u32, 1);
 BPF_TABLE("lru_hash", struct ssl_key, s32, ssl_fds, 16384);
 /* (tgid << 32 | fd) -> a larger payload cap the daemon set for an fd where it detected an
  * L7 protocol (request heads longer than the default cap then parse); removed at close. */
@@ -85,13 +92,14 @@ static __always_inline int admitted(struct target *t)
 	return 0;
 }
 
-static __always_inline void fill_hdr(struct event_hdr *h, u8 op, u16 size, u32 cookie, u64 id)
+static __always_inline void fill_hdr(struct event_hdr *h, u8 op, u16 size, u32 cookie, u64 id,
+				     u64 now)
 {
 	h->op = op;
 	h->version = LAYOUT_VERSION;
 	h->size = size;
 	h->cookie = cookie;
-	h->ktime = bpf_ktime_get_ns();
+	h->ktime = now;
 	h->tgid = id >> 32;
 	h->tid = (u32)id;
 	h->cgroup_id = bpf_get_current_cgroup_id();
@@ -106,19 +114,40 @@ static __always_inline void submit(void *rec, u32 size)
 		count(ST_EMITTED);
 }
 
-/* Emit the header plus only the data bytes used. */
-static __always_inline void submit_sys(struct sys_event *e, u8 op, u32 cookie, u64 id)
+/* Emit the header plus only the data bytes used; `now` is the record's ktime (an exit's
+ * own clock read, which its latency used too). */
+static __always_inline void submit_sys(struct sys_event *e, u8 op, u32 cookie, u64 id, u64 now)
 {
 	u32 size = SYS_EVENT_HDR_SIZE + bounded(e->data_len, 2 * MAX_DATA - 1, MAX_DATA);
-	fill_hdr(&e->hdr, op, size, cookie, id);
+	fill_hdr(&e->hdr, op, size, cookie, id, now);
 	submit(e, size);
+}
+
+/* The syscalls shed under overload: those that move bytes, the volume. Opens, closes,
+ * connects, accepts and the process lifecycle are always recorded, so the daemon's view of
+ * processes and their fds stays right. nr is a constant where this is inlined. */
+static __always_inline int sheddable(u16 nr)
+{
+	return (nr >= SC_READ && nr <= SC_RECVMSG) || nr == SC_SENDFILE;
+}
+
+static __always_inline int shed(u16 nr)
+{
+	if (!sheddable(nr))
+		return 0;
+	int zero = 0;
+	u32 *on = shedding.lookup(&zero);
+	if (!on || !*on)
+		return 0;
+	count(ST_SHED_OVERLOAD);
+	return 1;
 }
 
 static __always_inline int on_enter(u16 nr, u64 a0, u64 a1, u64 a2)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	struct target *t = trace_allowed(id >> 32);
-	if (!t || !admitted(t))
+	if (!t || shed(nr) || !admitted(t))
 		return 0;
 	struct inflight *f = slot_of(id);
 	if (!f)
@@ -219,19 +248,25 @@ static __always_inline u32 fd_cap(u64 id, s32 fd, u32 cap)
 	return big && *big > cap ? *big : cap;
 }
 
-/* The payload cap of an I/O syscall on fd. Inside SSL_read/SSL_write (tls_calls) the bytes
- * are ciphertext: marked, never copied, and the SSL learns that it lives on this fd. */
-static __always_inline u32 io_cap(struct sys_event *e, u64 id, s32 fd, u32 cap)
+/* The payload cap of an I/O syscall on fd that moved `ret` bytes. Inside SSL_read/SSL_write
+ * (tls_calls, only while TLS uprobes are attached: tls_hooked) the bytes are ciphertext:
+ * marked, never copied, and the SSL learns that it lives on this fd. A raised cap (fd_caps)
+ * is looked up only when the call moved more than the target's: below it, it changes nothing. */
+static __always_inline u32 io_cap(struct sys_event *e, u64 id, s32 fd, u32 cap, s64 ret)
 {
 	if (!cap)
 		return 0;   /* meta level: never copies, and tls.bpf.c tracks no call of its */
-	struct tls_call *c = tls_calls.lookup(&id);
-	if (c) {
-		c->fd = fd;
-		e->flags |= F_CIPHERTEXT;
-		return 0;
+	int zero = 0;
+	u32 *hooked = tls_hooked.lookup(&zero);
+	if (hooked && *hooked) {
+		struct tls_call *c = tls_calls.lookup(&id);
+		if (c) {
+			c->fd = fd;
+			e->flags |= F_CIPHERTEXT;
+			return 0;
+		}
 	}
-	return fd_cap(id, fd, cap);
+	return ret > (s64)cap ? fd_cap(id, fd, cap) : cap;
 }
 
 static __always_inline void copy_sockaddr(struct sys_event *e, u64 ptr, u32 len)
@@ -269,7 +304,8 @@ static __always_inline int on_exit(long ret, const int vectored)
 	e->flags = 0;
 	e->fd = (s32)a0;
 	e->ret = ret;
-	e->latency_ns = bpf_ktime_get_ns() - ts;
+	u64 now = bpf_ktime_get_ns();
+	e->latency_ns = now - ts;
 	e->arg = a2;
 	e->data_len = 0;
 	e->aux = 0;
@@ -279,7 +315,7 @@ static __always_inline int on_exit(long ret, const int vectored)
 		e->flags |= F_DATA_OUT;
 		/* fall through */
 	case SC_READ: case SC_PREAD64: case SC_RECVFROM:
-		cap = io_cap(e, id, e->fd, cap);
+		cap = io_cap(e, id, e->fd, cap, ret);
 		if (ret > 0 && cap)
 			copy_payload(e, a1, ret, cap, ret);
 		break;
@@ -289,7 +325,7 @@ static __always_inline int on_exit(long ret, const int vectored)
 	case SC_READV: case SC_RECVMSG: {
 		if (!vectored)   /* this enter's own exit was missed: no payload from another's */
 			break;
-		cap = io_cap(e, id, e->fd, cap);
+		cap = io_cap(e, id, e->fd, cap, ret);
 		if (ret <= 0 || !cap)
 			break;
 		u64 iovp = a1, iovcnt = a2;
@@ -344,7 +380,7 @@ static __always_inline int on_exit(long ret, const int vectored)
 	default:
 		break;
 	}
-	submit_sys(e, OP_SYSCALL, cookie, id);
+	submit_sys(e, OP_SYSCALL, cookie, id, now);
 	return 0;
 }
 
@@ -442,7 +478,7 @@ static __always_inline int exec_enter(u16 nr, const char *filename, const char *
 		e->arg++;   /* argc captured */
 	}
 	e->data_len = off > MAX_DATA ? MAX_DATA : off;
-	submit_sys(e, OP_EXEC, t->cookie, id);
+	submit_sys(e, OP_EXEC, t->cookie, id, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -492,7 +528,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	if (targets.update(&child, &copy))
 		count(ST_TARGET_FULL);
 	struct fork_event e = {};
-	fill_hdr(&e.hdr, OP_FORK, sizeof(e), t->cookie, id);
+	fill_hdr(&e.hdr, OP_FORK, sizeof(e), t->cookie, id, bpf_ktime_get_ns());
 	e.child_tgid = child;
 	submit(&e, sizeof(e));
 	return 0;
@@ -518,7 +554,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if (!t)
 		return 0;
 	struct exit_event e = {};
-	fill_hdr(&e.hdr, OP_EXIT, sizeof(e), t->cookie, id);
+	fill_hdr(&e.hdr, OP_EXIT, sizeof(e), t->cookie, id, bpf_ktime_get_ns());
 	s32 *code = exit_codes.lookup(&tgid);
 	e.code = code ? *code : -1;
 	exit_codes.delete(&tgid);

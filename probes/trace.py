@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from probes import bpfsys
 from probes.layout import TARGET, Stat
@@ -28,8 +28,8 @@ from probes.objload import cached, load_probe
 from probes.ringbuf import RingReader
 from probes.tls import TlsHooks, system_libssl_paths
 
-__all__ = ["PROBE_DIR", "SOURCE", "TLS_SOURCE", "ProbeError", "ProbeOptions", "TargetSpec",
-           "TraceProbe"]
+__all__ = ["PROBE_DIR", "SOURCE", "TLS_SOURCE", "Pressure", "ProbeError", "ProbeOptions",
+           "TargetSpec", "TraceProbe"]
 
 log = logging.getLogger("periscope.probe")
 
@@ -38,6 +38,20 @@ READER_JOIN_TIMEOUT = 5.0  # seconds close() waits for the reader thread
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _COMM_LEN = 16
+_ZERO = _U32.pack(0)
+_ON, _OFF = _U32.pack(1), _U32.pack(0)
+
+
+class Pressure(Protocol):
+    """What the records go to, asked by the reader after each drain whether the kernel
+    should shed (the pipeline, with its own hysteresis)."""
+
+    def overloaded(self) -> bool:
+        """True: the kernel skips targets' I/O syscalls at their enter (counted)."""
+
+    def shed_ended(self) -> None:
+        """Shedding stopped: records were lost between the last batch handed over and
+        the next."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +93,12 @@ def cached_file(options: ProbeOptions, root: Path = PROBE_DIR.parent) -> Path | 
 class TraceProbe:
     """One loaded instance of trace.bpf.c (fds only), drained by a reader thread."""
 
-    def __init__(self, options: ProbeOptions, sink: Callable[[list[bytes]], None]) -> None:
+    def __init__(self, options: ProbeOptions, sink: Callable[[list[bytes]], None],
+                 pressure: Pressure | None = None) -> None:
         self.options = options
         self._sink = sink
+        self._pressure = pressure
+        self._shedding = False  # what the kernel's `shedding` flag says (the reader sets it)
         self._fds: list[int] = []          # every prog and map fd the loader sent
         self._links: list[int] = []        # tracepoint perf event fds (close = detach)
         self._maps: dict[str, bpfsys.Map] = {}
@@ -171,6 +188,13 @@ class TraceProbe:
         links, self._links = self._links, []
         for fd in links:
             os.close(fd)
+        for flag in ("tls_hooked", "shedding"):  # the next attach starts from neither
+            table = self._maps.get(flag)
+            if table is not None:
+                table.update(_ZERO, _OFF)
+        if self._shedding and self._pressure is not None:
+            self._pressure.shed_ended()
+        self._shedding = False
 
     def _release(self) -> None:
         self._maps.clear()
@@ -215,12 +239,18 @@ class TraceProbe:
 
     def attach_tls(self, pids: list[int]) -> None:
         """Plaintext capture for payload-level targets that use OpenSSL."""
+        self._tls_hooked()
         self.tls.attach_for(self._tls_progs, pids)
 
     def attach_tls_system(self) -> None:
         """Plaintext capture for processes a comm or cgroup target will start: the host's
         own libssl, probed now (a process that maps it later is covered from its first call)."""
+        self._tls_hooked()
         self.tls.attach_paths(self._tls_progs, system_libssl_paths())
+
+    def _tls_hooked(self) -> None:
+        """Before the first SSL uprobe: I/O exits look up tls_calls from now on."""
+        self._maps["tls_hooked"].update(_ZERO, _ON)
 
     def tls_failures(self) -> int:
         """Libraries (per process path) whose TLS uprobes failed: their plaintext is missing."""
@@ -274,4 +304,26 @@ class TraceProbe:
         assert reader is not None
         while not self._stop.is_set():
             reader.drain()
+            if self._pressure is not None:
+                self._shed_step(self._pressure)
             self._stop.wait(interval)
+
+    def _shed_step(self, pressure: Pressure) -> None:
+        """Tell the kernel to shed while the pipeline is overloaded, and to stop after. The
+        end goes to the pipeline before the next drain, which holds the first records
+        written after the gap."""
+        want = pressure.overloaded()
+        if want == self._shedding:
+            return
+        try:
+            self._maps["shedding"].update(_ZERO, _ON if want else _OFF)
+        except OSError as err:  # the pipeline's own drops still bound it
+            log.warning("could not %s shedding in the kernel: %s",
+                        "start" if want else "stop", err)
+            return
+        self._shedding = want
+        if want:
+            log.debug("pipeline overloaded: the kernel sheds targets' I/O syscalls (counted)")
+        else:
+            pressure.shed_ended()
+            log.debug("pipeline caught up: the kernel records every I/O syscall again")

@@ -110,6 +110,13 @@ class L7Stage:
         self._out.clear()
         return out
 
+    def lost(self, /) -> None:
+        """Records were lost under load: every parsed connection may miss bytes."""
+        self.counters["l7_losses"] += 1
+        for c in [*self._table, *self._ssl.values()]:
+            if c.l7 is not None and not c.l7.gave_up:
+                self._feeder.records(c, c.l7.lost())
+
     # -- connections -----------------------------------------------------------------------
     def _open(self, pid: int, fd: int, cookie: int, role: str | None, ts: float,
               family: str | None, peer: str | None) -> Conn:

@@ -4,8 +4,12 @@ The ring-buffer reader only appends batches here (never blocks). A worker thread
 decodes and redacts; a sink thread hands the redacted events to the sinks (store,
 sessions), so SQLite's own work (which releases the GIL) overlaps the next batch. The
 sink queue is short and the worker waits when it is full: overload then backs up into
-the input queue, where we shed payload first, then whole batches; both counted, and
-received + dropped_overload stays equal to what the reader handed us.
+the input queue. Past half of it the reader has the kernel shed targets' I/O syscalls at
+their enter (overloaded(); the cheapest place: the target pays a flag check, the daemon
+nothing) until it is down to an eighth, and the worker sheds payload; a full queue drops
+whole batches. All counted: received + dropped_overload stays equal to what the reader
+handed us, and the kernel counts what it shed. After records were lost the observers
+hear of it (lost()) in record order, so the L7 parsers resynchronise.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from probes.layout import (
 log = logging.getLogger("periscope.pipeline")
 
 SINK_BATCHES = 4  # redacted batches waiting for the sinks before the worker waits
+# In the input queue: records were lost between the batch before this and the one after.
+LOSS: list[bytes] = []
 # Per process, for one batch: the keys its events get (comm, unit) and all its facts.
 Known = tuple[dict[str, str], ProcFacts]
 
@@ -74,6 +80,10 @@ class RecordObserver(Protocol):
         """Records made since the last call: redacted, JSON-ready, each with a "kind" and
         a "pid"; the pipeline emits them to the sinks after the batch's events."""
 
+    def lost(self) -> None:
+        """Records were lost here (shed or dropped under load): any stream may have a gap
+        of unknown size before the next record."""
+
 
 class Pipeline:
     def __init__(self, redactor: RedactorLike, sinks: list[Sink], enricher: Enricher,
@@ -93,8 +103,9 @@ class Pipeline:
         self.clock = Clock()
         self._build = iobuild.build  # tests set iobuild.io_event to run the Python twin
         self.counters: Counter[str] = Counter()  # read by metrics at scrape time
-        self._queue: deque[list[bytes]] = deque()
+        self._queue: deque[list[bytes]] = deque()  # batches, and LOSS where records were lost
         self._queued = 0
+        self._shedding = False  # overloaded()'s answer: the kernel sheds at the source
         self._cv = threading.Condition()
         self._stop = False
         self.streams = StreamTable(lambda: redactor.stream(None), max_streams, self.counters)
@@ -112,11 +123,32 @@ class Pipeline:
         with self._cv:
             if self._queued + len(batch) > self.queue_max:
                 self.counters["dropped_overload"] += len(batch)
+                self._mark_loss()
                 return
             self._queue.append(batch)
             self._queued += len(batch)
             self.counters["received"] += len(batch)
             self._cv.notify()
+
+    def overloaded(self) -> bool:
+        """Whether the kernel should shed targets' I/O syscalls now (the reader asks after
+        each drain): from past half of queue_max until the queue is down to an eighth."""
+        if self._shedding:
+            self._shedding = self._queued > self.queue_max // 8
+        else:
+            self._shedding = self._queued > self.queue_max // 2
+        return self._shedding
+
+    def shed_ended(self) -> None:
+        """The kernel stopped shedding: what it skipped lies before the next batch."""
+        with self._cv:
+            self._mark_loss()
+
+    def _mark_loss(self) -> None:
+        if self._queue and self._queue[-1] is LOSS:
+            return
+        self._queue.append(LOSS)
+        self._cv.notify()
 
     def start(self) -> None:
         self._sink_thread.start()
@@ -151,6 +183,9 @@ class Pipeline:
                 batch = self._queue.popleft() if self._queue else []
                 self._queued -= len(batch)
                 shed_payload = self._queued > self.queue_max // 2
+            if batch is LOSS:
+                self._lost()
+                continue
             try:
                 procs: list[ProcFacts | None] = []
                 events = self.process(batch, shed_payload=shed_payload, procs=procs)
@@ -160,6 +195,14 @@ class Pipeline:
             except Exception:  # a bug must not kill capture: count it, keep going
                 self.counters["pipeline_errors"] += 1
                 log.exception("pipeline batch failed (%d records)", len(batch))
+
+    def _lost(self) -> None:
+        for o in self.observers:
+            try:
+                o.lost()
+            except Exception:
+                self.counters["pipeline_errors"] += 1
+                log.exception("observer %r failed on a loss", o)
 
     def _hand_off(self, events: list[Event], procs: list[ProcFacts | None]) -> None:
         """Queue a batch for the sink thread; wait while SINK_BATCHES are queued (counted)."""

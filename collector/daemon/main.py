@@ -129,7 +129,8 @@ def build(cfg: config.Config, procfs: str = "/proc", cgroot: str | None = None
     # Compiled probes are cached under the state dir (root-only): a start with the same
     # kernel, sources, bcc and config loads them with bpf(2) instead of compiling (~2-25 s).
     options = probecache.trace_options(cfg)
-    tracer = Tracer(lambda: TraceProbe(options, pipeline.submit),
+    # The pipeline has the kernel shed targets' I/O at the source while it is overloaded.
+    tracer = Tracer(lambda: TraceProbe(options, pipeline.submit, pipeline),
                     lambda cookie, cap: TargetSpec(cookie, cap, capture.sample_every,
                                                    capture.rate_limit), resolver)
     # The gate reads facts fresh for every decision: its own enricher, never the cache

@@ -85,6 +85,23 @@ class L7Conn:
         p.datagram(data, ts, moved is not None and moved > len(data))
         return self._take(p)
 
+    def lost(self) -> list[Record]:
+        """Bytes of this connection may have been lost, of unknown size (records shed or
+        dropped under load): both directions wait for a message to plausibly start again.
+        Datagrams stand alone, so a DNS conversation stays in sync."""
+        p = self._parser
+        if p is None:
+            self._forget("in")
+            self._forget("out")
+            return []
+        if isinstance(p, DnsParser) or p.dormant:
+            return []
+        for side in (p.req, p.resp):
+            if not side.lost and not side.eat:
+                self.stats["gaps_lost_sync"] += 1
+                p.desync(side)
+        return self._take(p)
+
     def close(self, ts: float) -> list[Record]:
         p = self._parser
         if p is None:

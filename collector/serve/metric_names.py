@@ -20,7 +20,8 @@ COUNTER_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
         "(capture.rate_limit) or sample (capture.sample_every)", ("reason",)),
     "periscope_events_dropped": (
         "Records or events lost, by reason: ringbuf (ring buffer full), inflight (in-flight "
-        "slot taken by another thread), overload (pipeline queue full), decode_* "
+        "slot taken by another thread), shed (I/O syscalls the kernel skipped while the "
+        "pipeline was overloaded), overload (pipeline queue full), decode_* "
         "(malformed records)",
         ("reason",)),
     "periscope_kernel_target_full": (
@@ -83,6 +84,9 @@ COUNTER_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "periscope_l7_resyncs": ("Times an L7 parser found its place again after a gap", ()),
     "periscope_l7_unsynced_bytes": (
         "Bytes skipped by L7 parsers while out of sync", ()),
+    "periscope_l7_losses": (
+        "Times the L7 stage heard that records were lost under load (shed or dropped): "
+        "the connections it parses go out of sync until a message starts again", ()),
     "periscope_l7_connections_adopted": (
         "Sockets open before tracing saw them, adopted as connections", ()),
     "periscope_l7_connections_evicted": (
@@ -110,6 +114,7 @@ KERNEL: dict[str, Route | None] = {
     "skipped_sample": ("periscope_events_skipped", ("sample",)),
     "drop_ringbuf": (_DROPPED, ("ringbuf",)),
     "drop_inflight": (_DROPPED, ("inflight",)),
+    "shed_overload": (_DROPPED, ("shed",)),
     "target_full": ("periscope_kernel_target_full", ()),
     "missing_enter": ("periscope_kernel_exits_unmatched", ()),
 }
@@ -153,6 +158,7 @@ L7: dict[str, Route | None] = {
     "l7_records": ("periscope_l7_records", ()),
     "l7_resyncs": ("periscope_l7_resyncs", ()),
     "l7_bytes_unsynced": ("periscope_l7_unsynced_bytes", ()),
+    "l7_losses": ("periscope_l7_losses", ()),
     **{f"l7_{reason}": (_L7_DROPS, (reason,)) for reason in (
         "gaps", "gaps_lost_sync", "malformed", "unanswered", "unpaired_responses",
         "oversize_frames", "skipped_after_error", "detect_gave_up", "tls", "dns_retransmit")},

@@ -309,6 +309,48 @@ def test_close_never_unmaps_under_a_reader_that_did_not_stop(
     assert not probe.loaded
 
 
+class FlagMap:
+    def __init__(self, fail: bool = False) -> None:
+        self.values: list[int] = []
+        self.fail = fail
+
+    def update(self, key: bytes, value: bytes) -> None:
+        if self.fail:
+            raise OSError(1, "EPERM")
+        assert key == bytes(4)
+        self.values.append(int.from_bytes(value, "little"))
+
+
+class Load:
+    def __init__(self, answers: list[bool]) -> None:
+        self.answers = answers
+        self.ended = 0
+
+    def overloaded(self) -> bool:
+        return self.answers.pop(0)
+
+    def shed_ended(self) -> None:
+        self.ended += 1
+
+
+def test_the_reader_sets_the_kernel_shedding_flag_on_changes_only() -> None:
+    load = Load([False, True, True, False, False, True])
+    probe = trace.TraceProbe(trace.ProbeOptions(), lambda _b: None, load)
+    flag = FlagMap()
+    probe._maps["shedding"] = flag  # type: ignore[assignment]
+    for _ in range(6):
+        probe._shed_step(load)
+    assert flag.values == [1, 0, 1]  # one bpf(2) update per change
+    assert load.ended == 1  # the loss is placed when shedding stops ...
+    probe._detach()  # ... or when the probe detaches while it sheds
+    assert flag.values == [1, 0, 1, 0] and load.ended == 2
+    failing = trace.TraceProbe(trace.ProbeOptions(), lambda _b: None, load)
+    failing._maps["shedding"] = FlagMap(fail=True)  # type: ignore[assignment]
+    load.answers = [True]
+    failing._shed_step(load)  # logged; the pipeline's own drops still bound the load
+    assert not failing._shedding
+
+
 # -- bpf(2) map walk -----------------------------------------------------------------
 def test_map_keys_once_when_the_kernel_deletes_the_current_key(
         monkeypatch: pytest.MonkeyPatch) -> None:

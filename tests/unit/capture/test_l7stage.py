@@ -314,3 +314,20 @@ def test_exec_ends_the_connections_it_closed(tmp_path: Path) -> None:
     w.ev("write", 5, b"hello", fd=5)
     recs = [r for r in w.out() if r["kind"] == "conn"]
     assert [(r["fd"], r["state"]) for r in recs] == [(5, "open"), (6, "open"), (6, "closed")]
+
+
+def test_a_loss_under_load_puts_every_parsed_connection_out_of_sync(tmp_path: Path) -> None:
+    """The pipeline lost records (shed or dropped): the request in flight comes out partial
+    at once, the rest of its reply is not taken for another, and the next request pairs."""
+    w = World(tmp_path)
+    w.ev("connect", 0, fd=FD, family="AF_INET", peer="10.0.0.5:80")
+    w.ev("write", len(REQ), REQ, fd=FD)
+    w.stage.lost()
+    (cut,) = l7(w.out())
+    assert cut["partial"] is True and "status" not in cut
+    w.ev("read", 2, b"no", fd=FD)  # the lost reply's last bytes
+    w.ev("write", len(REQ), REQ, fd=FD)
+    w.ev("read", len(RESP), RESP, fd=FD)
+    (req,) = l7(w.out())
+    assert req["status"] == 503 and req["partial"] is False
+    assert w.stage.counters["l7_losses"] == 1

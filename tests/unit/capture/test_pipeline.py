@@ -77,6 +77,41 @@ def test_overload_sheds_and_counts() -> None:
     assert p.counters["dropped_overload"] == 600
 
 
+def test_the_kernel_sheds_from_half_the_queue_until_an_eighth() -> None:
+    p = Pipeline(Redactor.default(), [], Enricher(procfs=FAKE_PROC), queue_max=1000)
+    answers = []
+    for queued in (0, 500, 501, 300, 126, 125, 400, 500, 501):
+        p._queued = queued  # what the worker's pops leave; the rule alone is tested here
+        answers.append(p.overloaded())
+    assert answers == [False, False, True, True, True, False, False, False, True]
+
+
+def test_a_loss_reaches_the_observers_once_between_the_batches_around_it() -> None:
+    seen: list[object] = []
+
+    class Observer:
+        def observe(self, ev: dict[str, object], data: bytes | None, missing: int) -> None:
+            seen.append(ev["ret"])
+
+        def collect(self, now: float) -> list[dict[str, object]]:
+            return []
+
+        def lost(self) -> None:
+            seen.append("lost")
+
+    p = Pipeline(Redactor.default(), [], Enricher(procfs=FAKE_PROC), queue_max=1024,
+                 observers=[Observer()])
+    p.submit([rec(Sc.CLOSE, 3, -1)] * 600)
+    p.submit([rec(Sc.CLOSE, 3, -2)] * 600)  # dropped: a loss here ...
+    p.shed_ended()  # ... and the kernel's shedding ended at the same point: one loss
+    p.submit([rec(Sc.CLOSE, 3, -3)] * 400)
+    p.start()
+    p.stop()
+    assert seen == [-1] * 600 + ["lost"] + [-3] * 400
+    assert p.counters["received"] == 1000 and p.counters["dropped_overload"] == 600
+    assert p.counters["pipeline_errors"] == 0
+
+
 def test_sinks_get_every_event_in_order_on_their_own_thread() -> None:
     got: list[int] = []
     threads: set[str] = set()

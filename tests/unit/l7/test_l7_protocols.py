@@ -57,6 +57,34 @@ def test_http_response_split_everywhere_and_error_flag() -> None:
         assert fields(out, "status", "error", "resp_bytes") == [(503, True, len(resp))]
 
 
+def test_http_loss_of_unknown_size_resyncs_on_the_next_request() -> None:
+    """Records lost under load (lost()): the request in flight comes out partial, the tail
+    of its response is not taken for a reply, and the next request pairs again."""
+    conn = L7Conn(R.redact_text, role="client")
+    out = conn.feed("out", b"GET /a HTTP/1.1\r\n\r\n", 1.0)
+    out += conn.lost()
+    assert fields(out, "path", "partial") == [("/a", True)]
+    assert conn.stats["gaps_lost_sync"] == 2
+    out = conn.feed("in", b"tail of the lost reply\r\n\r\n", 2.0)
+    out += conn.feed("out", b"GET /b HTTP/1.1\r\n\r\n", 3.0)
+    out += conn.feed("in", b"HTTP/1.1 204 No Content\r\n\r\n", 4.0)
+    out += conn.close(9.0)
+    assert fields(out, "path", "status", "partial") == [("/b", 204, False)]
+    assert conn.stats["resyncs"] == 2 and conn.stats["unpaired_responses"] == 0
+
+
+def test_loss_before_detection_forgets_the_prefix_and_dns_stays_in_sync() -> None:
+    conn = L7Conn(R.redact_text, role="client")
+    assert conn.feed("out", b"GE", 1.0) == [] and conn.lost() == []
+    conn.feed("out", b"T /a HTTP/1.1\r\n\r\n", 2.0)  # not glued to the prefix: no request
+    assert conn.proto is None
+    dns = L7Conn(R.redact_text, role="client")
+    q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x01a\x00\x00\x01\x00\x01"
+    assert dns.datagram("out", q, 1.0) == [] and dns.lost() == []
+    r = struct.pack(">HHHHHH", 7, 0x8180, 1, 0, 0, 0) + b"\x01a\x00\x00\x01\x00\x01"
+    assert fields(dns.datagram("in", r, 2.0), "partial") == [(False,)]
+
+
 # -- PostgreSQL -------------------------------------------------------------------------------
 def pg(t: bytes, body: bytes) -> bytes:
     return t + struct.pack(">I", 4 + len(body)) + body
