@@ -25,6 +25,7 @@ C_TWINS = [
                       ("collector.capture._printable", "collector/capture/_printable.c"),
                       ("collector.store._tally", "collector/store/_tally.c"),
                       ("redact._linememo", "redact/_linememo.c"),
+                      ("redact._droptail", "redact/_droptail.c"),
                       ("collector.l7._httphead", "collector/l7/_httphead.c"))
 ]
 

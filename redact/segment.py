@@ -64,6 +64,28 @@ _RESP_HEAD = re.compile(rb"\*\d{1,4}\r\n")
 # the capture cap, say): in `re` they cost ~0.5 and ~4 µs on a 60 B line, so each first
 # checks what it cannot match without (~50 ns and ~1 µs).
 
+def drop_tail_py(buf: bytearray, data: bytes, keep: int) -> bool:
+    """The dropped-line step: False (buf untouched) if data holds a line end (LF or NUL);
+    else buf becomes the last `keep` bytes of buf + data. `drop_tail` is this, or its C
+    twin (_droptail.c) where it was built."""
+    if data.find(b"\n") >= 0 or data.find(b"\x00") >= 0:
+        return False
+    buf += data
+    if len(buf) > keep:
+        del buf[: len(buf) - keep]
+    return True
+
+
+drop_tail: Callable[[bytearray, bytes, int], bool] = drop_tail_py
+DROP_IMPL = "python"
+try:
+    from redact._droptail import drop_tail
+except ImportError:  # no compiler or Python headers where it was installed
+    pass
+else:
+    DROP_IMPL = "c"
+
+
 def _pem_opens(line: bytes) -> bool:
     if b"-----BEGIN" not in line:  # _PEM_BEGIN starts with it
         return False
@@ -132,12 +154,8 @@ class Segmenter:
         """push() for the common case while dropping the rest of a line (after a gap or an
         oversize segment): data with no line end is dropped but for the tail the drop step
         keeps, without the general loop. False (nothing taken) otherwise: call push()."""
-        if self._skip != 1 or data.find(b"\n") >= 0 or data.find(b"\x00") >= 0:
+        if self._skip != 1 or not drop_tail(self._buf, data, SKIP_TAIL):
             return False
-        buf = self._buf
-        buf += data
-        if len(buf) > SKIP_TAIL:
-            del buf[: len(buf) - SKIP_TAIL]
         self.clean = False
         return True
 

@@ -30,6 +30,32 @@ def test_push_dropped_equals_push_while_dropping_a_line() -> None:
     assert fast.finish() == slow.finish() == [(LINES, b"last")]
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600), st.binary(max_size=600), st.integers(0, 520))
+def test_the_dropped_line_step_twins_agree(held: bytes, data: bytes, keep: int) -> None:
+    """drop_tail (C where built) and drop_tail_py: the same answer and the same buffer."""
+    got = []
+    for twin in (segment.drop_tail, segment.drop_tail_py):
+        buf = bytearray(held)
+        got.append((twin(buf, data, keep), bytes(buf)))
+    assert got[0] == got[1]
+    ends = b"\n" in data or b"\x00" in data
+    assert got[1] == ((False, held) if ends else (True, (held + data)[-keep:] if keep else b""))
+
+
+def test_the_dropped_line_step_runs_in_c_where_built() -> None:
+    import importlib.util
+    if importlib.util.find_spec("redact._droptail") is None:
+        pytest.skip("the C twin was not built here")
+    assert segment.DROP_IMPL == "c" and segment.drop_tail is not segment.drop_tail_py
+    with pytest.raises(TypeError):
+        segment.drop_tail(b"not a bytearray", b"x", 1)  # type: ignore[arg-type]
+    buf = bytearray(b"abc")
+    with memoryview(buf), pytest.raises(BufferError):  # exported: never resized
+        segment.drop_tail(buf, b"defg", 2)
+    assert buf == b"abc"
+
+
 @pytest.mark.parametrize("chunk", [b"abc", b"a\nb", b"\x00"])
 def test_push_dropped_takes_nothing_unless_dropping(chunk: bytes) -> None:
     seg = Segmenter()

@@ -1,0 +1,3 @@
+"""Types of the C twin of redact/segment.drop_tail_py (redact/_droptail.c)."""
+
+def drop_tail(buf: bytearray, data: bytes, keep: int, /) -> bool: ...
