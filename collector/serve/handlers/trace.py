@@ -152,23 +152,34 @@ async def _pump(svc: Services, s: Session, writer: asyncio.StreamWriter) -> None
     """Send what the router queued, one socket write per wakeup.
 
     A send per event gave up the GIL per event, and the pipeline threads then kept this
-    loop waiting to get it back: sessions fell behind at 50k events/s.
+    loop waiting to get it back: sessions fell behind at 50k events/s. The deadline is a
+    timer that ends the session, so a wakeup is a bare wait (a timed wait made a task
+    and a timer per delivery).
     """
-    while True:
-        left = s.deadline - time.time()
-        if left <= 0 and s.ended is None:
-            s.end("deadline")
-        if s.ended is None and not s.outbox:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(s.wakeup.wait(), min(left, 1.0))
-            continue
-        data, n, nbytes = s.take()
-        if data:
-            s.events += n
-            s.bytes += nbytes
-            writer.write(data)
-        if s.ended is not None or not await _drain(svc, s, writer):
-            return
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(max(0.0, s.deadline - time.time()), _expire, s)
+    try:
+        while True:
+            if s.ended is None and time.time() >= s.deadline:
+                s.end("deadline")
+            if s.ended is None and not s.outbox:
+                s.wakeup.clear()  # nothing runs between the test and here: no lost wakeup
+                await s.wakeup.wait()
+                continue
+            data, n, nbytes = s.take()
+            if data:
+                s.events += n
+                s.bytes += nbytes
+                writer.write(data)
+            if s.ended is not None or not await _drain(svc, s, writer):
+                return
+    finally:
+        timer.cancel()
+
+
+def _expire(s: Session) -> None:
+    if s.ended is None:
+        s.end("deadline")
 
 
 async def _drain(svc: Services, s: Session, writer: asyncio.StreamWriter) -> bool:
@@ -178,6 +189,10 @@ async def _drain(svc: Services, s: Session, writer: asyncio.StreamWriter) -> boo
     (slow_reader when its queue overflows, or its deadline, or a revoke), and then
     we abort the connection so the session is released and its end audited.
     """
+    transport = writer.transport
+    if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[0]:
+        await writer.drain()  # at or below the low-water mark: never paused, no wait
+        return True
     while True:
         try:
             await asyncio.wait_for(writer.drain(), 1.0)
