@@ -11,6 +11,7 @@ probes/bpfsys.py), updates the maps with bpf(2) and reads the ring buffer from i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -191,7 +192,8 @@ class TraceProbe:
         for flag in ("tls_hooked", "shedding"):  # the next attach starts from neither
             table = self._maps.get(flag)
             if table is not None:
-                table.update(_ZERO, _OFF)
+                with contextlib.suppress(OSError):  # detaching goes on regardless
+                    table.update(_ZERO, _OFF)
         if self._shedding and self._pressure is not None:
             self._pressure.shed_ended()
         self._shedding = False
