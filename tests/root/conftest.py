@@ -308,16 +308,23 @@ def workload() -> Iterator[Any]:
 class TraceStream:
     """`periscope trace` as a subprocess, its JSON events collected."""
 
-    def __init__(self, d: Daemon, *args: str, user: str | None = None) -> None:
+    def __init__(self, d: Daemon, *args: str, user: str | None = None,
+                 out: Path | None = None) -> None:
+        """out: write the events to this file instead (a pipe nobody reads until finish()
+        fills up after ~64 KiB and makes the client a slow reader); finish() reads it."""
         cmd = [sys.executable, "-m", "collector.cli", "--socket", d.socket, "trace", "--json",
                *args]
         if user:
             cmd = ["runuser", "-u", user, "--", *cmd]
+        self.out = out
+        stdout = out.open("wb") if out is not None else subprocess.PIPE
         # bufsize=0: wait_started() reads stderr line by line; a buffered reader would
         # swallow lines that finish() (communicate) then never sees.
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE,
                                      bufsize=0, cwd=REPO,
                                      env={**os.environ, "PYTHONPATH": str(REPO)})
+        if out is not None:
+            stdout.close()  # the client has its own copy
         self.stderr_lines: list[str] = []
 
     def wait_started(self, timeout: float = 60) -> str:
@@ -337,5 +344,7 @@ class TraceStream:
 
     def finish(self, timeout: float = 60) -> tuple[int, list[dict[str, Any]], str]:
         out, err = self.proc.communicate(timeout=timeout)
+        if self.out is not None:
+            out = self.out.read_bytes()
         events = [orjson.loads(line) for line in out.splitlines() if line.strip()]
         return self.proc.returncode, events, "".join(self.stderr_lines) + err.decode()

@@ -3,15 +3,10 @@ each one, and still records what keeps the daemon's view of processes and fds ri
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from tests.root.conftest import REPO, wait_for
+from tests.root.conftest import TraceStream, wait_for
 
 # Flat out for 1 s: a Python write loop makes several times what the pipeline takes, so
 # its queue passes half full. Every 256 writes, an open and a close (never shed).
@@ -36,35 +31,28 @@ def test_overload_sheds_io_at_the_source_counted_and_keeps_opens_and_closes(
     d = daemon_factory(config_text="[capture]\nrate_limit = 0\n"
                        "[server]\nsend_buffer_events = 1048576\n")
     w = workload(WRITER)
-    out = tmp_path / "events.jsonl"
-    with out.open("wb") as sink:
-        client = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "--socket", d.socket, "trace", "--json",
-             "-p", str(w.pid), "-d", "20s", "--level", "meta", "--reason", "overload test"],
-            stdout=sink, stderr=subprocess.PIPE, cwd=REPO, env={"PYTHONPATH": str(REPO)})
-        wait_for(lambda: d.request("status")["result"]["probes_attached"], 60,
-                 what="the session to attach")
-        time.sleep(0.3)
-        rc, res, err = w.go()
-        assert rc == 0, err
-        fd, n, opens = (int(x) for x in res.split())
+    t = TraceStream(d, "-p", str(w.pid), "-d", "20s", "--level", "meta", "--reason",
+                    "overload test", out=tmp_path / "events.jsonl")
+    t.wait_started()
+    rc, res, err = w.go()
+    assert rc == 0, err
+    fd, n, opens = (int(x) for x in res.split())
 
-        def drained() -> bool:
-            st = d.request("status")["result"]
-            k, p = st["kernel"], st["pipeline"]
-            return (p.get("received", 0) + p.get("dropped_overload", 0) == k["emitted"]
-                    and p.get("backlog", 0) == 0)
+    def drained() -> bool:
+        st = d.request("status")["result"]
+        k, p = st["kernel"], st["pipeline"]
+        return (p.get("received", 0) + p.get("dropped_overload", 0) == k["emitted"]
+                and p.get("backlog", 0) == 0)
 
-        wait_for(drained, 60, interval=0.2, what="the pipeline to drain")
-        # The session's deadline: by then the client has read everything queued for it
-        # (~250k events; a deadline ends the stream where it is).
-        _out, client_err = client.communicate(timeout=60)
+    wait_for(drained, 60, interval=0.2, what="the pipeline to drain")
+    # The session's deadline: by then the client has read everything queued for it
+    # (~250k events; a deadline ends the stream where it is).
+    _rc, events, client_err = t.finish()
     st = d.request("status")["result"]
     k, p = st["kernel"], st["pipeline"]
-    events = [orjson.loads(line) for line in out.read_bytes().splitlines() if line.strip()]
     mine = [e for e in events if e.get("pid") == w.pid and e["kind"] == "syscall"]
     writes = sum(1 for e in mine if e["syscall"] == "write" and e.get("fd") == fd)
-    assert "slow" not in client_err.decode(), client_err
+    assert "slow" not in client_err, client_err
     # The pipeline fell behind and the kernel shed: the writer's writes are recorded or
     # counted as shed (the interpreter's other reads and writes add to both).
     assert k["shed_overload"] > 0 and 0 < writes < n, (k, writes, n)
@@ -81,19 +69,13 @@ def test_overload_sheds_io_at_the_source_counted_and_keeps_opens_and_closes(
     before = k["shed_overload"]
     w2 = workload("import os\nfd = os.open('/dev/null', os.O_WRONLY)\n"
                   "for _ in range(100): os.write(fd, b'y')\nprint(fd)\n")
-    client2 = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "--socket", d.socket, "trace", "--json",
-         "-p", str(w2.pid), "-d", "30s", "--level", "meta", "--reason", "overload test"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env={"PYTHONPATH": str(REPO)})
-    wait_for(lambda: d.request("status")["result"]["probes_attached"], 60, what="attach")
-    time.sleep(0.3)
+    t2 = TraceStream(d, "-p", str(w2.pid), "-d", "3s", "--level", "meta", "--reason",
+                     "overload test")
+    t2.wait_started()
     rc, res2, err = w2.go()
     assert rc == 0, err
     fd2 = int(res2)
-    time.sleep(0.5)
-    client2.terminate()
-    out2, _ = client2.communicate(timeout=30)
-    after = [orjson.loads(line) for line in out2.splitlines() if line.strip()]
+    _rc, after, _err = t2.finish()
     assert sum(1 for e in after if e.get("pid") == w2.pid and e.get("syscall") == "write"
                and e.get("fd") == fd2) == 100
     assert d.request("status")["result"]["kernel"]["shed_overload"] == before
