@@ -99,7 +99,9 @@ class TraceProbe:
         self.options = options
         self._sink = sink
         self._pressure = pressure
-        self._shedding = False  # what the kernel's `shedding` flag says (the reader sets it)
+        # What the kernel's `shedding` flag says (the reader sets it); None: not known (at
+        # first, or if clearing it at detach failed), so the reader's next step writes it.
+        self._shedding: bool | None = None
         self._fds: list[int] = []          # every prog and map fd the loader sent
         self._links: list[int] = []        # tracepoint perf event fds (close = detach)
         self._maps: dict[str, bpfsys.Map] = {}
@@ -196,7 +198,7 @@ class TraceProbe:
                     table.update(_ZERO, _OFF)
         if self._shedding and self._pressure is not None:
             self._pressure.shed_ended()
-        self._shedding = False
+        self._shedding = None  # the reader's first step after the next attach writes it
 
     def _release(self) -> None:
         self._maps.clear()
@@ -315,7 +317,8 @@ class TraceProbe:
         end goes to the pipeline before the next drain, which holds the first records
         written after the gap."""
         want = pressure.overloaded()
-        if want == self._shedding:
+        was = self._shedding
+        if want == was:
             return
         try:
             self._maps["shedding"].update(_ZERO, _ON if want else _OFF)
@@ -326,6 +329,6 @@ class TraceProbe:
         self._shedding = want
         if want:
             log.debug("pipeline overloaded: the kernel sheds targets' I/O syscalls (counted)")
-        else:
+        elif was:
             pressure.shed_ended()
             log.debug("pipeline caught up: the kernel records every I/O syscall again")

@@ -340,10 +340,14 @@ def test_the_reader_sets_the_kernel_shedding_flag_on_changes_only() -> None:
     probe._maps["shedding"] = flag  # type: ignore[assignment]
     for _ in range(6):
         probe._shed_step(load)
-    assert flag.values == [1, 0, 1]  # one bpf(2) update per change
+    # one bpf(2) update per change (the first step writes the flag: unknown until then)
+    assert flag.values == [0, 1, 0, 1]
     assert load.ended == 1  # the loss is placed when shedding stops ...
     probe._detach()  # ... or when the probe detaches while it sheds
-    assert flag.values == [1, 0, 1, 0] and load.ended == 2
+    assert flag.values == [0, 1, 0, 1, 0] and load.ended == 2
+    load.answers = [False]
+    probe._shed_step(load)  # after a detach the state is unknown again: written, no loss
+    assert flag.values == [0, 1, 0, 1, 0, 0] and load.ended == 2
     failing = trace.TraceProbe(trace.ProbeOptions(), lambda _b: None, load)
     failing._maps["shedding"] = FlagMap(fail=True)  # type: ignore[assignment]
     load.answers = [True]
