@@ -1,9 +1,10 @@
 """Blocks of stored events: a few thousand redacted events as one compressed row, with the
 facts of each process in it and the aggregates `top` and `errors` read in SQL.
 
-A block is built in memory from pipeline batches (each already one JSON array, so the
+A block is compressed as its pipeline batches come (each already one JSON array, so the
 events are serialized once for the store and the sessions), then written as:
-  - `events`: zstd of one JSON array of the events, oldest first;
+  - `events`: zstd of one JSON array of the events, oldest first (one frame, streamed: the
+    batches' JSON is never joined into one buffer);
   - `procs`: zstd of one uint16 per event, the index of its process's facts in the block;
   - one facts row per (block, index): pid, comm, unit, exe, cgroup as read at capture,
     the kinds and payload present (so a query decodes only blocks it can use);
@@ -41,7 +42,6 @@ OTHER_KIND = 64       # records of the pipeline's observers (conn, l7, ...)
 SUB = 4               # latency buckets per octave: a percentile is within 9 % (2^(1/8))
 _SUB = float(SUB)
 
-_compress = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress
 _decompressor = zstandard.ZstdDecompressor()
 
 FactsKey = tuple[int, "str | None", "str | None", "str | None", "str | None"]
@@ -120,12 +120,22 @@ class Block:
     errors: dict[tuple[int, str, str, str], list[Any]]  # -> [count, ts_last]
 
 
+def compressor() -> zstandard.ZstdCompressor:
+    """A block compressor: one per store, its context reused block after block (a context
+    is not thread-safe; the store's write lock covers it)."""
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+
+
 @dataclass
 class BlockBuilder:
     """Accumulates batches until a block is full (or old); not thread-safe (the store's
-    write lock covers it)."""
+    write lock covers it). Its events are compressed as they come, into one zstd frame:
+    joining a block's batches first cost ~0.15 µs per event here, in copies of megabytes
+    into fresh pages."""
 
-    parts: list[bytes] = field(default_factory=list)
+    zstd: zstandard.ZstdCompressor = field(default_factory=compressor)
+    chunks: list[bytes] = field(default_factory=list)  # the frame so far
+    _frame: zstandard.ZstdCompressionObj | None = None
     idx: array[int] = field(default_factory=lambda: array("H"))
     rows: dict[FactsKey, ProcRow] = field(default_factory=dict)
     stats: dict[tuple[int, str], Stat] = field(default_factory=dict)
@@ -143,7 +153,13 @@ class BlockBuilder:
         aggregates, computed here from the events."""
         if not batch.events:
             return
-        self.parts.append(batch.json()[1:-1])
+        frame = self._frame
+        if frame is None:  # the block's first batch
+            frame = self._frame = self.zstd.compressobj()
+            self.chunks.append(frame.compress(b"["))
+        else:
+            self.chunks.append(frame.compress(b","))
+        self.chunks.append(frame.compress(memoryview(batch.json())[1:-1]))
         self._account(batch.events, batch.procs)
 
     def _account(self, evs: list[Event], procs: list[Any]) -> None:
@@ -285,15 +301,23 @@ class BlockBuilder:
 
     def build(self) -> Block:
         """The block of everything added (call once; then start a new builder)."""
-        events = _compress(b"[" + b",".join(self.parts) + b"]")
-        return Block(self.ts_min, self.ts_max, len(self.idx), events,
-                     _compress(self.idx.tobytes()), list(self.rows.values()), self.stats,
-                     self.lat, self.errors)
+        frame = self._frame
+        if frame is None:
+            frame = self.zstd.compressobj()
+            self.chunks.append(frame.compress(b"["))
+        self.chunks.append(frame.compress(b"]"))
+        self.chunks.append(frame.flush())
+        self._frame = None
+        return Block(self.ts_min, self.ts_max, len(self.idx), b"".join(self.chunks),
+                     self.zstd.compress(self.idx.tobytes()), list(self.rows.values()),
+                     self.stats, self.lat, self.errors)
 
 
 def decode(events: bytes, procs: bytes) -> tuple[list[Event], array[int]]:
-    """A stored block's events (oldest first) and each one's facts index."""
-    evs = orjson.loads(_decompressor.decompress(events))
+    """A stored block's events (oldest first) and each one's facts index. The events' frame
+    does not say its size (it was streamed; older blocks' frames do): decompressobj reads
+    both."""
+    evs = orjson.loads(_decompressor.decompressobj().decompress(events))
     idx: array[int] = array("H")
     idx.frombytes(_decompressor.decompress(procs))
     if len(idx) != len(evs):

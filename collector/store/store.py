@@ -26,6 +26,7 @@ from collector.store.blocks import (
     BLOCK_SECONDS,
     BlockBuilder,
     bucket,
+    compressor,
     decode,
     percentile,
 )
@@ -80,7 +81,8 @@ class EventStore:
         create(self._db)
         self.migrated = migrate(self._db, self.path)
         self.path.chmod(0o600)
-        self._pending = BlockBuilder()
+        self._zstd = compressor()  # one context, reused by each block in turn
+        self._pending = BlockBuilder(self._zstd)
         self._last_prune = 0.0
         self._base = int(self._db.execute("SELECT COALESCE(SUM(n), 0) FROM blocks").fetchone()[0])
         self.written = 0
@@ -124,8 +126,10 @@ class EventStore:
         pending = self._pending
         if not len(pending):
             return
-        self._pending = BlockBuilder()
-        block = pending.build()
+        try:
+            block = pending.build()
+        finally:  # the next builder uses the compressor only once this one is done
+            self._pending = BlockBuilder(self._zstd)
         # Room first: the block's pages land in the WAL, then in the database at the next
         # checkpoint (both copies exist a moment), so what is on disk never passes the cap.
         room = 2 * (len(block.events) + len(block.procs)) + WRITE_SLACK
