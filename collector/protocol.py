@@ -257,6 +257,13 @@ def events_frame(body: bytes, n: int) -> bytes:
     return b'{"n":%d,"events":%b}\n' % (n, body)
 
 
+def events_frame_of(events: list[dict[str, Any]]) -> tuple[bytes, memoryview]:
+    """events_frame(orjson.dumps(events), n) in one serialization, and the JSON array in it
+    (a view): a session sends the frame and the store keeps the array, neither copying it."""
+    frame = orjson.dumps({"n": len(events), "events": events}, option=orjson.OPT_APPEND_NEWLINE)
+    return frame, memoryview(frame)[len(b'{"n":%d,"events":' % len(events)):-2]
+
+
 # A trace request's "frames": one {"event"} line per event (the default, what clients
 # before batches read) or {"events"} batches (one line per pipeline batch and session).
 FRAMES = ("event", "batch")

@@ -86,11 +86,11 @@ def new_session_id() -> str:
     return f"s{next(_ids)}-{secrets.token_hex(3)}"
 
 
-def wire(events: list[Event], batched: bool, body: bytes | None = None) -> bytes:
+def wire(events: list[Event], batched: bool) -> bytes:
     """The wire bytes of a delivery: one {"events"} frame, or one {"event"} line per event
-    for clients that did not ask for batches. `body` is orjson.dumps(events) if known."""
+    for clients that did not ask for batches."""
     if batched:
-        return events_frame(orjson.dumps(events) if body is None else body, len(events))
+        return events_frame(orjson.dumps(events), len(events))
     return b"".join([event_line(orjson.dumps(ev)) for ev in events])
 
 
@@ -165,8 +165,8 @@ class Router:
         for s, evs in per.items():
             if s.payload:
                 nbytes = sum(map(len, filter(None, map(_PAYLOAD, evs))))
-                body = batch.json() if len(evs) == len(events) and s.batched else None
-                data = wire(evs, s.batched, body)
+                whole = s.batched and len(evs) == len(events)
+                data = batch.frame() if whole else wire(evs, s.batched)
             else:  # meta level: what narrow() leaves of each event
                 evs = [seen for seen in map(_meta, evs) if seen is not None]
                 if not evs:

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from collector import errors, protocol
 from collector.protocol import FAULTS, Fault, Op, OpKind
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
+                       | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+                       lambda kids: st.lists(kids, max_size=3)
+                       | st.dictionaries(st.text(max_size=5), kids, max_size=3), max_leaves=8)
+
+
+@given(st.lists(st.dictionaries(st.text(max_size=8), JSONISH, max_size=4), max_size=20))
+def test_a_batch_frame_in_one_serialization_equals_the_frame_of_its_array(
+        events: list[dict[str, object]]) -> None:
+    frame, array = protocol.events_frame_of(events)
+    assert frame == protocol.events_frame(orjson.dumps(events), len(events))
+    assert array == orjson.dumps(events) and array.obj is frame
 
 
 def test_roundtrip() -> None:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from collector.capture.events import Batch
+from collector.protocol import events_frame
 from collector.serve.sessions import Router, Session
 
 
@@ -108,5 +109,7 @@ def test_a_payload_session_seeing_the_whole_batch_gets_its_json_as_is() -> None:
         await asyncio.sleep(0.05)
         return s.take()
 
-    assert asyncio.run(main()) == (b'{"n":3,"events":' + batch.json() + b"}\n", 3, 6)
+    assert asyncio.run(main()) == (b'{"n":3,"events":' + bytes(batch.json()) + b"}\n", 3, 6)
     assert batch.json() == orjson.dumps(evs)
+    assert batch.frame() == events_frame(orjson.dumps(evs), 3)
+    assert batch.json().obj is batch.frame()  # the store's array is the frame's, not a copy
