@@ -64,6 +64,25 @@ static PyObject *new_event(void)
 #endif
 }
 
+/* The last process's pid as an int object: a batch's records come mostly from a few
+ * processes, so pid, tid (of a single-threaded process) and the returned tgid share it
+ * instead of allocating three ints per event. */
+static uint64_t last_tgid = UINT64_MAX;
+static PyObject *last_tgid_obj;
+
+static PyObject *tgid_int(uint64_t tgid) /* new reference */
+{
+    if (tgid != last_tgid || last_tgid_obj == NULL) {
+        PyObject *obj = PyLong_FromUnsignedLongLong(tgid);
+        if (obj == NULL)
+            return NULL;
+        Py_XSETREF(last_tgid_obj, obj);
+        last_tgid = tgid;
+    }
+    Py_INCREF(last_tgid_obj);
+    return last_tgid_obj;
+}
+
 static PyObject *key(const char *s)
 {
     PyObject *k = PyUnicode_InternFromString(s);
@@ -175,8 +194,8 @@ static PyObject *build(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (set_new(ev, k_ts, PyFloat_FromDouble((double)us / 1e6)) < 0
         || PyDict_SetItem(ev, k_kind, io_kind[nr]) < 0
-        || set_new(ev, k_pid, PyLong_FromUnsignedLongLong(tgid)) < 0
-        || set_new(ev, k_tid, PyLong_FromUnsignedLongLong(tid)) < 0
+        || set_new(ev, k_pid, tgid_int(tgid)) < 0
+        || set_new(ev, k_tid, tid == tgid ? tgid_int(tgid) : PyLong_FromUnsignedLongLong(tid)) < 0
         || set_new(ev, k_target, PyLong_FromUnsignedLongLong(cookie)) < 0
         || PyDict_SetItem(ev, k_syscall, io_name[nr]) < 0
         || set_new(ev, k_ret, PyLong_FromLongLong(ret)) < 0)
@@ -224,7 +243,7 @@ static PyObject *build(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyTuple_SET_ITEM(out, 3, where);
     Py_INCREF(direction);
     PyTuple_SET_ITEM(out, 4, direction);
-    PyObject *ints[5] = {PyLong_FromUnsignedLongLong(tgid), PyLong_FromUnsignedLongLong(cookie),
+    PyObject *ints[5] = {tgid_int(tgid), PyLong_FromUnsignedLongLong(cookie),
                          PyLong_FromUnsignedLongLong(flags),
                          PyLong_FromUnsignedLongLong(data_len), PyLong_FromLongLong(ret)};
     static const int at[5] = {1, 2, 5, 6, 7};

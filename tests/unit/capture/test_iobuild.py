@@ -83,3 +83,16 @@ def test_bad_arguments_are_errors_not_crashes() -> None:
     with pytest.raises(OverflowError):
         iobuild.build(b"", 2**70)
     assert iobuild.build(struct.pack("<Q", 0), 0) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([7, 4242, 2**31 + 5]),
+                          st.sampled_from([None, 7, 4243, 2**32 - 1])), min_size=1, max_size=12))
+def test_runs_of_one_process_and_switches_between_processes(procs: list[tuple[int, int | None]]
+                                                            ) -> None:
+    """The C build keeps the last process's pid object for the next record: each record
+    still gets its own pid and tid, whether the process or the thread changes or not."""
+    for pid, tid in procs:
+        got = same(sys_rec(Sc.WRITE, 5, 3, b"abc", F_PAYLOAD | F_DATA_OUT, pid=pid,
+                           tid=pid if tid is None else tid))
+        assert (got[0]["pid"], got[0]["tid"], got[1]) == (pid, pid if tid is None else tid, pid)
