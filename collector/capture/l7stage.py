@@ -58,7 +58,7 @@ class L7Stage:
                               self._show)
         self._table = ConnTable(self.options.max_conns)
         self._ssl: dict[tuple[int, str], Conn] = {}  # TLS connections whose fd is unknown
-        self._files: dict[int, set[int]] = {}  # pid -> fds that are not sockets
+        self.ignored_fds: dict[int, set[int]] = {}  # pid -> fds that are not sockets
         self._nfiles = 0
         self._book = book or SocketBook(procfs)
         self._tls_candidate = tls_candidate
@@ -74,7 +74,7 @@ class L7Stage:
         if kind == "syscall":
             direction = ev.get("direction")
             if direction is not None:
-                files = self._files.get(ev["pid"])
+                files = self.ignored_fds.get(ev["pid"])
                 if files is None or ev["fd"] not in files:  # a file, pipe, tty: no L7 here
                     self._io(ev, direction, data, missing)
                 return
@@ -125,7 +125,7 @@ class L7Stage:
         if evicted is not None:
             self.counters["conns_evicted"] += 1
             self._ended(evicted, ts)
-        files = self._files.get(pid)
+        files = self.ignored_fds.get(pid)
         if files is not None:
             files.discard(fd)
         return c
@@ -162,7 +162,7 @@ class L7Stage:
         if ev["ret"] != 0:
             return
         pid, fd = ev["pid"], ev["fd"]
-        files = self._files.get(pid)
+        files = self.ignored_fds.get(pid)
         if files is not None:
             files.discard(fd)
         self._ended(self._table.close(pid, fd), ev["ts"])
@@ -173,7 +173,7 @@ class L7Stage:
             self._ended(c, ts)
         for key in [k for k in self._ssl if k[0] == pid]:
             self._ended(self._ssl.pop(key), ts, record=False)
-        self._nfiles -= len(self._files.pop(pid, ()))
+        self._nfiles -= len(self.ignored_fds.pop(pid, ()))
         self._tls_asked.discard(pid)
 
     def _exec(self, ev: Event) -> None:
@@ -189,7 +189,7 @@ class L7Stage:
                     self._ended(self._table.close(pid, c.fd), ts)
         for key in [k for k in self._ssl if k[0] == pid]:
             self._ended(self._ssl.pop(key), ts, record=False)
-        self._nfiles -= len(self._files.pop(pid, ()))
+        self._nfiles -= len(self.ignored_fds.pop(pid, ()))
 
     def _fork(self, ev: Event) -> None:
         """The child holds the parent's connections too (a server that accepts, then forks
@@ -229,9 +229,9 @@ class L7Stage:
 
     def _not_socket(self, pid: int, fd: int) -> None:
         if self._nfiles >= FILES_MAX:
-            self._files.clear()
+            self.ignored_fds.clear()
             self._nfiles = 0
-        files = self._files.setdefault(pid, set())
+        files = self.ignored_fds.setdefault(pid, set())
         if fd not in files:
             files.add(fd)
             self._nfiles += 1
@@ -240,7 +240,7 @@ class L7Stage:
         """A socket we never saw open (inherited, or opened before the session): tracked
         from now on; an fd that is not a socket is remembered as such."""
         pid, fd = ev["pid"], ev["fd"]
-        files = self._files.get(pid)
+        files = self.ignored_fds.get(pid)
         if files is not None and fd in files:
             return None
         inode = self._book.inode(pid, fd)

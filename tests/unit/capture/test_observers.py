@@ -17,6 +17,7 @@ class Recorder:
     def __init__(self) -> None:
         self.seen: list[tuple[Event, bytes | None, int]] = []
         self.pending: list[Event] = []
+        self.ignored_fds: dict[int, set[int]] = {}
 
     def observe(self, ev: Event, data: bytes | None, missing: int) -> None:
         self.seen.append((dict(ev), data, missing))
@@ -51,6 +52,25 @@ def test_observers_see_raw_bytes_and_every_event_in_order() -> None:
     extra = [e for e in events if e["kind"] == "l7"]
     assert [e["req_bytes"] for e in extra] == [len(secret), 256]
     assert all(e["comm"] == events[0]["comm"] for e in extra)
+
+
+def test_io_on_the_fds_an_observer_ignores_does_not_reach_it() -> None:
+    """Reads and writes of an ignored fd (a file the L7 stage saw is no socket) are not
+    handed to it; that fd's close, another fd's I/O and another process's are."""
+    o = Recorder()
+    p = make(o)
+    o.ignored_fds[4242] = {5}
+    o.ignored_fds[4243] = {6}
+    events = p.process([rec(Sc.WRITE, 5, 3, b"abc", F_PAYLOAD | F_DATA_OUT),
+                        rec(Sc.READ, 6, 3, b"def", F_PAYLOAD),
+                        rec(Sc.READ, 5, 3, b"ghi", F_PAYLOAD),
+                        rec(Sc.WRITE, 5, 3, b"jkl", F_PAYLOAD | F_DATA_OUT, pid=4243),
+                        rec(Sc.CLOSE, 5, 0)])
+    assert [(ev["syscall"], ev["pid"], ev["fd"]) for ev, _d, _m in o.seen] == \
+        [("read", 4242, 6), ("write", 4243, 5), ("close", 4242, 5)]
+    # the events themselves are all there, their bytes captured
+    assert [(ev["syscall"], ev["captured"]) for ev in events if "captured" in ev] == \
+        [("write", 3), ("read", 3), ("read", 3), ("write", 3)]
 
 
 def test_procs_stay_in_step_with_observer_records() -> None:

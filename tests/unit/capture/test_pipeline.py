@@ -90,6 +90,8 @@ def test_a_loss_reaches_the_observers_once_between_the_batches_around_it() -> No
     seen: list[object] = []
 
     class Observer:
+        ignored_fds: dict[int, set[int]] = {}
+
         def observe(self, ev: dict[str, object], data: bytes | None, missing: int) -> None:
             seen.append(ev["ret"])
 
