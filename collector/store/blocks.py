@@ -17,6 +17,7 @@ Pure: no SQLite here (store.py writes the rows).
 from __future__ import annotations
 
 import math
+import threading
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ OTHER_KIND = 64       # records of the pipeline's observers (conn, l7, ...)
 SUB = 4               # latency buckets per octave: a percentile is within 9 % (2^(1/8))
 _SUB = float(SUB)
 
-_decompressor = zstandard.ZstdDecompressor()
+_local = threading.local()  # a decompression context per thread: queries decode in parallel
 
 FactsKey = tuple[int, "str | None", "str | None", "str | None", "str | None"]
 
@@ -317,9 +318,12 @@ def decode(events: bytes, procs: bytes) -> tuple[list[Event], array[int]]:
     """A stored block's events (oldest first) and each one's facts index. The events' frame
     does not say its size (it was streamed; older blocks' frames do): decompressobj reads
     both."""
-    evs = orjson.loads(_decompressor.decompressobj().decompress(events))
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    evs = orjson.loads(dctx.decompressobj().decompress(events))
     idx: array[int] = array("H")
-    idx.frombytes(_decompressor.decompress(procs))
+    idx.frombytes(dctx.decompress(procs))
     if len(idx) != len(evs):
         raise ValueError(f"block holds {len(evs)} events but {len(idx)} process indexes")
     return evs, idx

@@ -4,6 +4,7 @@ per-event loop over the same batches, and its block decodes to the events added.
 from __future__ import annotations
 
 import math
+import threading
 from array import array
 from typing import Any
 
@@ -172,3 +173,32 @@ def test_blocks_in_turn_share_one_compressor_and_older_frames_still_decode() -> 
 @given(st.lists(st.one_of(st.floats(0, 1e9), st.sampled_from([0.0, 0.001, 0.0005, 1.0]))))
 def test_buckets_equal_bucket_of_each(lats: list[float]) -> None:
     assert buckets(lats) == [bucket(x) for x in lats]
+
+
+def test_queries_decode_blocks_on_several_threads_at_once() -> None:
+    """A zstd context is not thread-safe, and queries decode on the executor's threads."""
+    built = []
+    for t in range(4):
+        b = BlockBuilder()
+        b.add(Batch([{"ts": float(i), "kind": "exit", "pid": t, "x": "ab" * (i % 50 + t)}
+                     for i in range(3000)]))
+        block = b.build()
+        built.append((block.events, block.procs, t))
+    wrong: list[int] = []
+
+    def decode_often(events: bytes, procs: bytes, t: int) -> None:
+        for _ in range(40):
+            try:
+                evs, _idx = blocks.decode(events, procs)
+            except Exception:  # a context shared between threads fails here, or decodes wrong
+                wrong.append(t)
+                continue
+            if len(evs) != 3000 or {ev["pid"] for ev in evs} != {t}:
+                wrong.append(t)
+
+    threads = [threading.Thread(target=decode_often, args=args) for args in built]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert wrong == []
