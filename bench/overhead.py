@@ -51,6 +51,8 @@ DEFAULT_RATE = int(tomllib.loads((h.REPO / "collector/defaults/periscope.toml").
 RATED = f"targeted payload 256, rate_limit {DEFAULT_RATE // 1000}k"
 TCP: dict[str, c.Condition] = {
     "none": c.none,
+    "floor (empty progs, our tracepoints)": c.floor("syscalls"),
+    "floor (empty raw_tp sys_enter/exit)": c.floor("raw_tp"),
     "untargeted": c.untargeted,
     "targeted meta": c.targeted("meta"),
     "targeted payload 256": c.targeted("payload"),
@@ -122,7 +124,9 @@ def tcp(plan: Plan, bins: dict[str, Any], pin: bool = False) -> dict[str, Any]:
         n, ns = h.run([str(bins["tcploop"]), str(plan.tcp_secs)], armed.arm, wrap)
         return n / (ns / 1e9)
 
-    conds = {k: v for k, v in TCP.items() if plan is not QUICK or k != "targeted meta"}
+    # --quick: the targets' conditions only (the floors say what a probe redesign could buy)
+    conds = {k: v for k, v in TCP.items()
+             if plan is not QUICK or (k != "targeted meta" and not k.startswith("floor"))}
     samples, infos = _rounds(plan, conds, once)
     base = h.med(samples["none"])
     bmax = max(samples["none"])
