@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if "overhead" in parts:
         print("\n== 1+2. write(2) overhead: untargeted, floors, targeted ==", flush=True)
         res["overhead"] = overhead.writes(plan, bins)
+        print("\n== 1+2. getppid(2), not traced: what every other syscall pays ==", flush=True)
+        res["untraced"] = overhead.untraced(plan, bins)
     lap(started)
     if "tcp" in parts:
         print("\n== 2. TCP request/response throughput ==", flush=True)

@@ -112,6 +112,35 @@ def writes(plan: Plan, bins: dict[str, Any]) -> dict[str, Any]:
     return {"ns_per_syscall": samples, "info": infos}
 
 
+# getppid(2), a syscall the probe does not trace. With any syscall tracepoint attached every
+# task's syscalls take the kernel's tracing path, and a raw sys_enter/sys_exit pair would run
+# for each of them: what a redesign on that pair would cost every other syscall on the host.
+UNTRACED: dict[str, c.Condition] = {
+    "none": c.none,
+    "untargeted": c.untargeted,
+    "targeted payload 256": c.targeted("payload"),
+    "floor (empty progs, our tracepoints)": c.floor("syscalls"),
+    "floor (empty raw_tp sys_enter/exit)": c.floor("raw_tp"),
+    "filter only (raw_tp)": c.floor("raw_tp_filter"),
+}
+
+
+def untraced(plan: Plan, bins: dict[str, Any]) -> dict[str, Any]:
+    def once(_name: str, armed: c.Armed) -> float:
+        ns, count = h.run([str(bins["writeloop"]), str(plan.writes), "0", "getppid"],
+                          armed.arm)
+        return ns / count
+
+    samples, _infos = _rounds(plan, UNTRACED, once)
+    base = h.med(samples["none"])
+    print(f"\n{'getppid(2), not traced':<36} {'ns/syscall median [min..max]':>32}"
+          f" {'+ns':>6} {'x none':>6}")
+    for name, xs in samples.items():
+        m = h.med(xs)
+        print(f"{name:<36} {h.spread(xs):>32} {m - base:>6.0f} {m / base:>6.2f}")
+    return {"ns_per_syscall": samples}
+
+
 def tcp(plan: Plan, bins: dict[str, Any], pin: bool = False) -> dict[str, Any]:
     """Req/s of the loopback loop per condition. pin=True runs both of its threads on CPU 0:
     on this 2-vCPU VM a cross-CPU wakeup per message costs more than the message, so the

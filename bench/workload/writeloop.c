@@ -1,7 +1,9 @@
-/* N write(2)s of SIZE bytes to /dev/null; waits for a byte on stdin, prints loop ns. */
+/* N write(2)s of SIZE bytes to /dev/null; waits for a byte on stdin, prints loop ns.
+ * writeloop N SIZE getppid: N getppid(2)s instead, a syscall periscope does not trace. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@ int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 2000000;
 	int size = argc > 2 ? atoi(argv[2]) : 64;
+	int untraced = argc > 3 && strcmp(argv[3], "getppid") == 0;
 	char buf[4096] = {0};
 	char go;
 	int fd = open("/dev/null", O_WRONLY);
@@ -28,9 +31,13 @@ int main(int argc, char **argv)
 	if (read(0, &go, 1) != 1)
 		return 3;
 	long long t0 = now_ns();
-	for (long i = 0; i < n; i++)
-		if (write(fd, buf, size) != size)
-			return 4;
+	if (untraced)
+		for (long i = 0; i < n; i++)
+			getppid();
+	else
+		for (long i = 0; i < n; i++)
+			if (write(fd, buf, size) != size)
+				return 4;
 	long long t1 = now_ns();
 	printf("%lld %ld\n", t1 - t0, n);
 	return 0;
