@@ -56,15 +56,16 @@ class Batch:
         """The events as one {"n", "events"} stream frame, for a session seeing them all:
         one orjson call per batch (0.6-1.3 µs per event here) instead of one per event
         (2.3-2.9 µs)."""
-        if self._frame is None:
-            self._frame = events_frame_of(self.events)
-        return self._frame[0]
+        return self._serialized()[0]
 
     def json(self) -> memoryview:
         """The events as one JSON array: a view into frame(), serialized with it."""
+        return self._serialized()[1]
+
+    def _serialized(self) -> tuple[bytes, memoryview]:
         if self._frame is None:
             self._frame = events_frame_of(self.events)
-        return self._frame[1]
+        return self._frame
 
 
 class StreamLike(Protocol):

@@ -154,14 +154,19 @@ class BlockBuilder:
         aggregates, computed here from the events."""
         if not batch.events:
             return
-        frame = self._frame
-        if frame is None:  # the block's first batch
-            frame = self._frame = self.zstd.compressobj()
-            self.chunks.append(frame.compress(b"["))
-        else:
-            self.chunks.append(frame.compress(b","))
+        frame = self._open(b",")
         self.chunks.append(frame.compress(memoryview(batch.json())[1:-1]))
         self._account(batch.events, batch.procs)
+
+    def _open(self, sep: bytes) -> zstandard.ZstdCompressionObj:
+        """The block's frame: opened with "[" at its first piece, else `sep` written."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = self.zstd.compressobj()
+            self.chunks.append(frame.compress(b"["))
+        elif sep:
+            self.chunks.append(frame.compress(sep))
+        return frame
 
     def _account(self, evs: list[Event], procs: list[Any]) -> None:
         """The batch's aggregates: counted in one C pass (_tally.c) where it was built, else
@@ -302,10 +307,7 @@ class BlockBuilder:
 
     def build(self) -> Block:
         """The block of everything added (call once; then start a new builder)."""
-        frame = self._frame
-        if frame is None:
-            frame = self.zstd.compressobj()
-            self.chunks.append(frame.compress(b"["))
+        frame = self._open(b"")
         self.chunks.append(frame.compress(b"]"))
         self.chunks.append(frame.flush())
         self._frame = None
