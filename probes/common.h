@@ -18,6 +18,7 @@
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 1024    /* 4 MiB */
 #endif
+#define TARGET_BIT_WORDS 65536   /* u64 words of the target bitmaps: 2^22 tgids */
 #ifndef INFLIGHT_SLOTS
 #define INFLIGHT_SLOTS 65536  /* in-flight syscalls: slot tid % this (power of two); 3.5 MiB */
 #endif

@@ -42,12 +42,13 @@ SOURCE = PROBE_DIR / "trace.bpf.c"
 # Compiled as one object with trace.bpf.c (shared maps and ring buffer); bcc only turns
 # functions of the main text into programs, so the sources are joined, not #included.
 TLS_SOURCE = PROBE_DIR / "tls.bpf.c"
-# Maps user space touches; the others (inflight, scratch, exit_codes, tls_calls, ssl_fds)
-# are only referenced by the programs, which keep them alive. fd_caps: the L7 stage raises
-# the payload cap of fds where it detected a protocol; shedding and tls_hooked are flags
-# (the pipeline overloaded; SSL uprobes attached).
-USER_MAPS = ("events", "targets", "comm_targets", "cgroup_targets", "stats", "fd_caps",
-             "shedding", "tls_hooked")
+# Maps user space touches; the others (inflight, scratch, exit_codes, tls_calls, ssl_fds,
+# target_bits) are only referenced by the programs, which keep them alive. fd_caps: the L7
+# stage raises the payload cap of fds where it detected a protocol; shedding and tls_hooked
+# are flags (the pipeline overloaded; SSL uprobes attached); target_bits_user: the bits of
+# the tgids the daemon adds to targets.
+USER_MAPS = ("events", "targets", "target_bits_user", "comm_targets", "cgroup_targets",
+             "stats", "fd_caps", "shedding", "tls_hooked")
 PROFILE_SOURCE = PROBE_DIR / "profile.bpf.c"
 PROFILE_MAPS = ("profile_targets", "counts", "stacks", "profile_stats")
 TP_PREFIX = "tracepoint__"

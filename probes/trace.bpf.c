@@ -1,14 +1,23 @@
 /* Syscall and process-lifecycle tracing for targeted processes only.
  *
  * Tracepoints only (no kprobes on our kernels). Every handler starts with
- * trace_allowed() or an in-flight slot check, so untargeted processes pay one
- * hash lookup (enter) or one array load (exit). Records go to a ring buffer
+ * trace_allowed() or an in-flight slot check, so untargeted processes pay a bit test
+ * in two arrays (enter) or one array load (exit). Records go to a ring buffer
  * without wakeups; the daemon polls.
  * Read-only: no helper here writes to user memory or signals a task.
  */
 #include "common.h"
 
 BPF_HASH(targets, u32, struct target, MAX_TARGETS);
+/* A bit per tgid that may be in `targets`, tested before it: array loads the verifier
+ * inlines, where the hash lookup cost an untargeted write(2) ~50 ns here. Never a false
+ * negative: every writer sets the bit before it adds the tgid and clears it only after
+ * removing it; a stale bit costs only the hash lookup. Two arrays, so that each word has
+ * one kind of writer: the programs (fork, exec, exit; atomics) and the daemon (add_pid,
+ * under a lock), whose map updates write whole words and would lose a program's concurrent
+ * bit. 512 KiB each: 2^22 bits, PID_MAX_LIMIT on 64-bit, whatever pid_max is raised to. */
+BPF_ARRAY(target_bits, u64, TARGET_BIT_WORDS);
+BPF_ARRAY(target_bits_user, u64, TARGET_BIT_WORDS);
 BPF_HASH(comm_targets, struct comm_key, struct target, 256);
 BPF_HASH(cgroup_targets, u64, struct target, 256);
 /* A syscall between its enter and exit, in an array slot per thread rather than a hash:
@@ -54,9 +63,29 @@ static __always_inline u32 bounded(u32 v, u32 mask, u32 max)
 	return v > max ? max : v;
 }
 
+static __always_inline int maybe_target(u32 tgid)
+{
+	u32 w = tgid >> 6;
+	u64 bit = 1ULL << (tgid & 63);
+	u64 *k = target_bits.lookup(&w);
+	u64 *u = target_bits_user.lookup(&w);
+	return (k && (*k & bit)) || (u && (*u & bit));
+}
+
 static __always_inline struct target *trace_allowed(u32 tgid)
 {
-	return targets.lookup(&tgid);
+	return maybe_target(tgid) ? targets.lookup(&tgid) : 0;
+}
+
+/* A target the programs add (a fork's child, an exec by name or cgroup): its bit first. */
+static __always_inline void add_target(u32 tgid, struct target *t)
+{
+	u32 w = tgid >> 6;
+	u64 *k = target_bits.lookup(&w);
+	if (k)
+		__sync_fetch_and_or(k, 1ULL << (tgid & 63));
+	if (targets.update(&tgid, t))
+		count(ST_TARGET_FULL);
 }
 
 static __always_inline struct inflight *slot_of(u64 id)
@@ -508,8 +537,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (!t)
 		return 0;
 	struct target copy = *t;
-	if (targets.update(&tgid, &copy))
-		count(ST_TARGET_FULL);
+	add_target(tgid, &copy);
 	return 0;
 }
 
@@ -525,8 +553,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 		return 0;
 	u32 child = args->child_pid;
 	struct target copy = *t;
-	if (targets.update(&child, &copy))
-		count(ST_TARGET_FULL);
+	add_target(child, &copy);
 	struct fork_event e = {};
 	fill_hdr(&e.hdr, OP_FORK, sizeof(e), t->cookie, id, bpf_ktime_get_ns());
 	e.child_tgid = child;
@@ -548,17 +575,23 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
-	if ((u32)id != tgid)
-		return 0;   /* a thread; the process lives on */
-	struct target *t = trace_allowed(tgid);
-	if (!t)
-		return 0;
-	struct exit_event e = {};
-	fill_hdr(&e.hdr, OP_EXIT, sizeof(e), t->cookie, id, bpf_ktime_get_ns());
-	s32 *code = exit_codes.lookup(&tgid);
-	e.code = code ? *code : -1;
-	exit_codes.delete(&tgid);
-	targets.delete(&tgid);
-	submit(&e, sizeof(e));
+	if ((u32)id != tgid || !maybe_target(tgid))
+		return 0;   /* a thread (the process lives on), or never a target */
+	struct target *t = targets.lookup(&tgid);
+	if (t) {
+		struct exit_event e = {};
+		fill_hdr(&e.hdr, OP_EXIT, sizeof(e), t->cookie, id, bpf_ktime_get_ns());
+		s32 *code = exit_codes.lookup(&tgid);
+		e.code = code ? *code : -1;
+		exit_codes.delete(&tgid);
+		targets.delete(&tgid);
+		submit(&e, sizeof(e));
+	}
+	/* After the delete; also when the daemon removed the target first. The daemon's own
+	 * bit is the daemon's to clear (a stale one costs a hash lookup, nothing else). */
+	u32 w = tgid >> 6;
+	u64 *k = target_bits.lookup(&w);
+	if (k)
+		__sync_fetch_and_and(k, ~(1ULL << (tgid & 63)));
 	return 0;
 }

@@ -105,6 +105,10 @@ class TraceProbe:
         self._fds: list[int] = []          # every prog and map fd the loader sent
         self._links: list[int] = []        # tracepoint perf event fds (close = detach)
         self._maps: dict[str, bpfsys.Map] = {}
+        # The words of target_bits_user as written (the kernel never writes that map), so
+        # a change is one map update and no read; the lock orders add_pid/remove_pid.
+        self._user_bits: dict[int, int] = {}
+        self._bits_lock = threading.Lock()
         self._tls_progs: dict[str, int] = {}
         self._tracepoints: list[tuple[int, str]] = []  # (prog fd, "cat:event")
         self._reader: RingReader | None = None
@@ -202,6 +206,7 @@ class TraceProbe:
 
     def _release(self) -> None:
         self._maps.clear()
+        self._user_bits.clear()
         self._detach()
         if self._reader is not None:
             self._reader.close()
@@ -226,11 +231,34 @@ class TraceProbe:
                            spec.sample_every, spec.rate_limit)
 
     def add_pid(self, tgid: int, spec: TargetSpec) -> None:
-        self._maps["targets"].update(_U32.pack(tgid), self._leaf(spec))
+        # The bit first: the programs test it before the hash (never a false negative).
+        newly = self._user_bit(tgid, True)
+        try:
+            self._maps["targets"].update(_U32.pack(tgid), self._leaf(spec))
+        except BaseException:
+            if newly:  # else it was ours already: the tgid may still be in the hash
+                self._user_bit(tgid, False)
+            raise
 
     def remove_pid(self, tgid: int) -> None:
         # already gone: the process exited and the kernel side removed it
         self._maps["targets"].delete(_U32.pack(tgid))
+        self._user_bit(tgid, False)
+
+    def _user_bit(self, tgid: int, on: bool) -> bool:
+        """Set or clear a tgid's bit in target_bits_user; True if that changed it."""
+        word, bit = tgid >> 6, 1 << (tgid & 63)
+        with self._bits_lock:
+            old = self._user_bits.get(word, 0)
+            new = old | bit if on else old & ~bit
+            if new == old:
+                return False
+            self._maps["target_bits_user"].update(_U32.pack(word), _U64.pack(new))
+            if new:
+                self._user_bits[word] = new
+            else:
+                del self._user_bits[word]
+            return True
 
     def set_fd_cap(self, tgid: int, fd: int, cap: int) -> None:
         """Copy up to `cap` payload bytes (at most max_payload) per call on this fd of a

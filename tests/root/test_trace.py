@@ -448,3 +448,64 @@ def test_probe_maps_and_counters_without_bcc() -> None:
     finally:
         probe.close()
     assert not probe.loaded and probe.stats() == {}
+
+
+SIBLINGS = r"""
+import os, sys
+sys.stdin.readline()
+while True:  # two children whose tgids share a word of the kernel's target bitmap
+    r, w = os.pipe()
+    b = os.fork()
+    if b == 0:  # waits for its sibling's exit, then writes
+        os.close(w)
+        os.read(r, 1)
+        fd = os.open("/dev/null", os.O_WRONLY)
+        for _ in range(20):
+            os.write(fd, b"sibling-after-exit")
+        os._exit(0)
+    os.close(r)
+    a = os.fork()
+    if a == 0:
+        os._exit(0)
+    os.waitpid(a, 0)  # a has exited: its bit is cleared
+    os.write(w, b"g")
+    os.close(w)
+    os.waitpid(b, 0)
+    if a >> 6 == b >> 6:
+        break
+print(a, b, flush=True)
+"""
+
+
+def test_a_child_exit_clears_its_own_bit_only() -> None:
+    """A target's children inherit it in the kernel: a bit in target_bits, then the hash.
+    One child's exit clears its own bit: its sibling in the same 64-tgid word, writing only
+    after that exit, is traced whole."""
+    import os
+
+    from probes.layout import HDR
+    from probes.trace import ProbeOptions, TargetSpec, TraceProbe
+
+    got: list[bytes] = []
+    probe = TraceProbe(ProbeOptions(), got.extend)
+    probe.load()
+    try:
+        p = subprocess.Popen([sys.executable, "-c", SIBLINGS], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdin is not None and p.stdout is not None
+        probe.add_pid(p.pid, TargetSpec(cookie=5, payload_cap=64))
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        a, b = map(int, p.stdout.readline().split())
+        assert p.wait(10) == 0
+
+        def writes_of(tgid: int) -> int:
+            return sum(HDR.unpack_from(r)[5] == tgid and b"sibling-after-exit" in r
+                       for r in list(got))
+
+        wait_for(lambda: writes_of(b) >= 20, 5, what="the sibling's 20 writes")
+        assert writes_of(b) == 20
+        assert a not in probe.pids() and b not in probe.pids()  # both exited: removed
+        assert os.getpid() not in probe.pids()
+    finally:
+        probe.close()

@@ -355,6 +355,57 @@ def test_the_reader_sets_the_kernel_shedding_flag_on_changes_only() -> None:
     assert not failing._shedding
 
 
+class DictMap:
+    """A map as a dict of key -> value bytes; update fails for keys in `full`."""
+
+    def __init__(self, full: tuple[bytes, ...] = ()) -> None:
+        self.d: dict[bytes, bytes] = {}
+        self.full = full
+        self.writes = 0
+
+    def update(self, key: bytes, value: bytes) -> None:
+        if key in self.full:
+            raise OSError(28, "ENOSPC")
+        self.writes += 1
+        self.d[key] = value
+
+    def delete(self, key: bytes) -> bool:
+        return self.d.pop(key, None) is not None
+
+
+def test_a_target_pid_has_its_bit_set_while_it_is_in_the_hash() -> None:
+    """The programs test target_bits_user before the targets hash: a pid the daemon adds is
+    set there first and cleared only after it left the hash; a failed add leaves no bit."""
+    probe = trace.TraceProbe(trace.ProbeOptions(), lambda _b: None)
+    bits, targets = DictMap(), DictMap(full=(struct.pack("<I", 200),))
+    probe._maps.update({"target_bits_user": bits, "targets": targets})  # type: ignore[dict-item]
+
+    def word(w: int) -> int:
+        return int.from_bytes(bits.d.get(struct.pack("<I", w), bytes(8)), "little")
+
+    spec = trace.TargetSpec(cookie=1)
+    probe.add_pid(130, spec)   # word 2, bit 2
+    probe.add_pid(191, spec)   # word 2, bit 63
+    probe.add_pid(64, spec)    # word 1, bit 0
+    assert word(2) == (1 << 2) | (1 << 63) and word(1) == 1
+    probe.add_pid(130, spec)   # a refresh: the word is unchanged, not written again
+    assert bits.writes == 3
+    probe.remove_pid(191)
+    assert word(2) == 1 << 2 and struct.pack("<I", 191) not in targets.d
+    probe.remove_pid(191)      # already gone
+    probe.remove_pid(130)
+    assert word(2) == 0 and word(1) == 1
+    with pytest.raises(OSError):
+        probe.add_pid(200, spec)   # word 3: set, the hash refused it, cleared again
+    assert word(3) == 0
+    targets.full = ()
+    probe.add_pid(200, spec)
+    targets.full = (struct.pack("<I", 200),)
+    with pytest.raises(OSError):
+        probe.add_pid(200, spec)   # a refresh refused: the tgid is still in the hash
+    assert word(3) == 1 << (200 & 63)
+
+
 # -- bpf(2) map walk -----------------------------------------------------------------
 def test_map_keys_once_when_the_kernel_deletes_the_current_key(
         monkeypatch: pytest.MonkeyPatch) -> None:
