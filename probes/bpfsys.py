@@ -38,6 +38,7 @@ BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
 PERCPU_TYPES = (BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH)
 BPF_ANY = 0
+BPF_EXIST = 2  # update only a key that is there
 
 # perf_event_open
 PERF_TYPE_SOFTWARE = 1
@@ -104,10 +105,23 @@ class Map:
         return value.raw
 
     def update(self, key: bytes, value: bytes) -> None:
+        self._update(key, value, BPF_ANY)
+
+    def replace(self, key: bytes, value: bytes) -> bool:
+        """Update a key only if it is there; False if it was not."""
+        try:
+            self._update(key, value, BPF_EXIST)
+        except BpfError as err:
+            if err.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def _update(self, key: bytes, value: bytes, flags: int) -> None:
         if len(value) != self.value_size:
             raise ValueError(f"{self.name}: value of {len(value)} bytes, want {self.value_size}")
         if self._call(BPF_MAP_UPDATE_ELEM, key, ctypes.create_string_buffer(value, len(value)),
-                      BPF_ANY) < 0:
+                      flags) < 0:
             _raise(f"update of {self.name}")
 
     def delete(self, key: bytes) -> bool:

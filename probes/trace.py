@@ -240,6 +240,12 @@ class TraceProbe:
                 self._user_bit(tgid, False)
             raise
 
+    def refresh_pid(self, tgid: int, spec: TargetSpec) -> bool:
+        """A new spec for a process the kernel traces already (a target's child): only if
+        it is still there (False if it exited meanwhile), and without a bit of ours, so a
+        child's exit leaves nothing of it behind."""
+        return self._maps["targets"].replace(_U32.pack(tgid), self._leaf(spec))
+
     def remove_pid(self, tgid: int) -> None:
         # already gone: the process exited and the kernel side removed it
         self._maps["targets"].delete(_U32.pack(tgid))

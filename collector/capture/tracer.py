@@ -36,6 +36,7 @@ class ProbeLike(Protocol):
     def detach(self) -> None: ...   # detach, keep what prepare() loaded
     def close(self) -> None: ...    # detach and release
     def add_pid(self, tgid: int, spec: Any) -> None: ...
+    def refresh_pid(self, tgid: int, spec: Any) -> bool: ...  # only if still traced
     def remove_pid(self, tgid: int) -> None: ...
     def pids(self) -> dict[int, int]: ...
     def add_comm(self, comm: str, spec: Any) -> None: ...
@@ -192,11 +193,12 @@ class Tracer:
             self._probe.add_cgroup(self.resolver.cgroup_id(target.value), spec)
         for pid in pids:
             self._probe.add_pid(pid, spec)
-        # Children already inherited this cookie; refresh their caps too.
+        # Children already inherited this cookie; refresh their caps too (not re-adding
+        # one that exited since: its tgid may be another process's by then).
         family = [p for p, c in self._probe.pids().items() if c == target.cookie]
         for pid in family:
             if pid not in pids:
-                self._probe.add_pid(pid, spec)
+                self._probe.refresh_pid(pid, spec)
         if target.cap:
             self._probe.attach_tls(family)
             if target.kind != "pid":  # processes it starts later: their first calls too

@@ -437,8 +437,10 @@ def test_probe_maps_and_counters_without_bcc() -> None:
         for _ in range(100):
             os.write(fd, b"periscope-test-payload")
         os.close(fd)
+        assert probe.refresh_pid(me, TargetSpec(cookie=9, payload_cap=64))
         probe.remove_pid(me)
         probe.remove_pid(me)  # already gone: no error
+        assert not probe.refresh_pid(me, TargetSpec(cookie=9))  # not re-added
         probe.remove_comm("no-such-comm")
         probe.remove_cgroup(12345)
         assert probe.pids() == {}

@@ -68,3 +68,39 @@ def test_a_session_during_the_preload_waits_for_it_and_uses_its_probe(tmp_path: 
     assert not done.is_alive() and not pre.is_alive()  # no deadlock on the tracer's lock
     assert t.attached and len(made) == 1 and made[0].loaded
     t.close()
+
+
+def test_a_new_session_refreshes_the_targets_children_without_re_adding_exited_ones(
+        tmp_path: Path) -> None:
+    """The kernel added a target's children itself; a second session on the target gives
+    them its cap by refreshing their entries: a child that exited in between (still listed
+    a moment ago) is not re-added, and no child becomes a pid the daemon added."""
+
+    class Kernel(FakeProbe):
+        added: list[int] = []
+
+        def add_pid(self, tgid: int, spec: object) -> None:
+            self.added.append(tgid)
+            super().add_pid(tgid, spec)
+
+        def pids(self) -> dict[int, int]:
+            cookie = self.pid_map.get(4242)
+            return {**self.pid_map, 5001: cookie} if cookie is not None else {}
+
+    made: list[FakeProbe] = []
+    proc = tmp_path / "proc"
+    (proc / "4242").mkdir(parents=True)
+    (proc / "4242" / "comm").write_text("x\n")
+
+    def factory() -> FakeProbe:
+        made.append(Kernel())
+        return made[-1]
+
+    t = Tracer(factory, lambda cookie, cap: (cookie, cap), Resolver(proc, tmp_path / "cg"))
+    t.acquire("s1", "pid", "4242", 0)
+    probe = made[0]
+    probe.pid_map[5000] = probe.pid_map[4242]  # a child the kernel added at its fork
+    t.acquire("s2", "pid", "4242", 64)
+    assert set(probe.pid_map) == {4242, 5000}  # 5001 exited: not re-added
+    assert set(Kernel.added) == {4242}
+    t.close()

@@ -117,6 +117,12 @@ class FakeProbe:
     def add_pid(self, tgid: int, spec: Any) -> None:
         self.pid_map[tgid] = spec[0]
 
+    def refresh_pid(self, tgid: int, spec: Any) -> bool:
+        if tgid not in self.pid_map:
+            return False
+        self.pid_map[tgid] = spec[0]
+        return True
+
     def remove_pid(self, tgid: int) -> None:
         self.pid_map.pop(tgid, None)
 
