@@ -10,13 +10,14 @@ from collector.proc.resolve import Resolver
 from tests.unit.serve.conftest import FakeProbe
 
 
-def _tracer(tmp_path: Path, made: list[FakeProbe]) -> Tracer:
+def _tracer(tmp_path: Path, made: list[FakeProbe], probe: type[FakeProbe] = FakeProbe
+            ) -> Tracer:
     proc = tmp_path / "proc"
     (proc / "4242").mkdir(parents=True)
     (proc / "4242" / "comm").write_text("x\n")
 
     def factory() -> FakeProbe:
-        made.append(FakeProbe())
+        made.append(probe())
         return made[-1]
 
     return Tracer(factory, lambda cookie, cap: (cookie, cap), Resolver(proc, tmp_path / "cg"))
@@ -88,15 +89,7 @@ def test_a_new_session_refreshes_the_targets_children_without_re_adding_exited_o
             return {**self.pid_map, 5001: cookie} if cookie is not None else {}
 
     made: list[FakeProbe] = []
-    proc = tmp_path / "proc"
-    (proc / "4242").mkdir(parents=True)
-    (proc / "4242" / "comm").write_text("x\n")
-
-    def factory() -> FakeProbe:
-        made.append(Kernel())
-        return made[-1]
-
-    t = Tracer(factory, lambda cookie, cap: (cookie, cap), Resolver(proc, tmp_path / "cg"))
+    t = _tracer(tmp_path, made, Kernel)
     t.acquire("s1", "pid", "4242", 0)
     probe = made[0]
     probe.pid_map[5000] = probe.pid_map[4242]  # a child the kernel added at its fork
